@@ -1,0 +1,43 @@
+# hashshare: `make serve` runs a development server, `make test` runs the suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test check lint typecheck lint-proto proto clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
+	$(BIN)/pip install --quiet -e clients/python -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install
+	mkdir -p var
+	$(BIN)/hashshare-server serve --listen 127.0.0.1:50051 --store sqlite:///var/hashshare.db \
+		--dev-admin-token-file var/admin.token
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff format --check src clients/python/src tests proto/generate.py
+	$(BIN)/ruff check src clients/python/src tests proto/generate.py
+
+typecheck: install
+	$(BIN)/mypy
+
+lint-proto: install
+	cd proto && ../$(BIN)/buf lint
+
+check: lint typecheck lint-proto test
+
+proto: install
+	$(BIN)/python proto/generate.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,139 @@
+"""The asyncio twin of Client: the same methods, awaited."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from . import protocol
+from ._config import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, auth_metadata, resolve_target
+from ._models import Category, DiscoveryMethod, Entry, LegalBasis, MatchResult, RetractResult, Spread, SubmitResult
+from .pb.hashshare.v1 import (
+    match_pb2_grpc,
+    research_pb2,
+    research_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+)
+from .protocol import Threshold
+from .signals import Signal
+
+__all__ = ["AsyncClient"]
+
+_Response = TypeVar("_Response")
+
+
+class AsyncClient:
+    """Like Client, for asyncio code; use ``async with AsyncClient(...) as c``."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        address = resolve_target(target)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        self._metadata = auth_metadata(token)
+        self._timeout = timeout
+        self._match = match_pb2_grpc.MatchServiceStub(self._channel)
+        self._submission = submission_pb2_grpc.SubmissionServiceStub(self._channel)
+        self._research = research_pb2_grpc.ResearchServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def match(
+        self,
+        signals: Sequence[Signal],
+        *,
+        thresholds: Mapping[str, Threshold] | None = None,
+        item_id: str = "",
+        timeout: float | None = None,
+    ) -> MatchResult:
+        request = protocol.match_request(signals, thresholds, item_id)
+        return protocol.match_result(await self._call(self._match.Match, request, timeout))
+
+    async def match_stream(
+        self,
+        items: Iterable[tuple[str, Sequence[Signal]]],
+        *,
+        thresholds: Mapping[str, Threshold] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[MatchResult]:
+        requests = (protocol.match_request(signals, thresholds, item_id) for item_id, signals in items)
+        call = self._match.MatchStream(requests, timeout=timeout, metadata=self._metadata)
+        try:
+            async for response in call:
+                yield protocol.match_result(response)
+        except grpc.aio.AioRpcError as error:
+            raise protocol.api_error(error.code(), error.details(), error.trailing_metadata()) from None
+
+    async def submit(
+        self,
+        signals: Sequence[Signal],
+        *,
+        category: str,
+        legal_basis: LegalBasis | str = LegalBasis.COMMUNITY_GUIDELINES,
+        discovery_method: DiscoveryMethod | str = DiscoveryMethod.UNSPECIFIED,
+        notice_reference: str = "",
+        notice_received_at: datetime | None = None,
+        removed_at: datetime | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> SubmitResult:
+        request = protocol.submit_request(
+            request_id or str(uuid.uuid4()),
+            signals,
+            category,
+            legal_basis,
+            discovery_method,
+            notice_reference,
+            notice_received_at,
+            removed_at,
+        )
+        return protocol.submit_result(await self._call(self._submission.Submit, request, timeout))
+
+    async def retract(
+        self, entry_id: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> RetractResult:
+        request = submission_pb2.RetractRequest(
+            request_id=request_id or str(uuid.uuid4()), entry_id=entry_id, reason=reason
+        )
+        return protocol.retract_result(await self._call(self._submission.Retract, request, timeout))
+
+    async def get_entry(self, entry_id: str, *, timeout: float | None = None) -> Entry:
+        request = submission_pb2.GetEntryRequest(entry_id=entry_id)
+        return protocol.entry_result(await self._call(self._submission.GetEntry, request, timeout))
+
+    async def categories(self, *, timeout: float | None = None) -> list[Category]:
+        request = submission_pb2.ListCategoriesRequest()
+        return protocol.categories_result(await self._call(self._submission.ListCategories, request, timeout))
+
+    async def spread(self, entry_id: str, *, timeout: float | None = None) -> Spread:
+        request = research_pb2.GetSpreadRequest(entry_id=entry_id)
+        return protocol.spread_result(await self._call(self._research.GetSpread, request, timeout))
+
+    async def _call(
+        self, method: Callable[..., Awaitable[_Response]], request: Any, timeout: float | None
+    ) -> _Response:
+        try:
+            return await method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise protocol.api_error(error.code(), error.details(), error.trailing_metadata()) from None

@@ -1,0 +1,149 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+
+from . import protocol
+from ._config import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, auth_metadata, resolve_target
+from ._models import Category, DiscoveryMethod, Entry, LegalBasis, MatchResult, RetractResult, Spread, SubmitResult
+from .pb.hashshare.v1 import (
+    match_pb2_grpc,
+    research_pb2,
+    research_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+)
+from .protocol import Threshold
+from .signals import Signal
+
+__all__ = ["Client"]
+
+_Response = TypeVar("_Response")
+
+
+class Client:
+    """A connection to a hashshare server.
+
+    ``target`` defaults to $HASHSHARE_SERVER, then 127.0.0.1:50051; ``token``
+    to $HASHSHARE_TOKEN. Unary calls carry a deadline (``timeout`` seconds)
+    and are retried on UNAVAILABLE; mutating calls send a request_id so that a
+    retry never applies twice.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        address = resolve_target(target)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        self._metadata = auth_metadata(token)
+        self._timeout = timeout
+        self._match = match_pb2_grpc.MatchServiceStub(self._channel)
+        self._submission = submission_pb2_grpc.SubmissionServiceStub(self._channel)
+        self._research = research_pb2_grpc.ResearchServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def match(
+        self,
+        signals: Sequence[Signal],
+        *,
+        thresholds: Mapping[str, Threshold] | None = None,
+        item_id: str = "",
+        timeout: float | None = None,
+    ) -> MatchResult:
+        """Look up one item's signals; ``.verdict`` is "BLOCK", "REVIEW" or "NONE"."""
+        request = protocol.match_request(signals, thresholds, item_id)
+        return protocol.match_result(self._call(self._match.Match, request, timeout))
+
+    def match_stream(
+        self,
+        items: Iterable[tuple[str, Sequence[Signal]]],
+        *,
+        thresholds: Mapping[str, Threshold] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[MatchResult]:
+        """Look up many ``(item_id, signals)`` items on one stream, in order.
+
+        A malformed item yields a result with ``.error`` set; the others go on.
+        """
+        requests = (protocol.match_request(signals, thresholds, item_id) for item_id, signals in items)
+        try:
+            for response in self._match.MatchStream(requests, timeout=timeout, metadata=self._metadata):
+                yield protocol.match_result(response)
+        except grpc.RpcError as error:
+            raise protocol.api_error(error.code(), error.details(), error.trailing_metadata()) from None
+
+    def submit(
+        self,
+        signals: Sequence[Signal],
+        *,
+        category: str,
+        legal_basis: LegalBasis | str = LegalBasis.COMMUNITY_GUIDELINES,
+        discovery_method: DiscoveryMethod | str = DiscoveryMethod.UNSPECIFIED,
+        notice_reference: str = "",
+        notice_received_at: datetime | None = None,
+        removed_at: datetime | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> SubmitResult:
+        """Record a confirmed removal. Replaying a ``request_id`` returns the first result."""
+        request = protocol.submit_request(
+            request_id or str(uuid.uuid4()),
+            signals,
+            category,
+            legal_basis,
+            discovery_method,
+            notice_reference,
+            notice_received_at,
+            removed_at,
+        )
+        return protocol.submit_result(self._call(self._submission.Submit, request, timeout))
+
+    def retract(
+        self, entry_id: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> RetractResult:
+        """Withdraw this member's submissions on an entry."""
+        request = submission_pb2.RetractRequest(
+            request_id=request_id or str(uuid.uuid4()), entry_id=entry_id, reason=reason
+        )
+        return protocol.retract_result(self._call(self._submission.Retract, request, timeout))
+
+    def get_entry(self, entry_id: str, *, timeout: float | None = None) -> Entry:
+        request = submission_pb2.GetEntryRequest(entry_id=entry_id)
+        return protocol.entry_result(self._call(self._submission.GetEntry, request, timeout))
+
+    def categories(self, *, timeout: float | None = None) -> list[Category]:
+        request = submission_pb2.ListCategoriesRequest()
+        return protocol.categories_result(self._call(self._submission.ListCategories, request, timeout))
+
+    def spread(self, entry_id: str, *, timeout: float | None = None) -> Spread:
+        """How an entry's content kept spreading (role "researcher")."""
+        request = research_pb2.GetSpreadRequest(entry_id=entry_id)
+        return protocol.spread_result(self._call(self._research.GetSpread, request, timeout))
+
+    def _call(self, method: Callable[..., _Response], request: Any, timeout: float | None) -> _Response:
+        try:
+            return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise protocol.api_error(error.code(), error.details(), error.trailing_metadata()) from None

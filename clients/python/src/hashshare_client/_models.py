@@ -1,0 +1,197 @@
+"""The SDK's result records: plain frozen dataclasses, no protobuf."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import datetime
+from typing import Any
+
+from ._exceptions import FieldViolation
+from .signals import Signal
+
+__all__ = [
+    "Category",
+    "DailyCount",
+    "DiscoveryMethod",
+    "Entry",
+    "ItemError",
+    "LegalBasis",
+    "MatchResult",
+    "MatchedEntry",
+    "PlatformSpread",
+    "RetractResult",
+    "SignalMatch",
+    "SkippedSignal",
+    "Spread",
+    "SubmitResult",
+    "Submission",
+    "Verdict",
+    "to_jsonable",
+]
+
+
+class Verdict(enum.StrEnum):
+    """What a platform should do with an upload; compares equal to its name."""
+
+    NONE = "NONE"
+    REVIEW = "REVIEW"
+    BLOCK = "BLOCK"
+
+
+class LegalBasis(enum.StrEnum):
+    UNSPECIFIED = "unspecified"
+    COMMUNITY_GUIDELINES = "community_guidelines"
+    LOCAL_LAW = "local_law"
+    COMMUNITY_GUIDELINES_AND_LOCAL_LAW = "community_guidelines_and_local_law"
+
+
+class DiscoveryMethod(enum.StrEnum):
+    UNSPECIFIED = "unspecified"
+    AUTHORITY_NOTICE = "authority_notice"
+    USER_REPORT = "user_report"
+    PROACTIVE = "proactive"
+    TRUSTED_FLAGGER = "trusted_flagger"
+
+
+@dataclass(frozen=True)
+class SignalMatch:
+    signal_type: str
+    distance: int
+    similarity: float
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class MatchedEntry:
+    """One bank entry an item matched; ``signal_type`` is the strongest evidence."""
+
+    entry_id: str
+    signal_type: str
+    distance: int
+    similarity: float
+    category: str
+    corroborations: int
+    verdict: Verdict
+    evidence: tuple[SignalMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class SkippedSignal:
+    signal_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """Why one item of a stream was refused."""
+
+    code: str
+    message: str
+    field_violations: tuple[FieldViolation, ...] = ()
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    verdict: Verdict
+    matches: tuple[MatchedEntry, ...] = ()
+    item_id: str = ""
+    skipped: tuple[SkippedSignal, ...] = ()
+    error: ItemError | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    entry_id: str
+    submission_id: str
+    joined_existing: bool
+    corroborations: int
+
+
+@dataclass(frozen=True)
+class RetractResult:
+    entry_id: str
+    retracted_submissions: int
+    entry_active: bool
+
+
+@dataclass(frozen=True)
+class Submission:
+    submission_id: str
+    member_id: str
+    category: str
+    legal_basis: LegalBasis
+    discovery_method: DiscoveryMethod
+    notice_reference: str
+    notice_received_at: datetime | None
+    removed_at: datetime | None
+    created_at: datetime | None
+    retracted_at: datetime | None
+    retract_reason: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    entry_id: str
+    category: str
+    active: bool
+    corroborations: int
+    created_at: datetime | None
+    first_removed_at: datetime | None
+    signals: tuple[Signal, ...] = ()
+    submissions: tuple[Submission, ...] = ()
+
+
+@dataclass(frozen=True)
+class Category:
+    id: str
+    title: str
+    description: str
+
+
+@dataclass(frozen=True)
+class DailyCount:
+    day: str
+    sightings: int
+
+
+@dataclass(frozen=True)
+class PlatformSpread:
+    platform: str
+    sightings: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True)
+class Spread:
+    entry_id: str
+    sightings: int
+    distinct_platforms: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    daily: tuple[DailyCount, ...] = field(default_factory=tuple)
+    platforms: tuple[PlatformSpread, ...] = field(default_factory=tuple)
+
+
+def to_jsonable(record: Any) -> Any:
+    """A result record as JSON-ready dicts and lists (for ``--json``)."""
+    return _jsonable(record)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Signal):
+        return value.to_dict()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value

@@ -1,0 +1,265 @@
+"""Conversions between the SDK's records and the hashshare.v1 messages.
+
+Shared by the sync and async clients, and by the server, so that each
+mapping (verdicts, legal bases, timestamps, signals) exists once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from ._exceptions import API_ERRORS, ApiError, FieldViolation
+from ._models import (
+    Category,
+    DailyCount,
+    DiscoveryMethod,
+    Entry,
+    ItemError,
+    LegalBasis,
+    MatchedEntry,
+    MatchResult,
+    PlatformSpread,
+    RetractResult,
+    SignalMatch,
+    SkippedSignal,
+    Spread,
+    Submission,
+    SubmitResult,
+    Verdict,
+)
+from .pb.hashshare.v1 import match_pb2, research_pb2, signal_pb2, submission_pb2
+from .signals import Signal
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+VERDICTS: dict[int, Verdict] = {
+    signal_pb2.VERDICT_UNSPECIFIED: Verdict.NONE,
+    signal_pb2.VERDICT_NONE: Verdict.NONE,
+    signal_pb2.VERDICT_REVIEW: Verdict.REVIEW,
+    signal_pb2.VERDICT_BLOCK: Verdict.BLOCK,
+}
+LEGAL_BASES: dict[LegalBasis, int] = {
+    LegalBasis.UNSPECIFIED: signal_pb2.LEGAL_BASIS_UNSPECIFIED,
+    LegalBasis.COMMUNITY_GUIDELINES: signal_pb2.LEGAL_BASIS_COMMUNITY_GUIDELINES,
+    LegalBasis.LOCAL_LAW: signal_pb2.LEGAL_BASIS_LOCAL_LAW,
+    LegalBasis.COMMUNITY_GUIDELINES_AND_LOCAL_LAW: signal_pb2.LEGAL_BASIS_COMMUNITY_GUIDELINES_AND_LOCAL_LAW,
+}
+DISCOVERY_METHODS: dict[DiscoveryMethod, int] = {
+    DiscoveryMethod.UNSPECIFIED: signal_pb2.DISCOVERY_METHOD_UNSPECIFIED,
+    DiscoveryMethod.AUTHORITY_NOTICE: signal_pb2.DISCOVERY_METHOD_AUTHORITY_NOTICE,
+    DiscoveryMethod.USER_REPORT: signal_pb2.DISCOVERY_METHOD_USER_REPORT,
+    DiscoveryMethod.PROACTIVE: signal_pb2.DISCOVERY_METHOD_PROACTIVE,
+    DiscoveryMethod.TRUSTED_FLAGGER: signal_pb2.DISCOVERY_METHOD_TRUSTED_FLAGGER,
+}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A per-request threshold: a distance in bits, or a Jaccard similarity for text."""
+
+    block: float | None = None
+    review: float | None = None
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"timestamps must carry a time zone: {value!r}")
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(message: Any, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def signal_to_proto(signal: Signal) -> signal_pb2.Signal:
+    message = signal_pb2.Signal(type=signal.type, version=signal.version, raw=signal.value)
+    if signal.quality is not None:
+        message.quality = signal.quality
+    return message
+
+
+def signal_from_proto(message: signal_pb2.Signal) -> Signal:
+    value = bytes.fromhex(message.hex) if message.WhichOneof("value") == "hex" else message.raw
+    quality = message.quality if message.HasField("quality") else None
+    return Signal(type=message.type, version=message.version, value=value, quality=quality)
+
+
+def match_request(
+    signals: Sequence[Signal], thresholds: Mapping[str, Threshold] | None = None, item_id: str = ""
+) -> match_pb2.MatchRequest:
+    request = match_pb2.MatchRequest(signals=[signal_to_proto(s) for s in signals], item_id=item_id)
+    for signal_type, threshold in (thresholds or {}).items():
+        message = request.thresholds.add(signal_type=signal_type)
+        if threshold.block is not None:
+            message.block = threshold.block
+        if threshold.review is not None:
+            message.review = threshold.review
+    return request
+
+
+def match_result(response: match_pb2.MatchResponse) -> MatchResult:
+    error = None
+    if response.HasField("error"):
+        error = ItemError(
+            code=response.error.code,
+            message=response.error.message,
+            field_violations=tuple(FieldViolation(v.field, v.description) for v in response.error.field_violations),
+        )
+    return MatchResult(
+        verdict=VERDICTS[response.verdict],
+        matches=tuple(_matched_entry(m) for m in response.matches),
+        item_id=response.item_id,
+        skipped=tuple(SkippedSignal(s.signal_type, s.reason) for s in response.skipped),
+        error=error,
+    )
+
+
+def _matched_entry(message: match_pb2.MatchedEntry) -> MatchedEntry:
+    return MatchedEntry(
+        entry_id=message.entry_id,
+        signal_type=message.signal_type,
+        distance=message.distance,
+        similarity=message.similarity,
+        category=message.category,
+        corroborations=message.corroborations,
+        verdict=VERDICTS[message.verdict],
+        evidence=tuple(
+            SignalMatch(e.signal_type, e.distance, e.similarity, VERDICTS[e.verdict]) for e in message.evidence
+        ),
+    )
+
+
+def submit_request(
+    request_id: str,
+    signals: Sequence[Signal],
+    category: str,
+    legal_basis: LegalBasis | str,
+    discovery_method: DiscoveryMethod | str,
+    notice_reference: str,
+    notice_received_at: datetime | None,
+    removed_at: datetime | None,
+) -> submission_pb2.SubmitRequest:
+    return submission_pb2.SubmitRequest(
+        request_id=request_id,
+        signals=[signal_to_proto(s) for s in signals],
+        category=category,
+        legal_basis=LEGAL_BASES[LegalBasis(legal_basis)],
+        discovery_method=DISCOVERY_METHODS[DiscoveryMethod(discovery_method)],
+        notice_reference=notice_reference,
+        notice_received_at=timestamp(notice_received_at),
+        removed_at=timestamp(removed_at),
+    )
+
+
+def submit_result(response: submission_pb2.SubmitResponse) -> SubmitResult:
+    return SubmitResult(
+        entry_id=response.entry_id,
+        submission_id=response.submission_id,
+        joined_existing=response.joined_existing,
+        corroborations=response.corroborations,
+    )
+
+
+def retract_result(response: submission_pb2.RetractResponse) -> RetractResult:
+    return RetractResult(
+        entry_id=response.entry_id,
+        retracted_submissions=response.retracted_submissions,
+        entry_active=response.entry_active,
+    )
+
+
+def entry_result(response: submission_pb2.GetEntryResponse) -> Entry:
+    entry = response.entry
+    return Entry(
+        entry_id=entry.entry_id,
+        category=entry.category,
+        active=entry.active,
+        corroborations=entry.corroborations,
+        created_at=from_timestamp(entry, "created_at"),
+        first_removed_at=from_timestamp(entry, "first_removed_at"),
+        signals=tuple(signal_from_proto(s) for s in entry.signals),
+        submissions=tuple(_submission(s) for s in entry.submissions),
+    )
+
+
+def _submission(message: submission_pb2.Submission) -> Submission:
+    legal = {v: k for k, v in LEGAL_BASES.items()}
+    discovery = {v: k for k, v in DISCOVERY_METHODS.items()}
+    return Submission(
+        submission_id=message.submission_id,
+        member_id=message.member_id,
+        category=message.category,
+        legal_basis=legal.get(message.legal_basis, LegalBasis.UNSPECIFIED),
+        discovery_method=discovery.get(message.discovery_method, DiscoveryMethod.UNSPECIFIED),
+        notice_reference=message.notice_reference,
+        notice_received_at=from_timestamp(message, "notice_received_at"),
+        removed_at=from_timestamp(message, "removed_at"),
+        created_at=from_timestamp(message, "created_at"),
+        retracted_at=from_timestamp(message, "retracted_at"),
+        retract_reason=message.retract_reason,
+    )
+
+
+def categories_result(response: submission_pb2.ListCategoriesResponse) -> list[Category]:
+    return [Category(c.id, c.title, c.description) for c in response.categories]
+
+
+def spread_result(response: research_pb2.GetSpreadResponse) -> Spread:
+    return Spread(
+        entry_id=response.entry_id,
+        sightings=response.sightings,
+        distinct_platforms=response.distinct_platforms,
+        first_seen=from_timestamp(response, "first_seen"),
+        last_seen=from_timestamp(response, "last_seen"),
+        daily=tuple(DailyCount(d.day, d.sightings) for d in response.daily),
+        platforms=tuple(
+            PlatformSpread(
+                platform=p.platform,
+                sightings=p.sightings,
+                first_seen=from_timestamp(p, "first_seen"),
+                last_seen=from_timestamp(p, "last_seen"),
+            )
+            for p in response.platforms
+        ),
+    )
+
+
+def api_error(
+    code: grpc.StatusCode, details: str | None, trailing_metadata: Iterable[tuple[str, str | bytes]] | None
+) -> ApiError:
+    """The SDK exception for a failed call, with the field violations the
+    server put in its google.rpc.Status details."""
+    violations: list[FieldViolation] = []
+    reason = ""
+    for key, value in trailing_metadata or ():
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+                violations.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
+            elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+    error_type = API_ERRORS.get(code.name, ApiError)
+    error = error_type(details or code.name, tuple(violations), reason)
+    if error_type is ApiError:
+        error.code = code.name
+    return error

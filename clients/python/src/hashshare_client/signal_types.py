@@ -1,0 +1,160 @@
+"""The signal types hashshare exchanges: the one place each is defined.
+
+Every signal type has a stable name (also its storage key: never rename one
+once it has shipped), a version that changes whenever its algorithm or
+parameters change, its size, how two values are compared, and the default
+and loosest thresholds. Client and server both import this module, so they
+can never disagree about a signal.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "DHASH",
+    "MD5",
+    "MINHASH",
+    "PDQ",
+    "PHASH",
+    "SHA256",
+    "SIGNAL_TYPES",
+    "Comparison",
+    "SignalType",
+    "get",
+]
+
+
+class Comparison(enum.Enum):
+    """How two values of one signal type are compared."""
+
+    HAMMING = "hamming"  # bits that differ; smaller is closer
+    EXACT = "exact"  # equal or not
+    MINHASH = "minhash"  # share of equal permutation minima; larger is closer
+
+
+@dataclass(frozen=True)
+class SignalType:
+    """One signal type and its matching policy defaults.
+
+    Thresholds are distances in bits for Hamming types (a match is at or
+    below) and Jaccard similarities for MinHash (a match is at or above).
+    ``limit`` is the loosest threshold a request may ask for: beyond it the
+    signal matches unrelated content, and the index has to look too far.
+    """
+
+    name: str
+    version: str
+    comparison: Comparison
+    size_bytes: int
+    block: float
+    review: float
+    limit: float
+    min_quality: int | None = None
+    description: str = ""
+
+    @property
+    def bits(self) -> int:
+        return self.size_bytes * 8
+
+    def within(self, score: float, threshold: float) -> bool:
+        """Whether a distance (Hamming) or similarity (MinHash) meets a threshold."""
+        if self.comparison is Comparison.MINHASH:
+            return score >= threshold
+        return score <= threshold
+
+    def looser_than(self, a: float, b: float) -> bool:
+        """Whether threshold ``a`` admits more than threshold ``b``."""
+        return a < b if self.comparison is Comparison.MINHASH else a > b
+
+
+# Bump when image decoding or pre-processing changes what the hashers see.
+IMAGE_PREPROCESSING = "p1"
+# Bump when text normalisation or shingling changes (see hashshare_client._text).
+TEXT_NORMALISATION = "n1"
+TEXT_SHINGLING = "c5"
+MINHASH_PERMUTATIONS = 128
+MINHASH_SEED = 1
+# datasketch 2.0 changed its default scheme; naming it keeps stored
+# signatures comparable across datasketch versions.
+MINHASH_SCHEME = "affine32"
+
+PDQ = SignalType(
+    name="image/pdq",
+    version=f"pdq1.{IMAGE_PREPROCESSING}",
+    comparison=Comparison.HAMMING,
+    size_bytes=32,
+    block=31,
+    review=40,
+    limit=52,
+    min_quality=50,
+    description="Meta's PDQ, 256 bits; the exchange standard of GIFCT, ThreatExchange and StopNCII.",
+)
+PHASH = SignalType(
+    name="image/phash",
+    version=f"phash8hf4.{IMAGE_PREPROCESSING}",
+    comparison=Comparison.HAMMING,
+    size_bytes=8,
+    block=10,
+    review=12,
+    limit=16,
+    description="imagehash's DCT perceptual hash, 64 bits.",
+)
+DHASH = SignalType(
+    name="image/dhash",
+    version=f"dhash8.{IMAGE_PREPROCESSING}",
+    comparison=Comparison.HAMMING,
+    size_bytes=8,
+    block=10,
+    review=12,
+    limit=16,
+    description="imagehash's difference hash, 64 bits.",
+)
+SHA256 = SignalType(
+    name="exact/sha256",
+    version="1",
+    comparison=Comparison.EXACT,
+    size_bytes=32,
+    block=0,
+    review=0,
+    limit=0,
+    description="SHA-256 of the file's bytes.",
+)
+MD5 = SignalType(
+    name="exact/md5",
+    version="1",
+    comparison=Comparison.EXACT,
+    size_bytes=16,
+    block=0,
+    review=0,
+    limit=0,
+    description="MD5 of the file's bytes, as in other programmes' hash lists.",
+)
+MINHASH = SignalType(
+    name="text/minhash",
+    version=(f"{TEXT_NORMALISATION}.{TEXT_SHINGLING}.p{MINHASH_PERMUTATIONS}.s{MINHASH_SEED}.{MINHASH_SCHEME}"),
+    comparison=Comparison.MINHASH,
+    size_bytes=MINHASH_PERMUTATIONS * 4,
+    block=0.5,
+    review=0.4,
+    limit=0.3,
+    description="datasketch MinHash of character shingles of the normalised text.",
+)
+
+
+def _registry(*types: SignalType) -> dict[str, SignalType]:
+    registry: dict[str, SignalType] = {}
+    for signal_type in types:
+        if signal_type.name in registry:
+            raise RuntimeError(f"signal type {signal_type.name!r} is defined twice")
+        registry[signal_type.name] = signal_type
+    return registry
+
+
+SIGNAL_TYPES: dict[str, SignalType] = _registry(PDQ, PHASH, DHASH, SHA256, MD5, MINHASH)
+
+
+def get(name: str) -> SignalType:
+    """Return the signal type called ``name``; KeyError when there is none."""
+    return SIGNAL_TYPES[name]

@@ -1,0 +1,141 @@
+"""Builds, starts and stops the gRPC server around a Bank."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from hashshare_client.pb.hashshare.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    match_pb2,
+    match_pb2_grpc,
+    research_pb2,
+    research_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+)
+
+from .. import members
+from ..auth import hash_token
+from ..bank import Bank
+from ..model import Role
+from ..settings import Settings
+from ..store import open_store
+from ..taxonomy import Taxonomy
+from .services import AdminService, MatchService, ResearchService, SubmissionService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name,
+    submission_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name,
+    research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEV_ADMIN_NAME = "dev-admin"
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    bank: Bank
+    health: health.HealthServicer
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls (health NOT_SERVING first), finish those in flight, flush."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.bank.settings.grace_seconds if grace is None else grace).wait()
+        self.bank.stop()
+        self.bank.store.close()
+
+
+def start(settings: Settings) -> RunningServer:
+    """Start serving; returns once the index is loaded and health is SERVING."""
+    store = open_store(settings.store)
+    taxonomy = Taxonomy.from_file(settings.taxonomy) if settings.taxonomy else Taxonomy()
+    bank = Bank(store, settings, taxonomy)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="hashshare-rpc"),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC sets SO_REUSEPORT by default, which lets a second server
+            # silently share the port; one process owns its port.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchService(bank), server)
+    submission_pb2_grpc.add_SubmissionServiceServicer_to_server(SubmissionService(bank), server)
+    research_pb2_grpc.add_ResearchServiceServicer_to_server(ResearchService(bank), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(bank), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    server.start()
+    bank.start()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving on port %d, store %s, index %s", port, settings.store, bank.index.sizes())
+    return RunningServer(server, port, bank, health_servicer)
+
+
+def ensure_dev_admin(settings: Settings) -> Path | None:
+    """Development only: make sure an admin token exists in ``dev_admin_token_file``."""
+    if not settings.dev_admin_token_file:
+        return None
+    path = Path(settings.dev_admin_token_file)
+    store = open_store(settings.store)
+    try:
+        if path.exists() and store.find_token(hash_token(path.read_text().strip())) is not None:
+            return path
+        existing = [m for m in store.list_members() if m.name == DEV_ADMIN_NAME]
+        if existing:
+            _, secret = members.issue_token(store, existing[0].member_id, (), time.time())
+        else:
+            _, _, secret = members.create_member(store, DEV_ADMIN_NAME, [Role.ADMIN.value], time.time())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secret + "\n")
+        return path
+    finally:
+        store.close()
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    token_file = ensure_dev_admin(settings)
+    running = start(settings)
+    print(
+        f"hashshare serving on {settings.listen.rsplit(':', 1)[0]}:{running.port} (store {settings.store})", flush=True
+    )
+    if token_file is not None:
+        print(f"development admin token written to {token_file.resolve()}", flush=True)
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stopping.wait()
+    log.info("shutting down")
+    running.stop()

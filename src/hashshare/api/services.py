@@ -1,0 +1,243 @@
+"""The gRPC services: thin translations between messages and the Bank."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from hashshare_client.pb.hashshare.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    match_pb2,
+    match_pb2_grpc,
+    research_pb2,
+    research_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+)
+
+from .. import members
+from ..bank import Bank
+from ..errors import FieldViolation, InvalidArgument
+from ..model import IdKind, Member, Principal, Role, SubmissionDraft, format_id, parse_id
+from . import convert
+from .rpc import rpc
+
+
+class MatchService(match_pb2_grpc.MatchServiceServicer):
+    SERVICE = "hashshare.v1.MatchService"
+
+    def __init__(self, bank: Bank) -> None:
+        self.bank = bank
+
+    def _match(self, request: match_pb2.MatchRequest, principal: Principal) -> match_pb2.MatchResponse:
+        violations: list[FieldViolation] = []
+        signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
+        thresholds = convert.thresholds_from_proto(request.thresholds, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        outcome = self.bank.match(principal, signals, thresholds)
+        return convert.match_response(outcome, request.item_id)
+
+    @rpc
+    def Match(
+        self, request: match_pb2.MatchRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> match_pb2.MatchResponse:
+        return self._match(request, principal)
+
+    @rpc
+    def MatchStream(
+        self, requests: Iterator[match_pb2.MatchRequest], context: grpc.ServicerContext, principal: Principal
+    ) -> Iterator[match_pb2.MatchResponse]:
+        for request in requests:
+            try:
+                yield self._match(request, principal)
+            except InvalidArgument as error:
+                # One malformed item must not end a backfill of millions.
+                yield match_pb2.MatchResponse(item_id=request.item_id, error=convert.item_error(error))
+
+
+class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
+    SERVICE = "hashshare.v1.SubmissionService"
+
+    def __init__(self, bank: Bank) -> None:
+        self.bank = bank
+
+    @rpc
+    def Submit(
+        self, request: submission_pb2.SubmitRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.SubmitResponse:
+        draft = self._draft(request)
+        outcome = self.bank.submit(principal, request.request_id, convert.request_digest(request), draft)
+        return submission_pb2.SubmitResponse(
+            entry_id=format_id(IdKind.ENTRY, outcome.entry_id),
+            submission_id=format_id(IdKind.SUBMISSION, outcome.submission_id),
+            joined_existing=outcome.joined_existing,
+            corroborations=outcome.corroborations,
+        )
+
+    def _draft(self, request: submission_pb2.SubmitRequest) -> SubmissionDraft:
+        violations: list[FieldViolation] = []
+        now = self.bank.now()
+        convert.check_request_id(request.request_id, violations)
+        signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
+        for i, signal in enumerate(signals):
+            floor = convert.SIGNAL_TYPES[signal.type].min_quality
+            if floor is not None and signal.quality is not None and signal.quality < floor:
+                violations.append(
+                    FieldViolation(
+                        f"signals[{i}].quality",
+                        f"{signal.type} quality {signal.quality} is below {floor}: the image has too little "
+                        "detail to be matched reliably, and would match unrelated images",
+                    )
+                )
+        convert.category(request.category, self.bank.taxonomy, violations)
+        legal_basis = convert.legal_basis(request.legal_basis, violations)
+        discovery_method = convert.discovery_method(request.discovery_method, violations)
+        if len(request.notice_reference) > convert.MAX_NOTICE_REFERENCE:
+            violations.append(FieldViolation("notice_reference", f"at most {convert.MAX_NOTICE_REFERENCE} characters"))
+        notice_received_at = convert.seconds(request, "notice_received_at", now, violations)
+        removed_at = convert.seconds(request, "removed_at", now, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        return SubmissionDraft(
+            signals=signals,
+            category=request.category,
+            legal_basis=legal_basis,
+            discovery_method=discovery_method,
+            notice_reference=request.notice_reference,
+            notice_received_at=notice_received_at,
+            removed_at=removed_at if removed_at is not None else now,
+        )
+
+    @rpc
+    def Retract(
+        self, request: submission_pb2.RetractRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.RetractResponse:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request.request_id, violations)
+        if len(request.reason) > convert.MAX_REASON:
+            violations.append(FieldViolation("reason", f"at most {convert.MAX_REASON} characters"))
+        if violations:
+            raise InvalidArgument(violations)
+        entry_id = parse_id(IdKind.ENTRY, request.entry_id, "entry_id")
+        digest = convert.request_digest(request)
+        outcome = self.bank.retract(principal, request.request_id, digest, entry_id, request.reason)
+        return submission_pb2.RetractResponse(
+            entry_id=request.entry_id,
+            retracted_submissions=outcome.retracted_submissions,
+            entry_active=outcome.entry_active,
+        )
+
+    @rpc
+    def GetEntry(
+        self, request: submission_pb2.GetEntryRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.GetEntryResponse:
+        entry = self.bank.get_entry(parse_id(IdKind.ENTRY, request.entry_id, "entry_id"))
+        # Platforms never learn who submitted an entry, nor its hashes.
+        if principal.has(Role.ADMIN):
+            submissions, with_signals = entry.submissions, True
+        elif principal.has(Role.TRUST_SAFETY):
+            submissions = tuple(s for s in entry.submissions if s.member_id == principal.member_id)
+            with_signals = True
+        else:
+            submissions, with_signals = (), False
+        return submission_pb2.GetEntryResponse(entry=convert.entry_message(entry, submissions, with_signals))
+
+    @rpc
+    def ListCategories(
+        self, request: submission_pb2.ListCategoriesRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.ListCategoriesResponse:
+        return submission_pb2.ListCategoriesResponse(
+            categories=[
+                submission_pb2.Category(id=c.id, title=c.title, description=c.description)
+                for c in self.bank.taxonomy.categories
+            ]
+        )
+
+
+class ResearchService(research_pb2_grpc.ResearchServiceServicer):
+    SERVICE = "hashshare.v1.ResearchService"
+
+    def __init__(self, bank: Bank) -> None:
+        self.bank = bank
+
+    @rpc
+    def GetSpread(
+        self, request: research_pb2.GetSpreadRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> research_pb2.GetSpreadResponse:
+        spread = self.bank.spread(parse_id(IdKind.ENTRY, request.entry_id, "entry_id"))
+        return research_pb2.GetSpreadResponse(
+            entry_id=request.entry_id,
+            sightings=spread.sightings,
+            distinct_platforms=len(spread.platforms),
+            first_seen=convert.timestamp_of(spread.first_seen),
+            last_seen=convert.timestamp_of(spread.last_seen),
+            daily=[research_pb2.DailyCount(day=day, sightings=count) for day, count in spread.daily],
+            platforms=[
+                research_pb2.PlatformSpread(
+                    platform=p.platform,
+                    sightings=p.sightings,
+                    first_seen=convert.timestamp_of(p.first_seen),
+                    last_seen=convert.timestamp_of(p.last_seen),
+                )
+                for p in spread.platforms
+            ],
+        )
+
+
+def _member_message(member: Member) -> admin_pb2.Member:
+    return admin_pb2.Member(
+        member_id=format_id(IdKind.MEMBER, member.member_id),
+        name=member.name,
+        roles=sorted(r.value for r in member.roles),
+        created_at=convert.timestamp_of(member.created_at),
+    )
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    SERVICE = "hashshare.v1.AdminService"
+
+    def __init__(self, bank: Bank) -> None:
+        self.bank = bank
+
+    def _check_request_id(self, request_id: str) -> None:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request_id, violations)
+        if violations:
+            raise InvalidArgument(violations)
+
+    @rpc
+    def CreateMember(
+        self, request: admin_pb2.CreateMemberRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> admin_pb2.CreateMemberResponse:
+        self._check_request_id(request.request_id)
+        member, token, secret = members.create_member(self.bank.store, request.name, request.roles, self.bank.now())
+        return admin_pb2.CreateMemberResponse(
+            member=_member_message(member), token=secret, token_id=format_id(IdKind.TOKEN, token.token_id)
+        )
+
+    @rpc
+    def ListMembers(
+        self, request: admin_pb2.ListMembersRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> admin_pb2.ListMembersResponse:
+        return admin_pb2.ListMembersResponse(members=[_member_message(m) for m in self.bank.store.list_members()])
+
+    @rpc
+    def IssueToken(
+        self, request: admin_pb2.IssueTokenRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> admin_pb2.IssueTokenResponse:
+        self._check_request_id(request.request_id)
+        member_id = parse_id(IdKind.MEMBER, request.member_id, "member_id")
+        token, secret = members.issue_token(self.bank.store, member_id, request.roles, self.bank.now())
+        return admin_pb2.IssueTokenResponse(token=secret, token_id=format_id(IdKind.TOKEN, token.token_id))
+
+    @rpc
+    def RevokeToken(
+        self, request: admin_pb2.RevokeTokenRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> admin_pb2.RevokeTokenResponse:
+        self._check_request_id(request.request_id)
+        token_id = parse_id(IdKind.TOKEN, request.token_id, "token_id")
+        _, token_hash = self.bank.store.revoke_token(token_id, self.bank.now())
+        self.bank.auth.forget(token_hash)
+        return admin_pb2.RevokeTokenResponse(token_id=request.token_id)

@@ -1,0 +1,142 @@
+"""The bank: what each RPC does, independent of gRPC.
+
+It owns the in-memory index, keeps it current with the store's change feed,
+decides verdicts, clusters submissions and records sightings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from hashshare_client import Signal, Verdict
+
+from .auth import Authenticator
+from .errors import NotFound
+from .feed import FeedFollower
+from .index import SignalIndex
+from .matching import DEFAULT_THRESHOLDS, MatchOutcome, Thresholds, decide, find_candidates
+from .model import Entry, Principal, RetractOutcome, Sighting, SubmissionDraft, SubmitOutcome
+from .settings import Settings
+from .sightings import SightingRecorder
+from .store.base import Store
+from .taxonomy import Taxonomy
+
+
+@dataclass(frozen=True)
+class PlatformSpread:
+    platform: str  # a stable pseudonym, never the member's name or id
+    sightings: int
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class Spread:
+    entry_id: int
+    sightings: int
+    first_seen: float | None
+    last_seen: float | None
+    daily: tuple[tuple[str, int], ...]
+    platforms: tuple[PlatformSpread, ...]
+
+
+class Bank:
+    def __init__(
+        self, store: Store, settings: Settings, taxonomy: Taxonomy, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.taxonomy = taxonomy
+        self.index = SignalIndex()
+        self.auth = Authenticator(store, settings.token_cache_seconds)
+        self.feed = FeedFollower(store, self.index, settings.feed_poll_seconds, self.auth.forget)
+        self.sightings = SightingRecorder(store, settings.sighting_flush_seconds)
+        self._clock = clock
+        # Serialises "find the cluster, then write" so that two submissions
+        # of the same content through this process land in one entry.
+        self._submit_lock = threading.Lock()
+        self._pseudonym_key = b""
+
+    def start(self) -> None:
+        """Load the index; the server reports SERVING only after this returns."""
+        self._pseudonym_key = self.store.secret("pseudonyms")
+        self.feed.load()
+        self.feed.start()
+        self.sightings.start()
+
+    def stop(self) -> None:
+        self.feed.stop()
+        self.sightings.stop()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def match(
+        self, principal: Principal, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
+    ) -> MatchOutcome:
+        candidates = find_candidates(self.index, signals, thresholds)
+        summaries = self.store.entry_summaries(candidates.evidence) if candidates.evidence else {}
+        outcome = decide(candidates, summaries)
+        now = self._clock()
+        for match in outcome.matches:
+            self.sightings.record(Sighting(match.entry_id, principal.member_id, now, match.verdict.value))
+        return outcome
+
+    def submit(
+        self, principal: Principal, request_id: str, request_digest: bytes, draft: SubmissionDraft
+    ) -> SubmitOutcome:
+        with self._submit_lock:
+            cluster = self._cluster_for(draft.signals)
+            outcome = self.store.submit(principal.member_id, request_id, request_digest, draft, cluster, self._clock())
+            self.feed.catch_up()  # the caller's next Match must see it
+        return outcome
+
+    def _cluster_for(self, signals: Sequence[Signal]) -> int | None:
+        """The entry these signals match at BLOCK strength, the closest first."""
+        candidates = find_candidates(self.index, signals)
+        best: tuple[tuple[int, float], int] | None = None
+        for entry_id, per_type in candidates.evidence.items():
+            strongest = max((e.strength for e in per_type.values() if e.verdict is Verdict.BLOCK), default=None)
+            if strongest is not None and (best is None or (strongest, -entry_id) > (best[0], -best[1])):
+                best = (strongest, entry_id)
+        return best[1] if best else None
+
+    def retract(
+        self, principal: Principal, request_id: str, request_digest: bytes, entry_id: int, reason: str
+    ) -> RetractOutcome:
+        outcome = self.store.retract(principal.member_id, request_id, request_digest, entry_id, reason, self._clock())
+        self.feed.catch_up()  # stops matching at once
+        return outcome
+
+    def get_entry(self, entry_id: int) -> Entry:
+        entry = self.store.get_entry(entry_id)
+        if entry is None:
+            raise NotFound(f"no entry {entry_id}")
+        return entry
+
+    def spread(self, entry_id: int) -> Spread:
+        if self.store.get_entry(entry_id) is None:
+            raise NotFound(f"no entry {entry_id}")
+        stats = self.store.sighting_stats(entry_id)
+        platforms = tuple(
+            PlatformSpread(self.pseudonym(m.member_id), m.count, m.first_seen, m.last_seen) for m in stats.members
+        )
+        return Spread(
+            entry_id=entry_id,
+            sightings=sum(p.sightings for p in platforms),
+            first_seen=min((p.first_seen for p in platforms), default=None),
+            last_seen=max((p.last_seen for p in platforms), default=None),
+            daily=tuple(stats.daily.items()),
+            platforms=tuple(sorted(platforms, key=lambda p: (-p.sightings, p.platform))),
+        )
+
+    def pseudonym(self, member_id: int) -> str:
+        """A stable pseudonym: the same member always gets the same one in this bank,
+        and it cannot be reversed without the bank's secret key."""
+        digest = hmac.new(self._pseudonym_key, str(member_id).encode(), hashlib.sha256).hexdigest()
+        return f"platform-{digest[:12]}"

@@ -1,0 +1,123 @@
+"""``hashshare-server``: run the server and administer members offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from . import members, settings
+from .errors import HashshareError
+from .model import IdKind, Member, format_id, parse_id
+from .store import open_store
+from .store.base import Store
+
+DEFAULT_STORE = settings.Settings().store
+
+
+def _member_json(member: Member) -> dict[str, object]:
+    return {
+        "member_id": format_id(IdKind.MEMBER, member.member_id),
+        "name": member.name,
+        "roles": sorted(r.value for r in member.roles),
+    }
+
+
+def _resolve_member(store: Store, text: str) -> Member:
+    if text.startswith(IdKind.MEMBER.value + "_"):
+        member = store.get_member(parse_id(IdKind.MEMBER, text, "member"))
+        if member is None:
+            raise HashshareError(f"no member {text}")
+        return member
+    return members.find_member(store, text)
+
+
+def _admin(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    try:
+        now = time.time()
+        if args.admin_command == "create-member":
+            member, token, secret = members.create_member(store, args.name, args.role, now)
+            out = {**_member_json(member), "token": secret, "token_id": format_id(IdKind.TOKEN, token.token_id)}
+            text = f"created {out['member_id']} {member.name!r}; its token (shown once):\n{secret}"
+        elif args.admin_command == "issue-token":
+            member = _resolve_member(store, args.member)
+            token, secret = members.issue_token(store, member.member_id, args.role, now)
+            out = {
+                "member_id": format_id(IdKind.MEMBER, member.member_id),
+                "token": secret,
+                "token_id": format_id(IdKind.TOKEN, token.token_id),
+            }
+            text = f"new token {out['token_id']} for {member.name!r} (shown once):\n{secret}"
+        elif args.admin_command == "revoke-token":
+            token, _ = store.revoke_token(parse_id(IdKind.TOKEN, args.token_id, "token_id"), now)
+            out = {"token_id": format_id(IdKind.TOKEN, token.token_id), "revoked": True}
+            text = f"revoked {out['token_id']}"
+        else:  # list-members
+            listed = [_member_json(m) for m in store.list_members()]
+            print(
+                json.dumps(listed, indent=2)
+                if args.json
+                else "\n".join(f"{m['member_id']}\t{m['name']}\t{','.join(m['roles'])}" for m in listed)
+            )  # type: ignore[arg-type]
+            return 0
+        print(json.dumps(out) if args.json else text)
+        return 0
+    finally:
+        store.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hashshare-server", description="The hashshare hash-sharing server.")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    settings.add_arguments(serve)
+
+    admin = commands.add_parser("admin", help="manage members and tokens directly in the store")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+
+    def admin_command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = admin_commands.add_parser(name, help=help)
+        sub.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        return sub
+
+    create = admin_command("create-member", "create a member and print its first token")
+    create.add_argument("name")
+    create.add_argument(
+        "--role", action="append", required=True, help="platform, trust_safety, researcher or admin; repeat for several"
+    )
+    issue = admin_command("issue-token", "print a new token for a member")
+    issue.add_argument("member", help="member id (mem_N) or name")
+    issue.add_argument("--role", action="append", default=[], help="restrict the token to these roles")
+    revoke = admin_command("revoke-token", "revoke a token at once, on every server")
+    revoke.add_argument("token_id", help="tok_N")
+    admin_command("list-members", "list members and their roles")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            from .api.server import serve
+
+            serve(settings.from_arguments(args))
+            return 0
+        return _admin(args)
+    except HashshareError as error:
+        print(f"hashshare-server: {error.message}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"hashshare-server: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

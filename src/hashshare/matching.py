@@ -1,0 +1,114 @@
+"""From query signals to verdicts: which entries match, and how strongly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from hashshare_client import Signal, Verdict
+from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType
+
+from .index import SignalIndex
+from .model import EntrySummary
+
+VERDICT_RANK = {Verdict.NONE: 0, Verdict.REVIEW: 1, Verdict.BLOCK: 2}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Distances (Hamming) or similarities (MinHash) for BLOCK and REVIEW."""
+
+    block: float
+    review: float
+
+
+DEFAULT_THRESHOLDS: dict[str, Thresholds] = {t.name: Thresholds(t.block, t.review) for t in SIGNAL_TYPES.values()}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    signal_type: str
+    distance: int
+    similarity: float
+    verdict: Verdict
+
+    @property
+    def strength(self) -> tuple[int, float]:
+        return VERDICT_RANK[self.verdict], self.similarity
+
+
+@dataclass(frozen=True)
+class EntryMatch:
+    entry_id: int
+    category: str
+    corroborations: int
+    verdict: Verdict
+    evidence: tuple[Evidence, ...]  # strongest first
+
+
+@dataclass(frozen=True)
+class SkippedSignal:
+    signal_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MatchOutcome:
+    verdict: Verdict
+    matches: tuple[EntryMatch, ...]
+    skipped: tuple[SkippedSignal, ...]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Per entry, the strongest evidence of each signal type."""
+
+    evidence: dict[int, dict[str, Evidence]]
+    skipped: tuple[SkippedSignal, ...]
+
+
+def _similarity(signal_type: SignalType, score: float) -> float:
+    if signal_type.comparison is Comparison.HAMMING:
+        return 1.0 - score / signal_type.bits
+    if signal_type.comparison is Comparison.MINHASH:
+        return score
+    return 1.0
+
+
+def find_candidates(
+    index: SignalIndex, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
+) -> Candidates:
+    """Search every signal at its REVIEW threshold and grade each hit."""
+    evidence: dict[int, dict[str, Evidence]] = {}
+    skipped: list[SkippedSignal] = []
+    for signal in signals:
+        signal_type = SIGNAL_TYPES[signal.type]
+        floor = signal_type.min_quality
+        if floor is not None and signal.quality is not None and signal.quality < floor:
+            reason = f"quality {signal.quality} is below {floor}: too little detail to match"
+            skipped.append(SkippedSignal(signal.type, reason))
+            continue
+        limits = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type])
+        for hit in index.search(signal.type, signal.version, signal.value, limits.review):
+            verdict = Verdict.BLOCK if signal_type.within(hit.score, limits.block) else Verdict.REVIEW
+            distance = int(hit.score) if signal_type.comparison is Comparison.HAMMING else 0
+            found = Evidence(signal.type, distance, _similarity(signal_type, hit.score), verdict)
+            per_type = evidence.setdefault(hit.entry_id, {})
+            best = per_type.get(signal.type)
+            if best is None or found.strength > best.strength:
+                per_type[signal.type] = found
+    return Candidates(evidence, tuple(skipped))
+
+
+def decide(candidates: Candidates, summaries: Mapping[int, EntrySummary]) -> MatchOutcome:
+    """One verdict per active entry, strongest entries first, and the overall verdict."""
+    matches = []
+    for entry_id, per_type in candidates.evidence.items():
+        summary = summaries.get(entry_id)
+        if summary is None or not summary.active:
+            continue  # retracted since the index was read
+        ranked = tuple(sorted(per_type.values(), key=lambda e: e.strength, reverse=True))
+        matches.append(EntryMatch(entry_id, summary.category, summary.corroborations, ranked[0].verdict, ranked))
+    matches.sort(key=lambda m: (m.evidence[0].strength, -m.entry_id), reverse=True)
+    overall = max((m.verdict for m in matches), key=VERDICT_RANK.__getitem__, default=Verdict.NONE)
+    return MatchOutcome(overall, tuple(matches), candidates.skipped)

@@ -1,0 +1,213 @@
+"""The bank's records. Times are UNIX seconds (float, UTC); ids are integers
+inside the server and prefixed strings ("ent_42") on the API."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from hashshare_client import DiscoveryMethod, LegalBasis, Signal
+
+from .errors import InvalidArgument
+
+
+class Role(enum.StrEnum):
+    PLATFORM = "platform"  # looks up uploads
+    TRUST_SAFETY = "trust_safety"  # submits and retracts its own removals
+    RESEARCHER = "researcher"  # reads spread analytics only
+    ADMIN = "admin"  # manages members and tokens
+
+
+class IdKind(enum.StrEnum):
+    ENTRY = "ent"
+    SUBMISSION = "sub"
+    MEMBER = "mem"
+    TOKEN = "tok"
+
+
+def format_id(kind: IdKind, number: int) -> str:
+    return f"{kind.value}_{number}"
+
+
+def parse_id(kind: IdKind, text: str, field: str) -> int:
+    """The number inside a public id; InvalidArgument naming ``field`` otherwise."""
+    prefix, _, digits = text.partition("_")
+    if prefix != kind.value or not digits.isdigit() or len(digits) > 18:
+        raise InvalidArgument.field(field, f"not a valid id: expected {kind.value}_<number>, got {text!r}")
+    return int(digits)
+
+
+@dataclass(frozen=True)
+class Member:
+    member_id: int
+    name: str
+    roles: frozenset[Role]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Token:
+    token_id: int
+    member_id: int
+    roles: frozenset[Role]
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of one RPC."""
+
+    member_id: int
+    member_name: str
+    token_id: int
+    roles: frozenset[Role]
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class SubmissionDraft:
+    """A validated Submit request, before it is stored."""
+
+    signals: tuple[Signal, ...]
+    category: str
+    legal_basis: LegalBasis
+    discovery_method: DiscoveryMethod
+    notice_reference: str
+    notice_received_at: float | None
+    removed_at: float
+
+
+@dataclass(frozen=True)
+class Submission:
+    submission_id: int
+    entry_id: int
+    member_id: int
+    category: str
+    legal_basis: LegalBasis
+    discovery_method: DiscoveryMethod
+    notice_reference: str
+    notice_received_at: float | None
+    removed_at: float
+    created_at: float
+    retracted_at: float | None = None
+    retract_reason: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.retracted_at is None
+
+
+@dataclass(frozen=True)
+class IndexedSignal:
+    """One signal row as the in-memory index holds it."""
+
+    row_id: int
+    entry_id: int
+    type: str
+    version: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class StoredSignal:
+    row_id: int
+    submission_id: int
+    signal: Signal
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A cluster of confirmed removals of the same content."""
+
+    entry_id: int
+    category: str
+    created_at: float
+    submissions: tuple[Submission, ...]
+    signals: tuple[StoredSignal, ...]
+
+    @property
+    def active(self) -> bool:
+        return any(s.active for s in self.submissions)
+
+    @property
+    def corroborations(self) -> int:
+        return len({s.member_id for s in self.submissions if s.active})
+
+    @property
+    def first_removed_at(self) -> float | None:
+        return min((s.removed_at for s in self.submissions), default=None)
+
+
+@dataclass(frozen=True)
+class EntrySummary:
+    """What a Match answer needs to know about a matched entry."""
+
+    entry_id: int
+    category: str
+    corroborations: int
+    active: bool
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    entry_id: int
+    submission_id: int
+    joined_existing: bool
+    corroborations: int
+
+
+@dataclass(frozen=True)
+class RetractOutcome:
+    entry_id: int
+    retracted_submissions: int
+    entry_active: bool
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One Match hit: a member saw an entry's content again."""
+
+    entry_id: int
+    member_id: int
+    at: float
+    verdict: str
+
+
+@dataclass(frozen=True)
+class MemberSightings:
+    member_id: int
+    count: int
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class SightingStats:
+    entry_id: int
+    daily: dict[str, int]
+    members: tuple[MemberSightings, ...]
+
+
+# Changes, in the order the store committed them. The in-memory index of
+# every process applies them; applying one twice has no further effect.
+
+
+@dataclass(frozen=True)
+class SignalsAdded:
+    rows: tuple[IndexedSignal, ...]
+
+
+@dataclass(frozen=True)
+class SignalsRemoved:
+    row_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenRevoked:
+    token_hash: bytes
+
+
+Change = SignalsAdded | SignalsRemoved | TokenRevoked

@@ -1,0 +1,61 @@
+"""Every server setting, defined once: default, help, and environment variable.
+
+The ``hashshare-server serve`` flags are generated from these fields, each
+also read from ``HASHSHARE_<NAME>``; tests/server/test_settings.py fails when
+one is not documented in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "HASHSHARE_"
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = _setting("127.0.0.1:50051", "Address to listen on, HOST:PORT (port 0 picks a free one).")
+    store: str = _setting(
+        "sqlite:///hashshare.db",
+        "Where the bank lives: sqlite:///PATH (embedded, the default) or redis://HOST:PORT/DB.",
+    )
+    taxonomy: str = _setting("", "JSON file of categories [{id, title, description}]; empty for the built-in one.")
+    threads: int = _setting(16, "gRPC worker threads of the process.")
+    max_concurrent_rpcs: int = _setting(
+        256, "Calls in flight beyond which the server answers RESOURCE_EXHAUSTED instead of queueing."
+    )
+    max_signals_per_item: int = _setting(64, "Most signals one Match or Submit item may carry.")
+    feed_poll_seconds: float = _setting(
+        0.05, "How often the in-memory index polls the store for writes made by other processes."
+    )
+    sighting_flush_seconds: float = _setting(
+        0.5, "Sightings are written in batches at most this old; a crash can lose this much spread data."
+    )
+    token_cache_seconds: float = _setting(
+        30.0, "How long a verified token is trusted without asking the store; revocations are applied at once."
+    )
+    grace_seconds: float = _setting(5.0, "On SIGTERM, how long calls in flight may take to finish.")
+    dev_admin_token_file: str = _setting(
+        "", "Development only: create an admin member if the bank has none and write its token to this file."
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per setting, defaulting to $HASHSHARE_<NAME> or the built-in default."""
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        kind = type(f.default) if f.default is not MISSING else str
+        default = kind(os.environ[env]) if env in os.environ else f.default
+        parser.add_argument(flag, type=kind, default=default, help=f"{f.metadata['help']} [env {env}]")
+
+
+def from_arguments(namespace: argparse.Namespace) -> Settings:
+    return Settings(**{f.name: getattr(namespace, f.name) for f in fields(Settings)})

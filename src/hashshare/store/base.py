@@ -1,0 +1,123 @@
+"""The storage interface. Every implementation passes the same contract
+suite (tests/server/test_store_contract.py).
+
+A store is the bank's source of truth and its change feed: every write that
+changes what matches is committed together with a Change, and every
+process's in-memory index replays the feed from its position. Writes are
+atomic: a failed call leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+
+from ..model import (
+    Change,
+    Entry,
+    EntrySummary,
+    IndexedSignal,
+    Member,
+    RetractOutcome,
+    Role,
+    Sighting,
+    SightingStats,
+    SubmissionDraft,
+    SubmitOutcome,
+    Token,
+)
+
+
+class Store(abc.ABC):
+    """Members, tokens, entries, sightings and the change feed."""
+
+    # Members and tokens
+
+    @abc.abstractmethod
+    def create_member(self, name: str, roles: frozenset[Role], now: float) -> Member:
+        """A new member; AlreadyExists when the name is taken."""
+
+    @abc.abstractmethod
+    def get_member(self, member_id: int) -> Member | None: ...
+
+    @abc.abstractmethod
+    def list_members(self) -> list[Member]: ...
+
+    @abc.abstractmethod
+    def create_token(self, member_id: int, token_hash: bytes, roles: frozenset[Role], now: float) -> Token:
+        """Store a token's hash; NotFound for an unknown member."""
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: int, now: float) -> tuple[Token, bytes]:
+        """Revoke a token, returning it and its hash; NotFound when unknown.
+
+        Appends TokenRevoked to the feed so every process forgets it."""
+
+    @abc.abstractmethod
+    def find_token(self, token_hash: bytes) -> tuple[Token, Member] | None:
+        """The live token with this hash and its member; None if unknown or revoked."""
+
+    # The bank
+
+    @abc.abstractmethod
+    def submit(
+        self,
+        member_id: int,
+        request_id: str,
+        request_digest: bytes,
+        draft: SubmissionDraft,
+        join_entry_id: int | None,
+        now: float,
+    ) -> SubmitOutcome:
+        """Store a submission, in a new entry or joining ``join_entry_id``.
+
+        A replayed (member_id, request_id) returns the first outcome and
+        stores nothing; with another request_digest it is InvalidArgument."""
+
+    @abc.abstractmethod
+    def retract(
+        self, member_id: int, request_id: str, request_digest: bytes, entry_id: int, reason: str, now: float
+    ) -> RetractOutcome:
+        """Withdraw the member's active submissions on an entry (NotFound if none).
+
+        Idempotent on (member_id, request_id) like submit."""
+
+    @abc.abstractmethod
+    def get_entry(self, entry_id: int) -> Entry | None: ...
+
+    @abc.abstractmethod
+    def entry_summaries(self, entry_ids: Iterable[int]) -> dict[int, EntrySummary]: ...
+
+    # Sightings
+
+    @abc.abstractmethod
+    def add_sightings(self, sightings: Sequence[Sighting]) -> None: ...
+
+    @abc.abstractmethod
+    def sighting_stats(self, entry_id: int) -> SightingStats: ...
+
+    # The change feed
+
+    @abc.abstractmethod
+    def feed_position(self) -> str:
+        """The position of the newest change (an opaque string)."""
+
+    @abc.abstractmethod
+    def active_signals(self) -> Iterator[IndexedSignal]:
+        """Every signal of an active submission.
+
+        Read ``feed_position()`` first, then this, then replay the feed from
+        that position: changes are idempotent, so the overlap is harmless."""
+
+    @abc.abstractmethod
+    def changes_since(self, position: str, limit: int = 10_000) -> tuple[list[Change], str]:
+        """Changes after ``position``, oldest first, and the position of the last one."""
+
+    # Keys
+
+    @abc.abstractmethod
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret, created at first use and then stable forever."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

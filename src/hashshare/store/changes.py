@@ -1,0 +1,34 @@
+"""The feed's wire form: one JSON document per change, the same in every store."""
+
+from __future__ import annotations
+
+import json
+
+from ..model import Change, IndexedSignal, SignalsAdded, SignalsRemoved, TokenRevoked
+
+
+def encode(change: Change) -> bytes:
+    if isinstance(change, SignalsAdded):
+        body: dict[str, object] = {
+            "kind": "signals_added",
+            "rows": [[r.row_id, r.entry_id, r.type, r.version, r.value.hex()] for r in change.rows],
+        }
+    elif isinstance(change, SignalsRemoved):
+        body = {"kind": "signals_removed", "row_ids": list(change.row_ids)}
+    else:
+        body = {"kind": "token_revoked", "token_hash": change.token_hash.hex()}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(payload: bytes | str) -> Change:
+    body = json.loads(payload)
+    kind = body["kind"]
+    if kind == "signals_added":
+        return SignalsAdded(
+            tuple(IndexedSignal(row[0], row[1], row[2], row[3], bytes.fromhex(row[4])) for row in body["rows"])
+        )
+    if kind == "signals_removed":
+        return SignalsRemoved(tuple(body["row_ids"]))
+    if kind == "token_revoked":
+        return TokenRevoked(bytes.fromhex(body["token_hash"]))
+    raise ValueError(f"unknown change kind {kind!r}")

@@ -1,0 +1,468 @@
+"""The embedded store: one SQLite file, nothing else to run.
+
+All writes go through one connection under a lock (SQLite allows one writer
+at a time anyway); reads use a connection per thread, which WAL lets run
+beside the writer. ``synchronous=FULL`` makes every acknowledged write
+survive a power loss, not only a crash of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hashshare_client import DiscoveryMethod, LegalBasis, Signal
+
+from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..model import (
+    Change,
+    Entry,
+    EntrySummary,
+    IndexedSignal,
+    Member,
+    MemberSightings,
+    RetractOutcome,
+    Role,
+    Sighting,
+    SightingStats,
+    SignalsAdded,
+    SignalsRemoved,
+    StoredSignal,
+    Submission,
+    SubmissionDraft,
+    SubmitOutcome,
+    Token,
+    TokenRevoked,
+)
+from . import changes
+from .base import Store
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, roles TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY, member_id INTEGER NOT NULL REFERENCES members(id),
+    token_hash BLOB NOT NULL UNIQUE, roles TEXT NOT NULL, created_at REAL NOT NULL, revoked_at REAL);
+CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, category TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS submissions (
+    id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL REFERENCES entries(id),
+    member_id INTEGER NOT NULL REFERENCES members(id), category TEXT NOT NULL,
+    legal_basis TEXT NOT NULL, discovery_method TEXT NOT NULL, notice_reference TEXT NOT NULL,
+    notice_received_at REAL, removed_at REAL NOT NULL, created_at REAL NOT NULL,
+    retracted_at REAL, retract_reason TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS submissions_by_entry ON submissions(entry_id);
+CREATE TABLE IF NOT EXISTS signals (
+    id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL REFERENCES entries(id),
+    submission_id INTEGER NOT NULL REFERENCES submissions(id),
+    type TEXT NOT NULL, version TEXT NOT NULL, value BLOB NOT NULL, quality INTEGER,
+    active INTEGER NOT NULL DEFAULT 1);
+CREATE INDEX IF NOT EXISTS signals_by_submission ON signals(submission_id);
+CREATE INDEX IF NOT EXISTS signals_by_entry ON signals(entry_id);
+CREATE TABLE IF NOT EXISTS requests (
+    member_id INTEGER NOT NULL, request_id TEXT NOT NULL, digest BLOB NOT NULL,
+    outcome TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (member_id, request_id));
+CREATE TABLE IF NOT EXISTS sightings (
+    id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL, member_id INTEGER NOT NULL,
+    at REAL NOT NULL, verdict TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sightings_by_entry ON sightings(entry_id, at);
+CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL);
+"""
+
+
+def _roles_text(roles: frozenset[Role]) -> str:
+    return ",".join(sorted(r.value for r in roles))
+
+
+def _roles(text: str) -> frozenset[Role]:
+    return frozenset(Role(r) for r in text.split(",") if r)
+
+
+def _day(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+
+
+class SqliteStore(Store):
+    """The bank in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.executescript(SCHEMA)
+        self._check_schema_version()
+
+    # Connections
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        return connection
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+            with self._readers_lock:
+                self._readers.append(connection)
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    def _check_schema_version(self) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: schema version {row[0]}, this server knows {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for connection in self._readers:
+                connection.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+    # Members and tokens
+
+    def create_member(self, name: str, roles: frozenset[Role], now: float) -> Member:
+        with self._transaction() as db:
+            try:
+                cursor = db.execute(
+                    "INSERT INTO members (name, roles, created_at) VALUES (?, ?, ?)", (name, _roles_text(roles), now)
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"a member called {name!r} exists") from None
+            assert cursor.lastrowid is not None
+            return Member(cursor.lastrowid, name, roles, now)
+
+    def get_member(self, member_id: int) -> Member | None:
+        row = (
+            self._reader()
+            .execute("SELECT id, name, roles, created_at FROM members WHERE id = ?", (member_id,))
+            .fetchone()
+        )
+        return Member(row[0], row[1], _roles(row[2]), row[3]) if row else None
+
+    def list_members(self) -> list[Member]:
+        rows = self._reader().execute("SELECT id, name, roles, created_at FROM members ORDER BY id").fetchall()
+        return [Member(r[0], r[1], _roles(r[2]), r[3]) for r in rows]
+
+    def create_token(self, member_id: int, token_hash: bytes, roles: frozenset[Role], now: float) -> Token:
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM members WHERE id = ?", (member_id,)).fetchone() is None:
+                raise NotFound(f"no member {member_id}")
+            cursor = db.execute(
+                "INSERT INTO tokens (member_id, token_hash, roles, created_at) VALUES (?, ?, ?, ?)",
+                (member_id, token_hash, _roles_text(roles), now),
+            )
+            assert cursor.lastrowid is not None
+            return Token(cursor.lastrowid, member_id, roles, now)
+
+    def revoke_token(self, token_id: int, now: float) -> tuple[Token, bytes]:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT member_id, token_hash, roles, created_at, revoked_at FROM tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no token {token_id}")
+            revoked_at = row[4] if row[4] is not None else now
+            if row[4] is None:
+                db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (now, token_id))
+                self._append(db, TokenRevoked(row[1]))
+            return Token(token_id, row[0], _roles(row[2]), row[3], revoked_at), row[1]
+
+    def find_token(self, token_hash: bytes) -> tuple[Token, Member] | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT t.id, t.member_id, t.roles, t.created_at, m.name, m.roles, m.created_at "
+                "FROM tokens t JOIN members m ON m.id = t.member_id "
+                "WHERE t.token_hash = ? AND t.revoked_at IS NULL",
+                (token_hash,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return Token(row[0], row[1], _roles(row[2]), row[3]), Member(row[1], row[4], _roles(row[5]), row[6])
+
+    # The bank
+
+    def submit(
+        self,
+        member_id: int,
+        request_id: str,
+        request_digest: bytes,
+        draft: SubmissionDraft,
+        join_entry_id: int | None,
+        now: float,
+    ) -> SubmitOutcome:
+        with self._transaction() as db:
+            replay = self._replay(db, member_id, request_id, request_digest)
+            if replay is not None:
+                return SubmitOutcome(**replay)
+            if (
+                join_entry_id is None
+                or db.execute("SELECT 1 FROM entries WHERE id = ?", (join_entry_id,)).fetchone() is None
+            ):
+                cursor = db.execute("INSERT INTO entries (category, created_at) VALUES (?, ?)", (draft.category, now))
+                assert cursor.lastrowid is not None
+                entry_id, joined = cursor.lastrowid, False
+            else:
+                entry_id, joined = join_entry_id, True
+            cursor = db.execute(
+                "INSERT INTO submissions (entry_id, member_id, category, legal_basis, discovery_method,"
+                " notice_reference, notice_received_at, removed_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    entry_id,
+                    member_id,
+                    draft.category,
+                    draft.legal_basis.value,
+                    draft.discovery_method.value,
+                    draft.notice_reference,
+                    draft.notice_received_at,
+                    draft.removed_at,
+                    now,
+                ),
+            )
+            submission_id = cursor.lastrowid
+            assert submission_id is not None
+            rows = []
+            for signal in draft.signals:
+                cursor = db.execute(
+                    "INSERT INTO signals (entry_id, submission_id, type, version, value, quality)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (entry_id, submission_id, signal.type, signal.version, signal.value, signal.quality),
+                )
+                assert cursor.lastrowid is not None
+                rows.append(IndexedSignal(cursor.lastrowid, entry_id, signal.type, signal.version, signal.value))
+            self._append(db, SignalsAdded(tuple(rows)))
+            outcome = SubmitOutcome(entry_id, submission_id, joined, self._corroborations(db, entry_id))
+            self._remember(db, member_id, request_id, request_digest, asdict(outcome), now)
+            return outcome
+
+    def retract(
+        self, member_id: int, request_id: str, request_digest: bytes, entry_id: int, reason: str, now: float
+    ) -> RetractOutcome:
+        with self._transaction() as db:
+            replay = self._replay(db, member_id, request_id, request_digest)
+            if replay is not None:
+                return RetractOutcome(**replay)
+            submission_ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM submissions WHERE entry_id = ? AND member_id = ? AND retracted_at IS NULL",
+                    (entry_id, member_id),
+                )
+            ]
+            if not submission_ids:
+                raise NotFound(f"no active submission of yours on entry {entry_id}")
+            marks = ",".join("?" * len(submission_ids))
+            row_ids = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM signals WHERE submission_id IN ({marks}) AND active = 1", submission_ids
+                )
+            ]
+            db.execute(
+                f"UPDATE submissions SET retracted_at = ?, retract_reason = ? WHERE id IN ({marks})",
+                (now, reason, *submission_ids),
+            )
+            db.execute(f"UPDATE signals SET active = 0 WHERE submission_id IN ({marks})", submission_ids)
+            self._append(db, SignalsRemoved(tuple(row_ids)))
+            active = (
+                db.execute(
+                    "SELECT 1 FROM submissions WHERE entry_id = ? AND retracted_at IS NULL LIMIT 1", (entry_id,)
+                ).fetchone()
+                is not None
+            )
+            outcome = RetractOutcome(entry_id, len(submission_ids), active)
+            self._remember(db, member_id, request_id, request_digest, asdict(outcome), now)
+            return outcome
+
+    def _replay(self, db: sqlite3.Connection, member_id: int, request_id: str, digest: bytes) -> dict | None:
+        row = db.execute(
+            "SELECT digest, outcome FROM requests WHERE member_id = ? AND request_id = ?", (member_id, request_id)
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] != digest:
+            raise InvalidArgument.field("request_id", "already used for a different request")
+        outcome: dict = json.loads(row[1])
+        return outcome
+
+    def _remember(
+        self, db: sqlite3.Connection, member_id: int, request_id: str, digest: bytes, outcome: dict, now: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO requests (member_id, request_id, digest, outcome, created_at) VALUES (?, ?, ?, ?, ?)",
+            (member_id, request_id, digest, json.dumps(outcome), now),
+        )
+
+    def _corroborations(self, db: sqlite3.Connection, entry_id: int) -> int:
+        row = db.execute(
+            "SELECT COUNT(DISTINCT member_id) FROM submissions WHERE entry_id = ? AND retracted_at IS NULL",
+            (entry_id,),
+        ).fetchone()
+        return int(row[0])
+
+    def get_entry(self, entry_id: int) -> Entry | None:
+        db = self._reader()
+        db.execute("BEGIN")
+        try:
+            entry = db.execute("SELECT category, created_at FROM entries WHERE id = ?", (entry_id,)).fetchone()
+            if entry is None:
+                return None
+            submissions = tuple(
+                Submission(
+                    submission_id=r[0],
+                    entry_id=entry_id,
+                    member_id=r[1],
+                    category=r[2],
+                    legal_basis=LegalBasis(r[3]),
+                    discovery_method=DiscoveryMethod(r[4]),
+                    notice_reference=r[5],
+                    notice_received_at=r[6],
+                    removed_at=r[7],
+                    created_at=r[8],
+                    retracted_at=r[9],
+                    retract_reason=r[10],
+                )
+                for r in db.execute(
+                    "SELECT id, member_id, category, legal_basis, discovery_method, notice_reference,"
+                    " notice_received_at, removed_at, created_at, retracted_at, retract_reason"
+                    " FROM submissions WHERE entry_id = ? ORDER BY id",
+                    (entry_id,),
+                )
+            )
+            signals = tuple(
+                StoredSignal(r[0], r[1], Signal(r[2], r[3], bytes(r[4]), r[5]))
+                for r in db.execute(
+                    "SELECT id, submission_id, type, version, value, quality FROM signals"
+                    " WHERE entry_id = ? ORDER BY id",
+                    (entry_id,),
+                )
+            )
+            return Entry(entry_id, entry[0], entry[1], submissions, signals)
+        finally:
+            db.execute("COMMIT")
+
+    def entry_summaries(self, entry_ids: Iterable[int]) -> dict[int, EntrySummary]:
+        ids = list(dict.fromkeys(entry_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT e.id, e.category,"
+                " (SELECT COUNT(DISTINCT s.member_id) FROM submissions s"
+                "  WHERE s.entry_id = e.id AND s.retracted_at IS NULL)"
+                f" FROM entries e WHERE e.id IN ({marks})",
+                ids,
+            )
+            .fetchall()
+        )
+        return {r[0]: EntrySummary(r[0], r[1], r[2], r[2] > 0) for r in rows}
+
+    # Sightings
+
+    def add_sightings(self, sightings: Sequence[Sighting]) -> None:
+        if not sightings:
+            return
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO sightings (entry_id, member_id, at, verdict) VALUES (?, ?, ?, ?)",
+                [(s.entry_id, s.member_id, s.at, s.verdict) for s in sightings],
+            )
+
+    def sighting_stats(self, entry_id: int) -> SightingStats:
+        db = self._reader()
+        daily: dict[str, int] = {}
+        for (at,) in db.execute("SELECT at FROM sightings WHERE entry_id = ?", (entry_id,)):
+            day = _day(at)
+            daily[day] = daily.get(day, 0) + 1
+        members = tuple(
+            MemberSightings(r[0], r[1], r[2], r[3])
+            for r in db.execute(
+                "SELECT member_id, COUNT(*), MIN(at), MAX(at) FROM sightings WHERE entry_id = ?"
+                " GROUP BY member_id ORDER BY member_id",
+                (entry_id,),
+            )
+        )
+        return SightingStats(entry_id, dict(sorted(daily.items())), members)
+
+    # The change feed
+
+    def _append(self, db: sqlite3.Connection, change: Change) -> None:
+        db.execute("INSERT INTO changes (payload) VALUES (?)", (changes.encode(change),))
+
+    def feed_position(self) -> str:
+        row = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+        return str(row[0])
+
+    def active_signals(self) -> Iterator[IndexedSignal]:
+        cursor = self._connect()
+        try:
+            for row in cursor.execute("SELECT id, entry_id, type, version, value FROM signals WHERE active = 1"):
+                yield IndexedSignal(row[0], row[1], row[2], row[3], bytes(row[4]))
+        finally:
+            cursor.close()
+
+    def changes_since(self, position: str, limit: int = 10_000) -> tuple[list[Change], str]:
+        rows = (
+            self._reader()
+            .execute("SELECT seq, payload FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (int(position or 0), limit))
+            .fetchall()
+        )
+        if not rows:
+            return [], position
+        return [changes.decode(r[1]) for r in rows], str(rows[-1][0])
+
+    # Keys
+
+    def secret(self, name: str) -> bytes:
+        key = f"secret:{name}"
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = secrets.token_bytes(32)
+            db.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
+            return value
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute.db``, as SQLAlchemy spells them."""
+    path = url.removeprefix("sqlite:///")
+    return os.path.expanduser(path)
