@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LISTEN ?= 127.0.0.1:50051
+VAR ?= var
 
 .PHONY: install serve test check lint typecheck lint-proto proto clean
 
@@ -17,9 +19,9 @@ $(STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
 install: $(STAMP)
 
 serve: install
-	mkdir -p var
-	$(BIN)/hashshare-server serve --listen 127.0.0.1:50051 --store sqlite:///var/hashshare.db \
-		--dev-admin-token-file var/admin.token
+	mkdir -p $(VAR)
+	$(BIN)/hashshare-server serve --listen $(LISTEN) --store sqlite:///$(VAR)/hashshare.db \
+		--dev-admin-token-file $(VAR)/admin.token
 
 test: install
 	$(BIN)/python -m pytest

@@ -57,12 +57,12 @@ def _admin(args: argparse.Namespace) -> int:
             out = {"token_id": format_id(IdKind.TOKEN, token.token_id), "revoked": True}
             text = f"revoked {out['token_id']}"
         else:  # list-members
-            listed = [_member_json(m) for m in store.list_members()]
-            print(
-                json.dumps(listed, indent=2)
-                if args.json
-                else "\n".join(f"{m['member_id']}\t{m['name']}\t{','.join(m['roles'])}" for m in listed)
-            )  # type: ignore[arg-type]
+            listed = store.list_members()
+            if args.json:
+                print(json.dumps([_member_json(m) for m in listed], indent=2))
+            else:
+                for m in listed:
+                    print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{','.join(sorted(m.roles))}")
             return 0
         print(json.dumps(out) if args.json else text)
         return 0

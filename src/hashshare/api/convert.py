@@ -169,7 +169,7 @@ def item_error(error: InvalidArgument) -> signal_pb2.ItemError:
     )
 
 
-def legal_basis(number: int, violations: list[FieldViolation]) -> LegalBasis:
+def legal_basis(number: signal_pb2.LegalBasis.ValueType, violations: list[FieldViolation]) -> LegalBasis:
     basis = LEGAL_BASIS_OF.get(number)
     if basis is None or basis is LegalBasis.UNSPECIFIED:
         violations.append(FieldViolation("legal_basis", "required: community guidelines, local law, or both"))
@@ -177,7 +177,7 @@ def legal_basis(number: int, violations: list[FieldViolation]) -> LegalBasis:
     return basis
 
 
-def discovery_method(number: int, violations: list[FieldViolation]) -> DiscoveryMethod:
+def discovery_method(number: signal_pb2.DiscoveryMethod.ValueType, violations: list[FieldViolation]) -> DiscoveryMethod:
     method = DISCOVERY_METHOD_OF.get(number)
     if method is None:
         violations.append(FieldViolation("discovery_method", f"unknown value {number}"))

@@ -15,6 +15,7 @@ from hashshare_client.pb.hashshare.v1 import (
     submission_pb2,
     submission_pb2_grpc,
 )
+from hashshare_client.signal_types import SIGNAL_TYPES
 
 from .. import members
 from ..bank import Bank
@@ -82,7 +83,7 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         convert.check_request_id(request.request_id, violations)
         signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
         for i, signal in enumerate(signals):
-            floor = convert.SIGNAL_TYPES[signal.type].min_quality
+            floor = SIGNAL_TYPES[signal.type].min_quality
             if floor is not None and signal.quality is not None and signal.quality < floor:
                 violations.append(
                     FieldViolation(

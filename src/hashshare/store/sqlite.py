@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 
@@ -310,7 +311,7 @@ class SqliteStore(Store):
             self._remember(db, member_id, request_id, request_digest, asdict(outcome), now)
             return outcome
 
-    def _replay(self, db: sqlite3.Connection, member_id: int, request_id: str, digest: bytes) -> dict | None:
+    def _replay(self, db: sqlite3.Connection, member_id: int, request_id: str, digest: bytes) -> dict[str, Any] | None:
         row = db.execute(
             "SELECT digest, outcome FROM requests WHERE member_id = ? AND request_id = ?", (member_id, request_id)
         ).fetchone()
@@ -318,11 +319,17 @@ class SqliteStore(Store):
             return None
         if row[0] != digest:
             raise InvalidArgument.field("request_id", "already used for a different request")
-        outcome: dict = json.loads(row[1])
+        outcome: dict[str, Any] = json.loads(row[1])
         return outcome
 
     def _remember(
-        self, db: sqlite3.Connection, member_id: int, request_id: str, digest: bytes, outcome: dict, now: float
+        self,
+        db: sqlite3.Connection,
+        member_id: int,
+        request_id: str,
+        digest: bytes,
+        outcome: dict[str, Any],
+        now: float,
     ) -> None:
         db.execute(
             "INSERT INTO requests (member_id, request_id, digest, outcome, created_at) VALUES (?, ?, ?, ?, ?)",

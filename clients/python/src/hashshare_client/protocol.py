@@ -39,19 +39,19 @@ from .signals import Signal
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
-VERDICTS: dict[int, Verdict] = {
+VERDICTS: dict[signal_pb2.Verdict.ValueType, Verdict] = {
     signal_pb2.VERDICT_UNSPECIFIED: Verdict.NONE,
     signal_pb2.VERDICT_NONE: Verdict.NONE,
     signal_pb2.VERDICT_REVIEW: Verdict.REVIEW,
     signal_pb2.VERDICT_BLOCK: Verdict.BLOCK,
 }
-LEGAL_BASES: dict[LegalBasis, int] = {
+LEGAL_BASES: dict[LegalBasis, signal_pb2.LegalBasis.ValueType] = {
     LegalBasis.UNSPECIFIED: signal_pb2.LEGAL_BASIS_UNSPECIFIED,
     LegalBasis.COMMUNITY_GUIDELINES: signal_pb2.LEGAL_BASIS_COMMUNITY_GUIDELINES,
     LegalBasis.LOCAL_LAW: signal_pb2.LEGAL_BASIS_LOCAL_LAW,
     LegalBasis.COMMUNITY_GUIDELINES_AND_LOCAL_LAW: signal_pb2.LEGAL_BASIS_COMMUNITY_GUIDELINES_AND_LOCAL_LAW,
 }
-DISCOVERY_METHODS: dict[DiscoveryMethod, int] = {
+DISCOVERY_METHODS: dict[DiscoveryMethod, signal_pb2.DiscoveryMethod.ValueType] = {
     DiscoveryMethod.UNSPECIFIED: signal_pb2.DISCOVERY_METHOD_UNSPECIFIED,
     DiscoveryMethod.AUTHORITY_NOTICE: signal_pb2.DISCOVERY_METHOD_AUTHORITY_NOTICE,
     DiscoveryMethod.USER_REPORT: signal_pb2.DISCOVERY_METHOD_USER_REPORT,

@@ -103,7 +103,8 @@ def _minhash_permutations() -> np.ndarray:
         seed=signal_types.MINHASH_SEED,
         scheme=signal_types.MINHASH_SCHEME,
     )
-    return template.permutations
+    permutations: np.ndarray = template.permutations
+    return permutations
 
 
 def _pdq(rgb: Image.Image) -> Signal:

@@ -1,0 +1,180 @@
+"""``hashshare``: hash content locally, look it up, submit and retract removals.
+
+The server and token come from --server/--token or $HASHSHARE_SERVER and
+$HASHSHARE_TOKEN. ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from . import signals
+from ._client import Client
+from ._config import TARGET_ENV, TOKEN_ENV
+from ._exceptions import ApiError, HashshareError
+from ._models import DiscoveryMethod, LegalBasis, MatchResult, to_jsonable
+from .signals import Signal
+
+
+def _content_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--image", metavar="PATH", help="an image file")
+    group.add_argument("--text", metavar="TEXT", help="a text, given on the command line")
+    group.add_argument("--text-file", metavar="PATH", help="a UTF-8 text file ('-' for standard input)")
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help=f"HOST:PORT of the server [env {TARGET_ENV}, default 127.0.0.1:50051]")
+    parser.add_argument("--token", help=f"bearer token [env {TOKEN_ENV}]")
+    parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call, in seconds")
+
+
+def _timestamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    # A time without a zone is taken as UTC, the bank's zone.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hashshare", description="hashshare platform client")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    hash_ = commands.add_parser("hash", help="print the signals of an image or text (nothing is sent)")
+    _content_arguments(hash_)
+
+    match = commands.add_parser("match", help="look up an image or text in the bank")
+    _content_arguments(match)
+    _server_arguments(match)
+
+    submit = commands.add_parser("submit", help="submit a confirmed removal")
+    _content_arguments(submit)
+    _server_arguments(submit)
+    submit.add_argument("--category", required=True, help="category id, e.g. hate_speech (see `categories`)")
+    submit.add_argument(
+        "--legal-basis", default=LegalBasis.COMMUNITY_GUIDELINES.value, choices=[b.value for b in LegalBasis][1:]
+    )
+    submit.add_argument(
+        "--discovery", default=DiscoveryMethod.UNSPECIFIED.value, choices=[m.value for m in DiscoveryMethod]
+    )
+    submit.add_argument("--notice-ref", default="", help="the notice's own reference")
+    submit.add_argument("--notice-received-at", type=_timestamp, help="ISO 8601 time (UTC if no zone)")
+    submit.add_argument("--removed-at", type=_timestamp, help="ISO 8601 time (UTC if no zone); default now")
+    submit.add_argument("--request-id", help="idempotency key; a new one by default")
+
+    retract = commands.add_parser("retract", help="withdraw your submissions on an entry")
+    retract.add_argument("entry_id")
+    retract.add_argument("--reason", default="")
+    _server_arguments(retract)
+
+    for name, help in (("entry", "show an entry"), ("spread", "how an entry's content kept spreading")):
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("entry_id")
+        _server_arguments(sub)
+
+    categories = commands.add_parser("categories", help="list the bank's categories")
+    _server_arguments(categories)
+    return parser
+
+
+def _signals(args: argparse.Namespace) -> list[Signal]:
+    if args.image is not None:
+        return signals.from_image(args.image)
+    if args.text is not None:
+        return signals.from_text(args.text)
+    if args.text_file == "-":
+        return signals.from_text(sys.stdin.read())
+    try:
+        with open(args.text_file, encoding="utf-8") as file:
+            return signals.from_text(file.read())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HashshareError(f"cannot read {args.text_file}: {exc}") from exc
+
+
+def _print_match(result: MatchResult) -> None:
+    print(f"verdict: {result.verdict}")
+    for match in result.matches:
+        print(
+            f"  {match.entry_id}  {match.verdict:<6}  {match.category}  via {match.signal_type}"
+            f" (distance {match.distance}, similarity {match.similarity:.3f}), corroborations {match.corroborations}"
+        )
+    for skipped in result.skipped:
+        print(f"  skipped {skipped.signal_type}: {skipped.reason}")
+
+
+def _run(args: argparse.Namespace) -> Any:
+    """Do the command; return what to print as JSON (and as text if no printer)."""
+    if args.command == "hash":
+        found = _signals(args)
+        if not args.json:
+            for signal in found:
+                quality = f"  quality {signal.quality}" if signal.quality is not None else ""
+                print(f"{signal.type}\t{signal.version}\t{signal.hex}{quality}")
+        return {"signals": [s.to_dict() for s in found]}
+    with Client(args.server, args.token, timeout=args.timeout) as client:
+        if args.command == "match":
+            result = client.match(_signals(args))
+            if not args.json:
+                _print_match(result)
+            return result
+        if args.command == "submit":
+            return client.submit(
+                _signals(args),
+                category=args.category,
+                legal_basis=args.legal_basis,
+                discovery_method=args.discovery,
+                notice_reference=args.notice_ref,
+                notice_received_at=args.notice_received_at,
+                removed_at=args.removed_at,
+                request_id=args.request_id,
+            )
+        if args.command == "retract":
+            return client.retract(args.entry_id, reason=args.reason)
+        if args.command == "entry":
+            return client.get_entry(args.entry_id)
+        if args.command == "spread":
+            return client.spread(args.entry_id)
+        return {"categories": client.categories()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = _run(args)
+    except ApiError as error:
+        print(f"hashshare: {error}", file=sys.stderr)
+        return 1
+    except HashshareError as error:
+        print(f"hashshare: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2))
+    elif args.command not in ("hash", "match"):
+        _print_record(to_jsonable(result))
+    return 0
+
+
+def _print_record(record: Any, indent: str = "") -> None:
+    if isinstance(record, dict):
+        for key, value in record.items():
+            if isinstance(value, (dict, list)) and value:
+                print(f"{indent}{key}:")
+                _print_record(value, indent + "  ")
+            else:
+                print(f"{indent}{key}: {value}")
+    elif isinstance(record, list):
+        for item in record:
+            if isinstance(item, dict):
+                print(f"{indent}-")
+                _print_record(item, indent + "  ")
+            else:
+                print(f"{indent}- {item}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
