@@ -182,10 +182,13 @@ class SqliteStore(Store):
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM members WHERE id = ?", (member_id,)).fetchone() is None:
                 raise NotFound(f"no member {member_id}")
-            cursor = db.execute(
-                "INSERT INTO tokens (member_id, token_hash, roles, created_at) VALUES (?, ?, ?, ?)",
-                (member_id, token_hash, _roles_text(roles), now),
-            )
+            try:
+                cursor = db.execute(
+                    "INSERT INTO tokens (member_id, token_hash, roles, created_at) VALUES (?, ?, ?, ?)",
+                    (member_id, token_hash, _roles_text(roles), now),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists("a token with this hash exists") from None
             assert cursor.lastrowid is not None
             return Token(cursor.lastrowid, member_id, roles, now)
 
@@ -229,7 +232,7 @@ class SqliteStore(Store):
         now: float,
     ) -> SubmitOutcome:
         with self._transaction() as db:
-            replay = self._replay(db, member_id, request_id, request_digest)
+            replay = self._replay(db, member_id, request_id, request_digest, "submit")
             if replay is not None:
                 return SubmitOutcome(**replay)
             if (
@@ -269,14 +272,14 @@ class SqliteStore(Store):
                 rows.append(IndexedSignal(cursor.lastrowid, entry_id, signal.type, signal.version, signal.value))
             self._append(db, SignalsAdded(tuple(rows)))
             outcome = SubmitOutcome(entry_id, submission_id, joined, self._corroborations(db, entry_id))
-            self._remember(db, member_id, request_id, request_digest, asdict(outcome), now)
+            self._remember(db, member_id, request_id, request_digest, "submit", asdict(outcome), now)
             return outcome
 
     def retract(
         self, member_id: int, request_id: str, request_digest: bytes, entry_id: int, reason: str, now: float
     ) -> RetractOutcome:
         with self._transaction() as db:
-            replay = self._replay(db, member_id, request_id, request_digest)
+            replay = self._replay(db, member_id, request_id, request_digest, "retract")
             if replay is not None:
                 return RetractOutcome(**replay)
             submission_ids = [
@@ -292,7 +295,8 @@ class SqliteStore(Store):
             row_ids = [
                 r[0]
                 for r in db.execute(
-                    f"SELECT id FROM signals WHERE submission_id IN ({marks}) AND active = 1", submission_ids
+                    f"SELECT id FROM signals WHERE submission_id IN ({marks}) AND active = 1 ORDER BY id",
+                    submission_ids,
                 )
             ]
             db.execute(
@@ -308,18 +312,21 @@ class SqliteStore(Store):
                 is not None
             )
             outcome = RetractOutcome(entry_id, len(submission_ids), active)
-            self._remember(db, member_id, request_id, request_digest, asdict(outcome), now)
+            self._remember(db, member_id, request_id, request_digest, "retract", asdict(outcome), now)
             return outcome
 
-    def _replay(self, db: sqlite3.Connection, member_id: int, request_id: str, digest: bytes) -> dict[str, Any] | None:
+    def _replay(
+        self, db: sqlite3.Connection, member_id: int, request_id: str, digest: bytes, kind: str
+    ) -> dict[str, Any] | None:
         row = db.execute(
             "SELECT digest, outcome FROM requests WHERE member_id = ? AND request_id = ?", (member_id, request_id)
         ).fetchone()
         if row is None:
             return None
-        if row[0] != digest:
+        record: dict[str, Any] = json.loads(row[1])
+        if row[0] != digest or record.get("kind") != kind:
             raise InvalidArgument.field("request_id", "already used for a different request")
-        outcome: dict[str, Any] = json.loads(row[1])
+        outcome: dict[str, Any] = record["outcome"]
         return outcome
 
     def _remember(
@@ -328,12 +335,14 @@ class SqliteStore(Store):
         member_id: int,
         request_id: str,
         digest: bytes,
+        kind: str,
         outcome: dict[str, Any],
         now: float,
     ) -> None:
+        record = {"kind": kind, "outcome": outcome}
         db.execute(
             "INSERT INTO requests (member_id, request_id, digest, outcome, created_at) VALUES (?, ?, ?, ?, ?)",
-            (member_id, request_id, digest, json.dumps(outcome), now),
+            (member_id, request_id, digest, json.dumps(record), now),
         )
 
     def _corroborations(self, db: sqlite3.Connection, entry_id: int) -> int:
