@@ -99,12 +99,9 @@ class Bank:
     def _cluster_for(self, signals: Sequence[Signal]) -> int | None:
         """The entry these signals match at BLOCK strength, the closest first."""
         candidates = find_candidates(self.index, signals)
-        best: tuple[tuple[int, float], int] | None = None
-        for entry_id, per_type in candidates.evidence.items():
-            strongest = max((e.strength for e in per_type.values() if e.verdict is Verdict.BLOCK), default=None)
-            if strongest is not None and (best is None or (strongest, -entry_id) > (best[0], -best[1])):
-                best = (strongest, entry_id)
-        return best[1] if best else None
+        summaries = self.store.entry_summaries(candidates.evidence) if candidates.evidence else {}
+        blocking = [m for m in decide(candidates, summaries).matches if m.verdict is Verdict.BLOCK]
+        return blocking[0].entry_id if blocking else None
 
     def retract(
         self, principal: Principal, request_id: str, request_digest: bytes, entry_id: int, reason: str

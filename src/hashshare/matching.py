@@ -57,6 +57,7 @@ class MatchOutcome:
     verdict: Verdict
     matches: tuple[EntryMatch, ...]
     skipped: tuple[SkippedSignal, ...]
+    limited: tuple[SkippedSignal, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class Candidates:
 
     evidence: dict[int, dict[str, Evidence]]
     skipped: tuple[SkippedSignal, ...]
+    limited: tuple[SkippedSignal, ...] = ()
+
+
+# Perceptual image signals look at the same pixels in different ways: two of
+# them agreeing, even weakly, is strong evidence; one weak agreement is not.
+IMAGE_PERCEPTUAL = frozenset(t.name for t in SIGNAL_TYPES.values() if t.name.startswith("image/"))
 
 
 def _similarity(signal_type: SignalType, score: float) -> float:
@@ -80,24 +87,40 @@ def find_candidates(
 ) -> Candidates:
     """Search every signal at its REVIEW threshold and grade each hit."""
     evidence: dict[int, dict[str, Evidence]] = {}
-    skipped: list[SkippedSignal] = []
+    skipped: dict[str, SkippedSignal] = {}
+    limited: dict[str, SkippedSignal] = {}
     for signal in signals:
         signal_type = SIGNAL_TYPES[signal.type]
         floor = signal_type.min_quality
         if floor is not None and signal.quality is not None and signal.quality < floor:
-            reason = f"quality {signal.quality} is below {floor}: too little detail to match"
-            skipped.append(SkippedSignal(signal.type, reason))
+            reason = f"quality {signal.quality} is below {floor}: too little detail to match reliably"
+            skipped[signal.type] = SkippedSignal(signal.type, reason)
             continue
+        reliable = signal_type.reliable_quality
+        unreliable = reliable is not None and signal.quality is not None and signal.quality < reliable
+        if unreliable:
+            reason = f"quality {signal.quality} is below {reliable}: too short to block on, review at most"
+            limited[signal.type] = SkippedSignal(signal.type, reason)
         limits = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type])
         for hit in index.search(signal.type, signal.version, signal.value, limits.review):
-            verdict = Verdict.BLOCK if signal_type.within(hit.score, limits.block) else Verdict.REVIEW
+            strong = signal_type.within(hit.score, limits.block) and not unreliable
+            verdict = Verdict.BLOCK if strong else Verdict.REVIEW
             distance = int(hit.score) if signal_type.comparison is Comparison.HAMMING else 0
             found = Evidence(signal.type, distance, _similarity(signal_type, hit.score), verdict)
             per_type = evidence.setdefault(hit.entry_id, {})
             best = per_type.get(signal.type)
             if best is None or found.strength > best.strength:
                 per_type[signal.type] = found
-    return Candidates(evidence, tuple(skipped))
+    return Candidates(evidence, tuple(skipped.values()), tuple(limited.values()))
+
+
+def _fused_verdict(evidence: tuple[Evidence, ...]) -> Verdict:
+    """BLOCK on one strong agreement, or on two image signals agreeing even weakly."""
+    if any(e.verdict is Verdict.BLOCK for e in evidence):
+        return Verdict.BLOCK
+    if len({e.signal_type for e in evidence} & IMAGE_PERCEPTUAL) >= 2:
+        return Verdict.BLOCK
+    return Verdict.REVIEW
 
 
 def decide(candidates: Candidates, summaries: Mapping[int, EntrySummary]) -> MatchOutcome:
@@ -108,7 +131,8 @@ def decide(candidates: Candidates, summaries: Mapping[int, EntrySummary]) -> Mat
         if summary is None or not summary.active:
             continue  # retracted since the index was read
         ranked = tuple(sorted(per_type.values(), key=lambda e: e.strength, reverse=True))
-        matches.append(EntryMatch(entry_id, summary.category, summary.corroborations, ranked[0].verdict, ranked))
-    matches.sort(key=lambda m: (m.evidence[0].strength, -m.entry_id), reverse=True)
+        verdict = _fused_verdict(ranked)
+        matches.append(EntryMatch(entry_id, summary.category, summary.corroborations, verdict, ranked))
+    matches.sort(key=lambda m: (VERDICT_RANK[m.verdict], m.evidence[0].strength, -m.entry_id), reverse=True)
     overall = max((m.verdict for m in matches), key=VERDICT_RANK.__getitem__, default=Verdict.NONE)
-    return MatchOutcome(overall, tuple(matches), candidates.skipped)
+    return MatchOutcome(overall, tuple(matches), candidates.skipped, candidates.limited)

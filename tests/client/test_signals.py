@@ -24,7 +24,7 @@ def hamming(a: Signal, b: Signal) -> int:
 
 
 def by_type(found: list[Signal]) -> dict[str, Signal]:
-    return {s.type: s for s in found}
+    return {s.type: s for s in found if not s.variant}
 
 
 def test_path_and_bytes_give_every_image_signal_with_its_version(

@@ -8,6 +8,7 @@ import unicodedata
 import numpy as np
 import pytest
 from hashshare_client import EmptyTextError, signal_types, signals
+from hashshare_client._text import normalise
 
 # Vietnamese sentences written for these tests.
 SENTENCES = [
@@ -20,7 +21,7 @@ SENTENCES = [
 # Digest of the signatures of SENTENCES under each text/minhash version. A
 # change to normalisation, shingling or MinHash parameters changes it: bump
 # the version in signal_types, then add the new pin below.
-PINNED = {"n1.c5.p128.s1.affine32": "1f7ccaf0ffc2a740"}
+PINNED = {"n1.c5.p128.s1.affine32": "1f7ccaf0ffc2a740", "n2.c5j.p128.s1.affine32": "434d6edc44c6d8ba"}
 
 
 def similarity(a: str, b: str) -> float:
@@ -68,3 +69,40 @@ def test_empty_text_is_refused(text: str) -> None:
 def test_non_text_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         signals.from_text(b"bytes")  # type: ignore[arg-type]
+
+
+ORIGINAL = "Bọn người dân tộc đó không xứng đáng được sống ở đây, phải đuổi hết chúng đi!"
+
+# One example of each evasion class the normaliser must undo.
+EVASIONS = {
+    "case change": "BỌN NGƯỜI DÂN TỘC ĐÓ KHÔNG XỨNG ĐÁNG ĐƯỢC SỐNG Ở ĐÂY, PHẢI ĐUỔI HẾT CHÚNG ĐI!",
+    "diacritics removed": "Bon nguoi dan toc do khong xung dang duoc song o day, phai duoi het chung di!",
+    "NFD": unicodedata.normalize("NFD", ORIGINAL),
+    "zero-width characters": "\u200b".join(ORIGINAL[:30]) + "\u200d" + ORIGINAL[30:],
+    "look-alike letters": "Вọn người dân tộс đó khôпg xứng đáng được ѕống ở đâу, phải đuổі hết chúng đі!",
+    "full-width letters": "Ｂọｎ ｎｇườｉ dân tộc đó không xứng đáng được sống ở đây, phải đuổi hết chúng đi!",
+    "leetspeak": "B0n ngu01 d4n t0c d0 kh0ng xung d4ng duoc s0ng 0 d4y, ph4i du0i h3t chung d1!",
+    "spaced-out letters": "B ọ n  n g ư ờ i  d â n  t ộ c đó không xứng đáng được sống ở đây, phải đuổi hết chúng đi!",
+    "repeated letters": "Bọnnn ngườiii dân tộccc đóóó khônggg xứng đáng được sốnggg ở đâyyy, phải đuổiii hết chúng đi!",
+    "chat abbreviations": "Bọn ng dân tộc đó ko xứng đáng dc sống ở đây, phải đuổi hết chúng đi!",
+    "emoji and hashtags": "😡😡 Bọn người dân tộc đó không xứng đáng được sống ở đây, phải đuổi hết chúng đi!!! 🤬 #vn",
+}
+
+
+@pytest.mark.parametrize("evasion", list(EVASIONS))
+def test_normaliser_undoes_each_evasion(evasion: str) -> None:
+    # Shingles run across spaces, so the letters must be the same, in order.
+    assert normalise(EVASIONS[evasion]).replace(" ", "") == normalise(ORIGINAL).replace(" ", "")
+    assert similarity(ORIGINAL, EVASIONS[evasion]) == 1.0
+
+
+def test_normal_form_is_folded_plain_latin() -> None:
+    assert normalise("Đường phố Hà Nội!!! 😀") == "duong fo ha noi"
+    assert normalise("số 2026") == "so 2026"  # a number alone stays a number
+
+
+def test_short_text_is_marked_unreliable() -> None:
+    short = signals.from_text("đồ ngu")[0]
+    long = signals.from_text(ORIGINAL)[0]
+    assert short.quality is not None and short.quality < signal_types.MINHASH.reliable_quality  # type: ignore[operator]
+    assert long.quality is not None and long.quality >= signal_types.MINHASH.reliable_quality  # type: ignore[operator]

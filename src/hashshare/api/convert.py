@@ -87,7 +87,7 @@ def _signal(message: signal_pb2.Signal, field: str, violations: list[FieldViolat
     if quality is not None and not 0 <= quality <= 100:
         violations.append(FieldViolation(f"{field}.quality", "must be between 0 and 100"))
         return None
-    return Signal(message.type, message.version, value, quality)
+    return Signal(message.type, message.version, value, quality, message.variant)
 
 
 def signals_from_proto(
@@ -156,6 +156,8 @@ def match_response(outcome: MatchOutcome, item_id: str) -> match_pb2.MatchRespon
             )
     for skipped in outcome.skipped:
         response.skipped.add(signal_type=skipped.signal_type, reason=skipped.reason)
+    for limited in outcome.limited:
+        response.limited.add(signal_type=limited.signal_type, reason=limited.reason)
     return response
 
 

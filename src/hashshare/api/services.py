@@ -83,6 +83,12 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         convert.check_request_id(request.request_id, violations)
         signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
         for i, signal in enumerate(signals):
+            if signal.variant:
+                violations.append(
+                    FieldViolation(
+                        f"signals[{i}].variant", "flipped or rotated copies are for lookups; submit the original"
+                    )
+                )
             floor = SIGNAL_TYPES[signal.type].min_quality
             if floor is not None and signal.quality is not None and signal.quality < floor:
                 violations.append(

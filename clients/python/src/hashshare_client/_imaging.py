@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Union
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from ._exceptions import ImageTooLargeError, InvalidImageError
@@ -96,3 +97,61 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return oriented.convert("RGB")
+
+
+# Pre-processing "p2" (signal_types.IMAGE_PREPROCESSING): what the hashers see.
+HASH_MAX_SIDE = 1024  # PDQ's cost grows with pixels; above this the hash barely changes
+MIN_SIDE = 32  # smaller images carry too little to match reliably
+_TRIM_ANALYSIS_SIDE = 256
+_TRIM_TOLERANCE = 28  # per channel, absorbs JPEG ringing next to a padded border
+_TRIM_UNIFORM_SHARE = 0.97
+_TRIM_MAX_SHARE = 0.45  # never trim more than this from one side
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    rgb: Image.Image
+    tiny: bool
+
+
+def prepare(rgb: Image.Image) -> PreparedImage:
+    """Trim uniform borders and letterboxing, then bound the size for hashing."""
+    trimmed = rgb.crop(content_box(rgb))
+    if max(trimmed.size) > HASH_MAX_SIDE:
+        trimmed = trimmed.copy()
+        trimmed.thumbnail((HASH_MAX_SIDE, HASH_MAX_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return PreparedImage(rgb=trimmed, tiny=min(trimmed.size) < MIN_SIDE)
+
+
+def content_box(rgb: Image.Image) -> tuple[int, int, int, int]:
+    """The box left after removing uniform bands (padding, letterbox bars) from each side."""
+    width, height = rgb.size
+    small = rgb.copy()
+    small.thumbnail((_TRIM_ANALYSIS_SIDE, _TRIM_ANALYSIS_SIDE), Image.Resampling.BILINEAR)
+    pixels = np.asarray(small, dtype=np.int16)
+    top = _uniform_lines(pixels)
+    bottom = _uniform_lines(pixels[::-1])
+    left = _uniform_lines(pixels.transpose(1, 0, 2))
+    right = _uniform_lines(pixels.transpose(1, 0, 2)[::-1])
+    rows, cols = pixels.shape[:2]
+    if top + bottom >= rows * 0.8 or left + right >= cols * 0.8:
+        return (0, 0, width, height)  # a (nearly) uniform image: nothing to trim towards
+    scale_x, scale_y = width / cols, height / rows
+    # Round inwards so that no border pixel survives at the edge.
+    return (
+        min(width - 1, int(np.ceil(left * scale_x))),
+        min(height - 1, int(np.ceil(top * scale_y))),
+        max(1, int(np.floor(width - right * scale_x))),
+        max(1, int(np.floor(height - bottom * scale_y))),
+    )
+
+
+def _uniform_lines(pixels: np.ndarray) -> int:
+    """How many leading rows are of the first row's colour."""
+    limit = int(pixels.shape[0] * _TRIM_MAX_SHARE)
+    reference = np.median(pixels[0], axis=0)
+    close = np.abs(pixels[:limit] - reference).max(axis=2) <= _TRIM_TOLERANCE
+    uniform = close.mean(axis=1) >= _TRIM_UNIFORM_SHARE
+    if not uniform.any() or not uniform[0]:
+        return 0
+    return int(np.argmin(uniform)) if not uniform.all() else limit

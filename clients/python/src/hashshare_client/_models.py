@@ -98,6 +98,7 @@ class MatchResult:
     item_id: str = ""
     skipped: tuple[SkippedSignal, ...] = ()
     error: ItemError | None = None
+    limited: tuple[SkippedSignal, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def from_timestamp(message: Any, field: str) -> datetime | None:
 
 
 def signal_to_proto(signal: Signal) -> signal_pb2.Signal:
-    message = signal_pb2.Signal(type=signal.type, version=signal.version, raw=signal.value)
+    message = signal_pb2.Signal(type=signal.type, version=signal.version, raw=signal.value, variant=signal.variant)
     if signal.quality is not None:
         message.quality = signal.quality
     return message
@@ -95,7 +95,7 @@ def signal_to_proto(signal: Signal) -> signal_pb2.Signal:
 def signal_from_proto(message: signal_pb2.Signal) -> Signal:
     value = bytes.fromhex(message.hex) if message.WhichOneof("value") == "hex" else message.raw
     quality = message.quality if message.HasField("quality") else None
-    return Signal(type=message.type, version=message.version, value=value, quality=quality)
+    return Signal(message.type, message.version, value, quality, message.variant)
 
 
 def match_request(
@@ -124,6 +124,7 @@ def match_result(response: match_pb2.MatchResponse) -> MatchResult:
         matches=tuple(_matched_entry(m) for m in response.matches),
         item_id=response.item_id,
         skipped=tuple(SkippedSignal(s.signal_type, s.reason) for s in response.skipped),
+        limited=tuple(SkippedSignal(s.signal_type, s.reason) for s in response.limited),
         error=error,
     )
 
@@ -155,7 +156,8 @@ def submit_request(
 ) -> submission_pb2.SubmitRequest:
     return submission_pb2.SubmitRequest(
         request_id=request_id,
-        signals=[signal_to_proto(s) for s in signals],
+        # Flipped and rotated copies serve lookups only; the bank keeps originals.
+        signals=[signal_to_proto(s) for s in signals if not s.variant],
         category=category,
         legal_basis=LEGAL_BASES[LegalBasis(legal_basis)],
         discovery_method=DISCOVERY_METHODS[DiscoveryMethod(discovery_method)],

@@ -51,7 +51,10 @@ class SignalType:
     block: float
     review: float
     limit: float
+    # Signals below this quality are refused at submission and skipped at match.
     min_quality: int | None = None
+    # Signals below this quality may match, but never at VERDICT_BLOCK alone.
+    reliable_quality: int | None = None
     description: str = ""
 
     @property
@@ -70,10 +73,10 @@ class SignalType:
 
 
 # Bump when image decoding or pre-processing changes what the hashers see.
-IMAGE_PREPROCESSING = "p1"
+IMAGE_PREPROCESSING = "p2"
 # Bump when text normalisation or shingling changes (see hashshare_client._text).
-TEXT_NORMALISATION = "n1"
-TEXT_SHINGLING = "c5"
+TEXT_NORMALISATION = "n2"
+TEXT_SHINGLING = "c5j"
 MINHASH_PERMUTATIONS = 128
 MINHASH_SEED = 1
 # datasketch 2.0 changed its default scheme; naming it keeps stored
@@ -99,7 +102,8 @@ PHASH = SignalType(
     block=10,
     review=12,
     limit=16,
-    description="imagehash's DCT perceptual hash, 64 bits.",
+    min_quality=50,
+    description="imagehash's DCT perceptual hash, 64 bits; quality is the image's PDQ quality.",
 )
 DHASH = SignalType(
     name="image/dhash",
@@ -109,7 +113,8 @@ DHASH = SignalType(
     block=10,
     review=12,
     limit=16,
-    description="imagehash's difference hash, 64 bits.",
+    min_quality=50,
+    description="imagehash's difference hash, 64 bits; quality is the image's PDQ quality.",
 )
 SHA256 = SignalType(
     name="exact/sha256",
@@ -139,6 +144,9 @@ MINHASH = SignalType(
     block=0.5,
     review=0.4,
     limit=0.3,
+    # quality: distinct shingles, up to 100; fewer than 24 (a text of about
+    # five words) share too much by chance to block on.
+    reliable_quality=24,
     description="datasketch MinHash of character shingles of the normalised text.",
 )
 

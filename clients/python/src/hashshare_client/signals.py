@@ -15,14 +15,16 @@ import imagehash
 import numpy as np
 import pdqhash
 from datasketch import MinHash
-from PIL import Image
 
 from . import signal_types
-from ._imaging import DEFAULT_MAX_PIXELS, ImageInput, decode
+from ._imaging import DEFAULT_MAX_PIXELS, ImageInput, decode, prepare
 from ._text import text_shingles
 from .signal_types import SignalType
 
-__all__ = ["ImageInput", "Signal", "from_image", "from_text"]
+__all__ = ["DIHEDRAL_VARIANTS", "ImageInput", "Signal", "from_image", "from_text"]
+
+# pdqhash.compute_dihedral's order after the original.
+DIHEDRAL_VARIANTS = ("rot90", "rot180", "rot270", "flip_v", "flip_h", "rot90_flip_v", "rot90_flip_h")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class Signal:
     version: str
     value: bytes
     quality: int | None = None
+    # Set on the flipped and rotated copies that from_image adds for lookup
+    # ("rot90", "flip_h", ...): they find re-uploads that were flipped or
+    # rotated. Submissions carry only the original orientation.
+    variant: str = ""
 
     @property
     def hex(self) -> str:
@@ -58,22 +64,38 @@ class Signal:
         out: dict[str, object] = {"type": self.type, "version": self.version, "hex": self.hex}
         if self.quality is not None:
             out["quality"] = self.quality
+        if self.variant:
+            out["variant"] = self.variant
         return out
 
 
-def from_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Signal]:
+def from_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, variants: bool = True) -> list[Signal]:
     """Every image signal of a path, bytes or PIL image.
 
+    Uniform borders and letterbox bars are trimmed first. Perceptual signals
+    carry the image's PDQ quality (0 for images under 32 pixels a side): the
+    server refuses submissions below 50, since such images match everything,
+    and reports them as skipped at match. With ``variants``, the PDQ hashes
+    of the 7 flipped and rotated copies are added (computed in the same
+    pass) so that a lookup finds flipped and rotated re-uploads.
+
     Exact hashes (SHA-256, MD5) are of the file's bytes, so they are only
-    computed when a path or bytes are given. The PDQ signal carries its
-    quality; the server refuses submissions below PDQ.min_quality.
+    computed when a path or bytes are given.
 
     Raises InvalidImageError for unreadable or truncated input and
     ImageTooLargeError above ``max_pixels``, before decoding the pixels.
     """
     decoded = decode(image, max_pixels=max_pixels)
-    out = [_pdq(decoded.rgb), _imagehash(signal_types.PHASH, imagehash.phash(decoded.rgb))]
-    out.append(_imagehash(signal_types.DHASH, imagehash.dhash(decoded.rgb)))
+    prepared = prepare(decoded.rgb)
+    hashes, pdq_quality = pdqhash.compute_dihedral(np.ascontiguousarray(np.asarray(prepared.rgb, dtype=np.uint8)))
+    quality = 0 if prepared.tiny else int(pdq_quality)
+    out = [
+        _pdq(hashes[0], quality),
+        _imagehash(signal_types.PHASH, imagehash.phash(prepared.rgb), quality),
+        _imagehash(signal_types.DHASH, imagehash.dhash(prepared.rgb), quality),
+    ]
+    if variants:
+        out.extend(_pdq(bits, quality, name) for name, bits in zip(DIHEDRAL_VARIANTS, hashes[1:], strict=True))
     if decoded.data is not None:
         out.append(_exact(signal_types.SHA256, hashlib.sha256(decoded.data).digest()))
         out.append(_exact(signal_types.MD5, hashlib.md5(decoded.data, usedforsecurity=False).digest()))
@@ -83,6 +105,7 @@ def from_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> li
 def from_text(text: str) -> list[Signal]:
     """The text/minhash signal of a text; EmptyTextError when nothing is left to hash."""
     shingles = text_shingles(text)
+    quality = min(100, len(shingles))
     sketch = MinHash(
         num_perm=signal_types.MINHASH_PERMUTATIONS,
         seed=signal_types.MINHASH_SEED,
@@ -91,7 +114,7 @@ def from_text(text: str) -> list[Signal]:
     )
     sketch.update_batch([s.encode("utf-8") for s in sorted(shingles)])
     value = np.asarray(sketch.hashvalues, dtype="<u4").tobytes()
-    return [Signal(type=signal_types.MINHASH.name, version=signal_types.MINHASH.version, value=value)]
+    return [Signal(signal_types.MINHASH.name, signal_types.MINHASH.version, value, quality)]
 
 
 @functools.cache
@@ -107,17 +130,17 @@ def _minhash_permutations() -> np.ndarray:
     return permutations
 
 
-def _pdq(rgb: Image.Image) -> Signal:
-    bits, quality = pdqhash.compute(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)))
+def _pdq(bits: np.ndarray, quality: int, variant: str = "") -> Signal:
+    # Most significant bit first: the hex form of ThreatExchange's and GIFCT's lists.
     value = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
-    return Signal(type=signal_types.PDQ.name, version=signal_types.PDQ.version, value=value, quality=int(quality))
+    return Signal(signal_types.PDQ.name, signal_types.PDQ.version, value, quality, variant)
 
 
-def _imagehash(signal_type: SignalType, hashed: imagehash.ImageHash) -> Signal:
+def _imagehash(signal_type: SignalType, hashed: imagehash.ImageHash, quality: int) -> Signal:
     # packbits of the flattened bits, most significant first, is exactly
     # imagehash's own hex form, so values interoperate with its users.
     value = np.packbits(np.asarray(hashed.hash, dtype=np.uint8).ravel()).tobytes()
-    return Signal(type=signal_type.name, version=signal_type.version, value=value)
+    return Signal(signal_type.name, signal_type.version, value, quality)
 
 
 def _exact(signal_type: SignalType, digest: bytes) -> Signal:

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from hashshare_client.pb.hashshare.v1 import signal_pb2 as hashshare_dot_v1_dot_signal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashshare/v1/match.proto\x12\x0chashshare.v1\x1a\x19hashshare/v1/signal.proto\"^\n\tThreshold\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x12\n\x05\x62lock\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06review\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_blockB\t\n\x07_review\"s\n\x0cMatchRequest\x12%\n\x07signals\x18\x01 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12+\n\nthresholds\x18\x02 \x03(\x0b\x32\x17.hashshare.v1.Threshold\x12\x0f\n\x07item_id\x18\x03 \x01(\t\"p\n\x0bSignalMatch\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x05\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12&\n\x07verdict\x18\x04 \x01(\x0e\x32\x15.hashshare.v1.Verdict\"\xda\x01\n\x0cMatchedEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x13\n\x0bsignal_type\x18\x02 \x01(\t\x12\x10\n\x08\x64istance\x18\x03 \x01(\x05\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x16\n\x0e\x63orroborations\x18\x06 \x01(\x05\x12&\n\x07verdict\x18\x07 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12+\n\x08\x65vidence\x18\x08 \x03(\x0b\x32\x19.hashshare.v1.SignalMatch\"\xcb\x01\n\rMatchResponse\x12&\n\x07verdict\x18\x01 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12+\n\x07matches\x18\x02 \x03(\x0b\x32\x1a.hashshare.v1.MatchedEntry\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.hashshare.v1.ItemError\x12,\n\x07skipped\x18\x05 \x03(\x0b\x32\x1b.hashshare.v1.SkippedSignal\"4\n\rSkippedSignal\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x9c\x01\n\x0cMatchService\x12@\n\x05Match\x12\x1a.hashshare.v1.MatchRequest\x1a\x1b.hashshare.v1.MatchResponse\x12J\n\x0bMatchStream\x12\x1a.hashshare.v1.MatchRequest\x1a\x1b.hashshare.v1.MatchResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashshare/v1/match.proto\x12\x0chashshare.v1\x1a\x19hashshare/v1/signal.proto\"^\n\tThreshold\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x12\n\x05\x62lock\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06review\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_blockB\t\n\x07_review\"s\n\x0cMatchRequest\x12%\n\x07signals\x18\x01 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12+\n\nthresholds\x18\x02 \x03(\x0b\x32\x17.hashshare.v1.Threshold\x12\x0f\n\x07item_id\x18\x03 \x01(\t\"p\n\x0bSignalMatch\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x05\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12&\n\x07verdict\x18\x04 \x01(\x0e\x32\x15.hashshare.v1.Verdict\"\xda\x01\n\x0cMatchedEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x13\n\x0bsignal_type\x18\x02 \x01(\t\x12\x10\n\x08\x64istance\x18\x03 \x01(\x05\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x16\n\x0e\x63orroborations\x18\x06 \x01(\x05\x12&\n\x07verdict\x18\x07 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12+\n\x08\x65vidence\x18\x08 \x03(\x0b\x32\x19.hashshare.v1.SignalMatch\"\xf9\x01\n\rMatchResponse\x12&\n\x07verdict\x18\x01 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12+\n\x07matches\x18\x02 \x03(\x0b\x32\x1a.hashshare.v1.MatchedEntry\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.hashshare.v1.ItemError\x12,\n\x07skipped\x18\x05 \x03(\x0b\x32\x1b.hashshare.v1.SkippedSignal\x12,\n\x07limited\x18\x06 \x03(\x0b\x32\x1b.hashshare.v1.SkippedSignal\"4\n\rSkippedSignal\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x9c\x01\n\x0cMatchService\x12@\n\x05Match\x12\x1a.hashshare.v1.MatchRequest\x1a\x1b.hashshare.v1.MatchResponse\x12J\n\x0bMatchStream\x12\x1a.hashshare.v1.MatchRequest\x1a\x1b.hashshare.v1.MatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,9 +42,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MATCHEDENTRY']._serialized_start=397
   _globals['_MATCHEDENTRY']._serialized_end=615
   _globals['_MATCHRESPONSE']._serialized_start=618
-  _globals['_MATCHRESPONSE']._serialized_end=821
-  _globals['_SKIPPEDSIGNAL']._serialized_start=823
-  _globals['_SKIPPEDSIGNAL']._serialized_end=875
-  _globals['_MATCHSERVICE']._serialized_start=878
-  _globals['_MATCHSERVICE']._serialized_end=1034
+  _globals['_MATCHRESPONSE']._serialized_end=867
+  _globals['_SKIPPEDSIGNAL']._serialized_start=869
+  _globals['_SKIPPEDSIGNAL']._serialized_end=921
+  _globals['_MATCHSERVICE']._serialized_start=924
+  _globals['_MATCHSERVICE']._serialized_end=1080
 # @@protoc_insertion_point(module_scope)

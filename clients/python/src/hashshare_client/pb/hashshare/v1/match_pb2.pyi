@@ -185,6 +185,7 @@ class MatchResponse(_message.Message):
     ITEM_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
+    LIMITED_FIELD_NUMBER: _builtins.int
     verdict: _signal_pb2.Verdict.ValueType
     """The strongest verdict over all matched entries."""
     item_id: _builtins.str
@@ -200,7 +201,13 @@ class MatchResponse(_message.Message):
     @_builtins.property
     def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedSignal]:
         """Signal types of the query that were not used, with the reason (for
-        example a PDQ hash below the quality floor).
+        example an image with too little detail).
+        """
+
+    @_builtins.property
+    def limited(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedSignal]:
+        """Signal types of the query that could match at most VERDICT_REVIEW, with
+        the reason (for example a text too short to block on).
         """
 
     def __init__(
@@ -211,10 +218,11 @@ class MatchResponse(_message.Message):
         item_id: _builtins.str = ...,
         error: _signal_pb2.ItemError | None = ...,
         skipped: _abc.Iterable[Global___SkippedSignal] | None = ...,
+        limited: _abc.Iterable[Global___SkippedSignal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "item_id", b"item_id", "matches", b"matches", "skipped", b"skipped", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "item_id", b"item_id", "limited", b"limited", "matches", b"matches", "skipped", b"skipped", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hashshare/v1/signal.proto\x12\x0chashshare.v1\"p\n\x06Signal\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x03raw\x18\x03 \x01(\x0cH\x00\x12\r\n\x03hex\x18\x04 \x01(\tH\x00\x12\x14\n\x07quality\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\x07\n\x05valueB\n\n\x08_quality\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"b\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x36\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x1c.hashshare.v1.FieldViolation*[\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_NONE\x10\x01\x12\x12\n\x0eVERDICT_REVIEW\x10\x02\x12\x11\n\rVERDICT_BLOCK\x10\x03*\x9e\x01\n\nLegalBasis\x12\x1b\n\x17LEGAL_BASIS_UNSPECIFIED\x10\x00\x12$\n LEGAL_BASIS_COMMUNITY_GUIDELINES\x10\x01\x12\x19\n\x15LEGAL_BASIS_LOCAL_LAW\x10\x02\x12\x32\n.LEGAL_BASIS_COMMUNITY_GUIDELINES_AND_LOCAL_LAW\x10\x03*\xc2\x01\n\x0f\x44iscoveryMethod\x12 \n\x1c\x44ISCOVERY_METHOD_UNSPECIFIED\x10\x00\x12%\n!DISCOVERY_METHOD_AUTHORITY_NOTICE\x10\x01\x12 \n\x1c\x44ISCOVERY_METHOD_USER_REPORT\x10\x02\x12\x1e\n\x1a\x44ISCOVERY_METHOD_PROACTIVE\x10\x03\x12$\n DISCOVERY_METHOD_TRUSTED_FLAGGER\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hashshare/v1/signal.proto\x12\x0chashshare.v1\"\x81\x01\n\x06Signal\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x03raw\x18\x03 \x01(\x0cH\x00\x12\r\n\x03hex\x18\x04 \x01(\tH\x00\x12\x14\n\x07quality\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x0f\n\x07variant\x18\x06 \x01(\tB\x07\n\x05valueB\n\n\x08_quality\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"b\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x36\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x1c.hashshare.v1.FieldViolation*[\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_NONE\x10\x01\x12\x12\n\x0eVERDICT_REVIEW\x10\x02\x12\x11\n\rVERDICT_BLOCK\x10\x03*\x9e\x01\n\nLegalBasis\x12\x1b\n\x17LEGAL_BASIS_UNSPECIFIED\x10\x00\x12$\n LEGAL_BASIS_COMMUNITY_GUIDELINES\x10\x01\x12\x19\n\x15LEGAL_BASIS_LOCAL_LAW\x10\x02\x12\x32\n.LEGAL_BASIS_COMMUNITY_GUIDELINES_AND_LOCAL_LAW\x10\x03*\xc2\x01\n\x0f\x44iscoveryMethod\x12 \n\x1c\x44ISCOVERY_METHOD_UNSPECIFIED\x10\x00\x12%\n!DISCOVERY_METHOD_AUTHORITY_NOTICE\x10\x01\x12 \n\x1c\x44ISCOVERY_METHOD_USER_REPORT\x10\x02\x12\x1e\n\x1a\x44ISCOVERY_METHOD_PROACTIVE\x10\x03\x12$\n DISCOVERY_METHOD_TRUSTED_FLAGGER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashshare.v1.signal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=311
-  _globals['_VERDICT']._serialized_end=402
-  _globals['_LEGALBASIS']._serialized_start=405
-  _globals['_LEGALBASIS']._serialized_end=563
-  _globals['_DISCOVERYMETHOD']._serialized_start=566
-  _globals['_DISCOVERYMETHOD']._serialized_end=760
-  _globals['_SIGNAL']._serialized_start=43
-  _globals['_SIGNAL']._serialized_end=155
-  _globals['_FIELDVIOLATION']._serialized_start=157
-  _globals['_FIELDVIOLATION']._serialized_end=209
-  _globals['_ITEMERROR']._serialized_start=211
-  _globals['_ITEMERROR']._serialized_end=309
+  _globals['_VERDICT']._serialized_start=329
+  _globals['_VERDICT']._serialized_end=420
+  _globals['_LEGALBASIS']._serialized_start=423
+  _globals['_LEGALBASIS']._serialized_end=581
+  _globals['_DISCOVERYMETHOD']._serialized_start=584
+  _globals['_DISCOVERYMETHOD']._serialized_end=778
+  _globals['_SIGNAL']._serialized_start=44
+  _globals['_SIGNAL']._serialized_end=173
+  _globals['_FIELDVIOLATION']._serialized_start=175
+  _globals['_FIELDVIOLATION']._serialized_end=227
+  _globals['_ITEMERROR']._serialized_start=229
+  _globals['_ITEMERROR']._serialized_end=327
 # @@protoc_insertion_point(module_scope)

@@ -101,6 +101,7 @@ class Signal(_message.Message):
     RAW_FIELD_NUMBER: _builtins.int
     HEX_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The signal type's stable name, for example "image/pdq", "image/phash",
     "image/dhash", "exact/sha256", "exact/md5" or "text/minhash".
@@ -112,8 +113,15 @@ class Signal(_message.Message):
     raw: _builtins.bytes
     hex: _builtins.str
     quality: _builtins.int
-    """Quality score where the algorithm has one (PDQ: 0-100). Submissions of
-    image signals below the server's minimum quality are refused.
+    """Quality score where the algorithm has one. Image signals carry the
+    image's PDQ quality (0-100): below the server's minimum they are refused
+    at submission and skipped at match. text/minhash carries its number of
+    distinct shingles (up to 100): below the reliable minimum it never
+    matches at VERDICT_BLOCK.
+    """
+    variant: _builtins.str
+    """Set on the flipped or rotated copies of the item's own image that the
+    SDK adds to a lookup ("rot90", "flip_h", ...). Submissions refuse them.
     """
     def __init__(
         self,
@@ -123,10 +131,11 @@ class Signal(_message.Message):
         raw: _builtins.bytes = ...,
         hex: _builtins.str = ...,
         quality: _builtins.int | None = ...,
+        variant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "hex", b"hex", "quality", b"quality", "raw", b"raw", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "hex", b"hex", "quality", b"quality", "raw", b"raw", "type", b"type", "value", b"value", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "hex", b"hex", "quality", b"quality", "raw", b"raw", "type", b"type", "value", b"value", "variant", b"variant", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__quality: _TypeAlias = _typing.Literal["quality"]  # noqa: Y015
     _WhichOneofArgType__quality: _TypeAlias = _typing.Literal["_quality", b"_quality"]  # noqa: Y015
