@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hashshare_client import Signal, Verdict
-from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType
+from hashshare_client.signal_types import SIGNAL_TYPES, VIEWS, Comparison, SignalType
 
 from .index import SignalIndex
 from .model import EntrySummary
@@ -91,19 +91,13 @@ def find_candidates(
     limited: dict[str, SkippedSignal] = {}
     for signal in signals:
         signal_type = SIGNAL_TYPES[signal.type]
-        floor = signal_type.min_quality
-        if floor is not None and signal.quality is not None and signal.quality < floor:
-            reason = f"quality {signal.quality} is below {floor}: too little detail to match reliably"
-            skipped[signal.type] = SkippedSignal(signal.type, reason)
-            continue
-        reliable = signal_type.reliable_quality
-        unreliable = reliable is not None and signal.quality is not None and signal.quality < reliable
-        if unreliable:
-            reason = f"quality {signal.quality} is below {reliable}: too short to block on, review at most"
+        reason = _unreliable(signal_type, signal.quality)
+        if reason:
             limited[signal.type] = SkippedSignal(signal.type, reason)
         limits = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type])
-        for hit in index.search(signal.type, signal.version, signal.value, limits.review):
-            strong = signal_type.within(hit.score, limits.block) and not unreliable
+        region = VIEWS[signal.variant].region
+        for hit in index.search(signal.type, signal.version, region, signal.value, limits.review):
+            strong = signal_type.within(hit.score, limits.block) and not reason
             verdict = Verdict.BLOCK if strong else Verdict.REVIEW
             distance = int(hit.score) if signal_type.comparison is Comparison.HAMMING else 0
             found = Evidence(signal.type, distance, _similarity(signal_type, hit.score), verdict)
@@ -112,6 +106,20 @@ def find_candidates(
             if best is None or found.strength > best.strength:
                 per_type[signal.type] = found
     return Candidates(evidence, tuple(skipped.values()), tuple(limited.values()))
+
+
+def _unreliable(signal_type: SignalType, quality: int | None) -> str:
+    """Why a signal may not block on its own ("" when it may).
+
+    An image with too little detail, or a text too short, shares its few
+    features with unrelated content by chance: it may still find a copy,
+    but only for review.
+    """
+    floor = signal_type.min_quality or signal_type.reliable_quality
+    if floor is None or quality is None or quality >= floor:
+        return ""
+    what = "too little detail" if signal_type.min_quality else "too short"
+    return f"quality {quality} is below {floor}: {what} to block on, review at most"
 
 
 def _fused_verdict(evidence: tuple[Evidence, ...]) -> Verdict:

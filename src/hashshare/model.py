@@ -109,6 +109,7 @@ class IndexedSignal:
     type: str
     version: str
     value: bytes
+    variant: str = ""  # the view of the image it describes (signal_types.VIEWS)
 
 
 @dataclass(frozen=True)

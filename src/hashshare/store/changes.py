@@ -11,7 +11,7 @@ def encode(change: Change) -> bytes:
     if isinstance(change, SignalsAdded):
         body: dict[str, object] = {
             "kind": "signals_added",
-            "rows": [[r.row_id, r.entry_id, r.type, r.version, r.value.hex()] for r in change.rows],
+            "rows": [[r.row_id, r.entry_id, r.type, r.version, r.value.hex(), r.variant] for r in change.rows],
         }
     elif isinstance(change, SignalsRemoved):
         body = {"kind": "signals_removed", "row_ids": list(change.row_ids)}
@@ -25,7 +25,10 @@ def decode(payload: bytes | str) -> Change:
     kind = body["kind"]
     if kind == "signals_added":
         return SignalsAdded(
-            tuple(IndexedSignal(row[0], row[1], row[2], row[3], bytes.fromhex(row[4])) for row in body["rows"])
+            tuple(
+                IndexedSignal(row[0], row[1], row[2], row[3], bytes.fromhex(row[4]), row[5] if len(row) > 5 else "")
+                for row in body["rows"]
+            )
         )
     if kind == "signals_removed":
         return SignalsRemoved(tuple(body["row_ids"]))

@@ -288,7 +288,8 @@ class RedisStore(Store):
             submission_id = self._counter(pipe, keys.NEXT_SUBMISSION) + 1
             first_row = self._counter(pipe, keys.NEXT_SIGNAL) + 1
             rows = tuple(
-                IndexedSignal(first_row + i, entry_id, s.type, s.version, s.value) for i, s in enumerate(draft.signals)
+                IndexedSignal(first_row + i, entry_id, s.type, s.version, s.value, s.variant)
+                for i, s in enumerate(draft.signals)
             )
             active = _hash_fields(pipe.hgetall(keys.entry_active(entry_id))) if joined else {}
             mine: list[int] = json.loads(active.get(str(member_id), b"[]"))
@@ -448,8 +449,8 @@ class RedisStore(Store):
 
     def active_signals(self) -> Iterator[IndexedSignal]:
         for row_id, record in self._redis.hscan_iter(keys.ACTIVE_SIGNALS, count=_SCAN_BATCH):
-            entry_id, signal_type, version, value = json.loads(record)
-            yield IndexedSignal(int(row_id), entry_id, signal_type, version, bytes.fromhex(value))
+            entry_id, signal_type, version, value, *rest = json.loads(record)
+            yield IndexedSignal(int(row_id), entry_id, signal_type, version, bytes.fromhex(value), *rest)
 
     def changes_since(self, position: str, limit: int = 10_000) -> tuple[list[Change], str]:
         # "(" makes the start exclusive; an empty position (a new follower) means from the start.
@@ -512,15 +513,15 @@ def _signal_records(
     submission_id: int, signals: Sequence[Signal], rows: Sequence[IndexedSignal]
 ) -> dict[FieldT, EncodableT]:
     return {
-        row.row_id: json.dumps([submission_id, s.type, s.version, s.value.hex(), s.quality])
+        row.row_id: json.dumps([submission_id, s.type, s.version, s.value.hex(), s.quality, s.variant])
         for s, row in zip(signals, rows, strict=True)
     }
 
 
 def _stored_signal(row_id: int, record: list[Any]) -> StoredSignal:
-    submission_id, signal_type, version, value, quality = record
-    return StoredSignal(row_id, submission_id, Signal(signal_type, version, bytes.fromhex(value), quality))
+    submission_id, signal_type, version, value, quality, *variant = record
+    return StoredSignal(row_id, submission_id, Signal(signal_type, version, bytes.fromhex(value), quality, *variant))
 
 
 def _indexed_record(row: IndexedSignal) -> str:
-    return json.dumps([row.entry_id, row.type, row.version, row.value.hex()])
+    return json.dumps([row.entry_id, row.type, row.version, row.value.hex(), row.variant])

@@ -46,7 +46,7 @@ from ..model import (
 from . import changes
 from .base import Store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS signals (
     id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL REFERENCES entries(id),
     submission_id INTEGER NOT NULL REFERENCES submissions(id),
     type TEXT NOT NULL, version TEXT NOT NULL, value BLOB NOT NULL, quality INTEGER,
-    active INTEGER NOT NULL DEFAULT 1);
+    variant TEXT NOT NULL DEFAULT '', active INTEGER NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS signals_by_submission ON signals(submission_id);
 CREATE INDEX IF NOT EXISTS signals_by_entry ON signals(entry_id);
 CREATE TABLE IF NOT EXISTS requests (
@@ -264,12 +264,22 @@ class SqliteStore(Store):
             rows = []
             for signal in draft.signals:
                 cursor = db.execute(
-                    "INSERT INTO signals (entry_id, submission_id, type, version, value, quality)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (entry_id, submission_id, signal.type, signal.version, signal.value, signal.quality),
+                    "INSERT INTO signals (entry_id, submission_id, type, version, value, quality, variant)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        entry_id,
+                        submission_id,
+                        signal.type,
+                        signal.version,
+                        signal.value,
+                        signal.quality,
+                        signal.variant,
+                    ),
                 )
                 assert cursor.lastrowid is not None
-                rows.append(IndexedSignal(cursor.lastrowid, entry_id, signal.type, signal.version, signal.value))
+                rows.append(
+                    IndexedSignal(cursor.lastrowid, entry_id, signal.type, signal.version, signal.value, signal.variant)
+                )
             self._append(db, SignalsAdded(tuple(rows)))
             outcome = SubmitOutcome(entry_id, submission_id, joined, self._corroborations(db, entry_id))
             self._remember(db, member_id, request_id, request_digest, "submit", asdict(outcome), now)
@@ -382,9 +392,9 @@ class SqliteStore(Store):
                 )
             )
             signals = tuple(
-                StoredSignal(r[0], r[1], Signal(r[2], r[3], bytes(r[4]), r[5]))
+                StoredSignal(r[0], r[1], Signal(r[2], r[3], bytes(r[4]), r[5], r[6]))
                 for r in db.execute(
-                    "SELECT id, submission_id, type, version, value, quality FROM signals"
+                    "SELECT id, submission_id, type, version, value, quality, variant FROM signals"
                     " WHERE entry_id = ? ORDER BY id",
                     (entry_id,),
                 )
@@ -450,8 +460,9 @@ class SqliteStore(Store):
     def active_signals(self) -> Iterator[IndexedSignal]:
         cursor = self._connect()
         try:
-            for row in cursor.execute("SELECT id, entry_id, type, version, value FROM signals WHERE active = 1"):
-                yield IndexedSignal(row[0], row[1], row[2], row[3], bytes(row[4]))
+            query = "SELECT id, entry_id, type, version, value, variant FROM signals WHERE active = 1"
+            for row in cursor.execute(query):
+                yield IndexedSignal(row[0], row[1], row[2], row[3], bytes(row[4]), row[5])
         finally:
             cursor.close()
 

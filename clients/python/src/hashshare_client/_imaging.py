@@ -101,48 +101,57 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 # Pre-processing "p2" (signal_types.IMAGE_PREPROCESSING): what the hashers see.
 HASH_MAX_SIDE = 1024  # PDQ's cost grows with pixels; above this the hash barely changes
+VIEW_SIDE = 256  # region and rotation views are hashed from a thumbnail: 64-bit hashes need no more
 MIN_SIDE = 32  # smaller images carry too little to match reliably
-_TRIM_ANALYSIS_SIDE = 256
-_TRIM_TOLERANCE = 28  # per channel, absorbs JPEG ringing next to a padded border
-_TRIM_UNIFORM_SHARE = 0.97
+_TRIM_TOLERANCE = 10  # per channel: padding is flat, even after JPEG
+_TRIM_UNIFORM_SHARE = 0.99
+_TRIM_MIN_SHARE = 0.02  # thinner bands are noise, not padding
 _TRIM_MAX_SHARE = 0.45  # never trim more than this from one side
 
-
-@dataclass(frozen=True)
-class PreparedImage:
-    rgb: Image.Image
-    tiny: bool
+# Fractions of the image (left, top, right, bottom) of each stored region view.
+REGIONS = {"top85": (0.0, 0.0, 1.0, 0.85), "bottom85": (0.0, 0.15, 1.0, 1.0), "center80": (0.1, 0.1, 0.9, 0.9)}
 
 
-def prepare(rgb: Image.Image) -> PreparedImage:
-    """Trim uniform borders and letterboxing, then bound the size for hashing."""
-    trimmed = rgb.crop(content_box(rgb))
-    if max(trimmed.size) > HASH_MAX_SIDE:
-        trimmed = trimmed.copy()
-        trimmed.thumbnail((HASH_MAX_SIDE, HASH_MAX_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return PreparedImage(rgb=trimmed, tiny=min(trimmed.size) < MIN_SIDE)
+def bounded(rgb: Image.Image, side: int = HASH_MAX_SIDE) -> Image.Image:
+    """The image scaled down to at most ``side`` pixels a side (never up)."""
+    if max(rgb.size) <= side:
+        return rgb
+    smaller = rgb.copy()
+    smaller.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return smaller
 
 
-def content_box(rgb: Image.Image) -> tuple[int, int, int, int]:
-    """The box left after removing uniform bands (padding, letterbox bars) from each side."""
+def region(image: Image.Image, fractions: tuple[float, float, float, float]) -> Image.Image:
+    width, height = image.size
+    left, top, right, bottom = fractions
+    return image.crop((round(left * width), round(top * height), round(right * width), round(bottom * height)))
+
+
+def content_box(rgb: Image.Image) -> tuple[int, int, int, int] | None:
+    """The box inside uniform bands (padding, letterbox bars), or None when there are none."""
     width, height = rgb.size
-    small = rgb.copy()
-    small.thumbnail((_TRIM_ANALYSIS_SIDE, _TRIM_ANALYSIS_SIDE), Image.Resampling.BILINEAR)
+    small = bounded(rgb, VIEW_SIDE)
     pixels = np.asarray(small, dtype=np.int16)
-    top = _uniform_lines(pixels)
-    bottom = _uniform_lines(pixels[::-1])
-    left = _uniform_lines(pixels.transpose(1, 0, 2))
-    right = _uniform_lines(pixels.transpose(1, 0, 2)[::-1])
     rows, cols = pixels.shape[:2]
-    if top + bottom >= rows * 0.8 or left + right >= cols * 0.8:
-        return (0, 0, width, height)  # a (nearly) uniform image: nothing to trim towards
+    bands = [
+        _uniform_lines(pixels),
+        _uniform_lines(pixels[::-1]),
+        _uniform_lines(pixels.transpose(1, 0, 2)),
+        _uniform_lines(pixels.transpose(1, 0, 2)[::-1]),
+    ]
+    top, bottom, left, right = (
+        band if band >= size * _TRIM_MIN_SHARE else 0
+        for band, size in zip(bands, (rows, rows, cols, cols), strict=True)
+    )
+    if not any((top, bottom, left, right)) or top + bottom >= rows * 0.8 or left + right >= cols * 0.8:
+        return None
     scale_x, scale_y = width / cols, height / rows
     # Round inwards so that no border pixel survives at the edge.
     return (
-        min(width - 1, int(np.ceil(left * scale_x))),
-        min(height - 1, int(np.ceil(top * scale_y))),
-        max(1, int(np.floor(width - right * scale_x))),
-        max(1, int(np.floor(height - bottom * scale_y))),
+        int(np.ceil(left * scale_x)),
+        int(np.ceil(top * scale_y)),
+        int(np.floor(width - right * scale_x)),
+        int(np.floor(height - bottom * scale_y)),
     )
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import signals
@@ -79,7 +80,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     categories = commands.add_parser("categories", help="list the bank's categories")
     _server_arguments(categories)
+
+    evaluate = commands.add_parser("eval", help="measure recall per re-upload trick and false matches")
+    evaluate.add_argument("--images", type=Path, help="a folder of original images")
+    evaluate.add_argument("--texts", type=Path, help="a UTF-8 file of original texts, one per line")
+    evaluate.add_argument(
+        "--builtin", action="store_true", help="use the photos and Vietnamese sentences installed packages ship"
+    )
+    evaluate.add_argument("--limit-images", type=int, help="use at most this many original images")
+    evaluate.add_argument("--limit-texts", type=int, help="use at most this many original texts")
+    evaluate.add_argument("--out", type=Path, default=Path("eval-results"), help="folder for eval.json and charts")
+    evaluate.add_argument("--category", default="hate_speech", help="category of the originals it submits")
+    evaluate.add_argument("--local-only", action="store_true", help="only the per-signal analysis; no server needed")
+    _server_arguments(evaluate)
     return parser
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from .evaluation import datasets, report, run
+
+    images = datasets.images_from_folder(args.images) if args.images else []
+    texts = datasets.texts_from_file(args.texts) if args.texts else []
+    if args.builtin:
+        images += datasets.builtin_images()
+        texts += datasets.builtin_texts()
+    images, texts = images[: args.limit_images or None], texts[: args.limit_texts or None]
+    if not images and not texts:
+        raise HashshareError("nothing to evaluate: give --images, --texts or --builtin")
+    prepared = run.prepare(images, texts)
+    results: dict[str, Any] = {
+        "originals": {"image": len(prepared.images), "text": len(prepared.texts)},
+        "dropped": {reason: len(names) for reason, names in prepared.dropped.items()},
+        "signals": run.analyse_signals(prepared),
+    }
+    if not args.local_only:
+        with Client(args.server, args.token, timeout=args.timeout) as client:
+            results["server"] = run.run_server(prepared, client, args.category)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.write_json(results, args.out / "eval.json")
+    charts = report.write_charts(results, args.out)
+    if not args.json:
+        print(f"originals: {results['originals']}, dropped: {results['dropped']}")
+        print(report.table(results))
+        print(f"\nwrote {args.out / 'eval.json'}, " + ", ".join(str(c) for c in charts))
+    return results
 
 
 def _signals(args: argparse.Namespace) -> list[Signal]:
@@ -109,6 +153,8 @@ def _print_match(result: MatchResult) -> None:
 
 def _run(args: argparse.Namespace) -> Any:
     """Do the command; return what to print as JSON (and as text if no printer)."""
+    if args.command == "eval":
+        return _evaluate(args)
     if args.command == "hash":
         found = _signals(args)
         if not args.json:
@@ -154,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2))
-    elif args.command not in ("hash", "match"):
+    elif args.command not in ("hash", "match", "eval"):
         _print_record(to_jsonable(result))
     return 0
 

@@ -35,6 +35,7 @@ from ._models import (
     Verdict,
 )
 from .pb.hashshare.v1 import match_pb2, research_pb2, signal_pb2, submission_pb2
+from .signal_types import VIEWS
 from .signals import Signal
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -156,8 +157,8 @@ def submit_request(
 ) -> submission_pb2.SubmitRequest:
     return submission_pb2.SubmitRequest(
         request_id=request_id,
-        # Flipped and rotated copies serve lookups only; the bank keeps originals.
-        signals=[signal_to_proto(s) for s in signals if not s.variant],
+        # Flipped and rotated copies serve lookups only; the bank keeps the stored views.
+        signals=[signal_to_proto(s) for s in signals if VIEWS[s.variant].stored],
         category=category,
         legal_basis=LEGAL_BASES[LegalBasis(legal_basis)],
         discovery_method=DISCOVERY_METHODS[DiscoveryMethod(discovery_method)],

@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "VIEWS",
+    "View",
     "DHASH",
     "MD5",
     "MINHASH",
@@ -166,3 +168,37 @@ SIGNAL_TYPES: dict[str, SignalType] = _registry(PDQ, PHASH, DHASH, SHA256, MD5, 
 def get(name: str) -> SignalType:
     """Return the signal type called ``name``; KeyError when there is none."""
     return SIGNAL_TYPES[name]
+
+
+@dataclass(frozen=True)
+class View:
+    """A view of an image that a signal describes.
+
+    Signals are compared only with signals of the same region, so that a
+    hash of the top 85% of a picture is never compared with a whole picture.
+    Stored views are computed at submission and at lookup alike; lookup-only
+    views (flipped, rotated copies of the upload) are never stored.
+    """
+
+    name: str
+    region: str
+    stored: bool
+
+
+def _views(*views: View) -> dict[str, View]:
+    return {view.name: view for view in views}
+
+
+VIEWS: dict[str, View] = _views(
+    View("", "full", True),  # the image as it is
+    View("trimmed", "full", True),  # uniform borders and letterbox bars removed, when there were any
+    View("top85", "top85", True),  # survives a caption bar over the bottom
+    View("bottom85", "bottom85", True),  # survives a caption bar over the top
+    View("center80", "center80", True),  # survives small rotations (with the rot views) and frames
+    *(
+        View(name, "full", False)
+        for name in ("rot90", "rot180", "rot270", "flip_v", "flip_h", "rot90_flip_v", "rot90_flip_h")
+    ),
+    # The upload turned back by a few degrees, then its centre: finds copies rotated by up to about 11 degrees.
+    *(View(f"rot{angle:+d}", "center80", False) for angle in (-9, -6, -3, 3, 6, 9)),
+)

@@ -15,16 +15,31 @@ import imagehash
 import numpy as np
 import pdqhash
 from datasketch import MinHash
+from PIL import Image
 
 from . import signal_types
-from ._imaging import DEFAULT_MAX_PIXELS, ImageInput, decode, prepare
+from ._imaging import DEFAULT_MAX_PIXELS, MIN_SIDE, REGIONS, VIEW_SIDE, ImageInput, bounded, content_box, decode, region
 from ._text import text_shingles
 from .signal_types import SignalType
 
 __all__ = ["DIHEDRAL_VARIANTS", "ImageInput", "Signal", "from_image", "from_text"]
 
-# pdqhash.compute_dihedral's order after the original.
+# pdqhash.compute_dihedral's order after the original, and the same
+# transforms in Pillow's terms (Pillow's ROTATE_n turns counter-clockwise,
+# as pdqhash's rotations do).
 DIHEDRAL_VARIANTS = ("rot90", "rot180", "rot270", "flip_v", "flip_h", "rot90_flip_v", "rot90_flip_h")
+_TRANSPOSES = (
+    Image.Transpose.ROTATE_90,
+    Image.Transpose.ROTATE_180,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.FLIP_TOP_BOTTOM,
+    Image.Transpose.FLIP_LEFT_RIGHT,
+    Image.Transpose.TRANSVERSE,
+    Image.Transpose.TRANSPOSE,
+)
+# Degrees by which a lookup turns the upload back; 3 degrees apart, so any
+# rotation up to about 11 degrees is within 1.5 of one of them.
+ROTATIONS = (-9, -6, -3, 3, 6, 9)
 
 
 @dataclass(frozen=True)
@@ -72,34 +87,56 @@ class Signal:
 def from_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, variants: bool = True) -> list[Signal]:
     """Every image signal of a path, bytes or PIL image.
 
-    Uniform borders and letterbox bars are trimmed first. Perceptual signals
-    carry the image's PDQ quality (0 for images under 32 pixels a side): the
-    server refuses submissions below 50, since such images match everything,
-    and reports them as skipped at match. With ``variants``, the PDQ hashes
-    of the 7 flipped and rotated copies are added (computed in the same
-    pass) so that a lookup finds flipped and rotated re-uploads.
+    Besides the whole image (PDQ, pHash, dHash), it hashes views that
+    survive re-upload tricks (signal_types.VIEWS): the image with uniform
+    borders trimmed, its top and bottom 85% (caption bars) and its centre.
+    With ``variants`` it adds lookup-only views of the upload: its 7 flips
+    and rotations by 90 degrees, and its centre turned back by a few degrees.
 
-    Exact hashes (SHA-256, MD5) are of the file's bytes, so they are only
-    computed when a path or bytes are given.
+    Perceptual signals carry the image's PDQ quality (0 for images under 32
+    pixels a side): the server refuses submissions below 50, since such
+    images match everything, and limits lookups below 50 to review. Exact
+    hashes (SHA-256, MD5) are of the file's bytes, so they are only computed
+    when a path or bytes are given.
 
     Raises InvalidImageError for unreadable or truncated input and
     ImageTooLargeError above ``max_pixels``, before decoding the pixels.
     """
     decoded = decode(image, max_pixels=max_pixels)
-    prepared = prepare(decoded.rgb)
-    hashes, pdq_quality = pdqhash.compute_dihedral(np.ascontiguousarray(np.asarray(prepared.rgb, dtype=np.uint8)))
-    quality = 0 if prepared.tiny else int(pdq_quality)
-    out = [
-        _pdq(hashes[0], quality),
-        _imagehash(signal_types.PHASH, imagehash.phash(prepared.rgb), quality),
-        _imagehash(signal_types.DHASH, imagehash.dhash(prepared.rgb), quality),
-    ]
+    full = bounded(decoded.rgb)
+    hashes, pdq_quality = pdqhash.compute_dihedral(_array(full))
+    quality = 0 if min(full.size) < MIN_SIDE else int(pdq_quality)
+    out = [_pdq(hashes[0], quality), *_small_hashes(full, quality)]
+    box = content_box(full)
+    if box is not None:
+        trimmed = full.crop(box)
+        trimmed_bits, trimmed_quality = pdqhash.compute(_array(trimmed))
+        out += [_pdq(trimmed_bits, int(trimmed_quality), "trimmed"), *_small_hashes(trimmed, quality, "trimmed")]
+    thumbnail = bounded(full, VIEW_SIDE)
+    for name, fractions in REGIONS.items():
+        out += _small_hashes(region(thumbnail, fractions), quality, name)
     if variants:
-        out.extend(_pdq(bits, quality, name) for name, bits in zip(DIHEDRAL_VARIANTS, hashes[1:], strict=True))
+        out += [_pdq(bits, quality, name) for name, bits in zip(DIHEDRAL_VARIANTS, hashes[1:], strict=True)]
+        for name, transpose in zip(DIHEDRAL_VARIANTS, _TRANSPOSES, strict=True):
+            out += _small_hashes(thumbnail.transpose(transpose), quality, name)
+        for angle in ROTATIONS:
+            turned = thumbnail.rotate(angle, resample=Image.Resampling.BICUBIC)
+            out += _small_hashes(region(turned, REGIONS["center80"]), quality, f"rot{angle:+d}")
     if decoded.data is not None:
         out.append(_exact(signal_types.SHA256, hashlib.sha256(decoded.data).digest()))
         out.append(_exact(signal_types.MD5, hashlib.md5(decoded.data, usedforsecurity=False).digest()))
     return out
+
+
+def _array(image: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def _small_hashes(image: Image.Image, quality: int, variant: str = "") -> list[Signal]:
+    return [
+        _imagehash(signal_types.PHASH, imagehash.phash(image), quality, variant),
+        _imagehash(signal_types.DHASH, imagehash.dhash(image), quality, variant),
+    ]
 
 
 def from_text(text: str) -> list[Signal]:
@@ -136,11 +173,11 @@ def _pdq(bits: np.ndarray, quality: int, variant: str = "") -> Signal:
     return Signal(signal_types.PDQ.name, signal_types.PDQ.version, value, quality, variant)
 
 
-def _imagehash(signal_type: SignalType, hashed: imagehash.ImageHash, quality: int) -> Signal:
+def _imagehash(signal_type: SignalType, hashed: imagehash.ImageHash, quality: int, variant: str = "") -> Signal:
     # packbits of the flattened bits, most significant first, is exactly
     # imagehash's own hex form, so values interoperate with its users.
     value = np.packbits(np.asarray(hashed.hash, dtype=np.uint8).ravel()).tobytes()
-    return Signal(signal_type.name, signal_type.version, value, quality)
+    return Signal(signal_type.name, signal_type.version, value, quality, variant)
 
 
 def _exact(signal_type: SignalType, digest: bytes) -> Signal:
