@@ -1,0 +1,1 @@
+"""Benchmarks: not tests, run by hand or by `make bench`."""

@@ -1,0 +1,210 @@
+"""Exact Hamming-radius search by multi-index hashing (Norouzi et al., 2012).
+
+Each hash is split into ``m`` disjoint chunks. If two hashes differ in at most
+``r = s*m + a`` bits (``0 <= a < m``), then one of the first ``a + 1`` chunks
+differs in at most ``s`` bits or one of the others in at most ``s - 1`` (else
+the total would be at least ``r + 1``). So probing, per chunk, every key in the
+Hamming ball of that radius around the query's chunk finds every match; the
+candidates are then verified with a vectorised popcount, so results equal a
+brute-force scan. Chunk widths follow the segment size (about log2(n) bits,
+so a bucket holds about one uniform row), and a segment is scanned flat when a
+cost model says the probes would cost more (small segments, huge radii).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .buckets import Buckets
+from .segments import SegmentedIndex
+
+# Rough costs in nanoseconds on one core, measured with numpy 2 (see bench/index_bench.py).
+_NS_SCAN_WORD = 0.8  # XOR + popcount + sum of one 64-bit word in a flat scan
+_NS_PROBE = 12.0  # one bucket lookup (offsets gathers, range expansion)
+_NS_CANDIDATE_WORD = 6.0  # random gather + XOR + popcount of one candidate word
+_NS_CHUNK = 1500.0  # per-chunk Python work of a query
+_MAX_TABLE_BITS = 24  # offsets table of 2**24 int32 = 64 MiB at most per chunk
+_MAX_PROBES = 200_000  # beyond this the ball has exploded: scan instead
+# Among chunkings within this factor of the fastest, take the fewest chunks: each costs 4 bytes a row.
+_MEMORY_SLACK = 1.15
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+def ball_size(width: int, radius: int) -> int:
+    """Keys within ``radius`` bits of a ``width``-bit key."""
+    return sum(math.comb(width, i) for i in range(min(radius, width) + 1)) if radius >= 0 else 0
+
+
+@functools.lru_cache(maxsize=256)
+def _ball(width: int, radius: int) -> np.ndarray:
+    """XOR masks of the Hamming ball, as uint32 (``width <= 32``)."""
+    masks = [0]
+    for weight in range(1, min(radius, width) + 1):
+        masks.extend(sum(1 << b for b in bits) for bits in itertools.combinations(range(width), weight))
+    return np.array(masks, dtype=np.uint32)
+
+
+def chunk_radii(radius: int, chunks: int) -> list[int]:
+    """Per-chunk probe radii that together guarantee finding every match within ``radius``."""
+    s, a = divmod(radius, chunks)
+    return [s if i <= a else s - 1 for i in range(chunks)]
+
+
+def split(bits: int, chunks: int) -> list[int]:
+    """Chunk widths as even as possible, widest first."""
+    base, extra = divmod(bits, chunks)
+    return [base + 1 if i < extra else base for i in range(chunks)]
+
+
+def probe_cost(widths: list[int], radius: int, rows: int, words: int) -> tuple[float, int]:
+    """Estimated nanoseconds and probes of one MIH query (buckets assumed uniform)."""
+    probes, candidates = 0, 0.0
+    for width, r in zip(widths, chunk_radii(radius, len(widths)), strict=True):
+        ball = ball_size(width, r)
+        probes += ball
+        candidates += ball * rows / 2.0**width
+    cost = probes * _NS_PROBE + candidates * _NS_CANDIDATE_WORD * words + len(widths) * _NS_CHUNK
+    return cost, probes
+
+
+def scan_cost(rows: int, words: int) -> float:
+    return rows * words * _NS_SCAN_WORD
+
+
+def choose_widths(bits: int, rows: int, radius: int) -> list[int] | None:
+    """The chunking for a segment of ``rows`` hashes searched at ``radius``; None to scan flat."""
+    words = bits // 64
+    # A table much larger than the segment wastes memory and gains nothing.
+    max_width = min(_MAX_TABLE_BITS, max(12, math.ceil(math.log2(max(rows, 2)))))
+    options = []
+    for chunks in range(1, bits + 1):
+        widths = split(bits, chunks)
+        if widths[0] > max_width:
+            continue
+        if widths[-1] < 6:
+            break
+        cost, probes = probe_cost(widths, radius, rows, words)
+        if probes <= _MAX_PROBES:
+            options.append((cost, widths))
+    if not options:
+        return None
+    best = min(cost for cost, _ in options)
+    if best >= scan_cost(rows, words):
+        return None
+    return min((w for cost, w in options if cost <= best * _MEMORY_SLACK), key=len)
+
+
+def extract(values: np.ndarray, start: int, width: int) -> np.ndarray:
+    """Bits ``[start, start + width)`` of each row of little-endian uint64 words, as uint32."""
+    word, shift = divmod(start, 64)
+    out = values[:, word] >> np.uint64(shift)
+    if shift + width > 64:
+        out |= values[:, word + 1] << np.uint64(64 - shift)
+    return (out & np.uint64((1 << width) - 1)).astype(np.uint32)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """The ball masks of every chunk at one radius, concatenated, and their tables' bases."""
+
+    masks: np.ndarray
+    counts: np.ndarray
+    bases: np.ndarray
+
+
+@dataclass
+class MultiIndex:
+    """A segment's chunking and buckets."""
+
+    starts: list[int]
+    widths: list[int]
+    buckets: Buckets
+    rows: int
+    words: int
+    _probes: dict[int, _Probe | None] = field(default_factory=dict)
+
+    def probe(self, radius: int) -> _Probe | None:
+        """Masks for ``radius``, or None when scanning the segment is cheaper (cached per radius)."""
+        if radius not in self._probes:
+            cost, probes = probe_cost(self.widths, radius, self.rows, self.words)
+            if probes > _MAX_PROBES or cost >= scan_cost(self.rows, self.words):
+                self._probes[radius] = None
+            else:
+                self._probes[radius] = self._make_probe(radius)
+        return self._probes[radius]
+
+    def _make_probe(self, radius: int) -> _Probe:
+        masks, counts, bases = [], [], []
+        for width, r, base in zip(self.widths, chunk_radii(radius, len(self.widths)), self.buckets.bases, strict=True):
+            ball = _ball(width, r) if r >= 0 else np.zeros(0, dtype=np.uint32)
+            masks.append(ball)
+            counts.append(len(ball))
+            bases.append(np.full(len(ball), base, dtype=np.int64))
+        return _Probe(np.concatenate(masks), np.array(counts), np.concatenate(bases))
+
+    def slots(self, query: np.ndarray, probe: _Probe) -> np.ndarray:
+        whole = int.from_bytes(query.tobytes(), "little")
+        keys = np.array(
+            [(whole >> start) & ((1 << width) - 1) for start, width in zip(self.starts, self.widths, strict=True)],
+            dtype=np.uint32,
+        )
+        slots: np.ndarray = (np.repeat(keys, probe.counts) ^ probe.masks).astype(np.int64) + probe.bases
+        return slots
+
+
+class MIHIndex(SegmentedIndex):
+    """Hamming search over 64-bit multiples; ``design_radius`` is the radius the chunking is tuned for."""
+
+    def __init__(self, size_bytes: int, design_radius: int) -> None:
+        if size_bytes % 8:
+            raise ValueError("hash sizes must be a multiple of 64 bits")
+        super().__init__(size_bytes // 8, np.uint64)
+        self._words = size_bytes // 8
+        self._bits = size_bytes * 8
+        self._design_radius = design_radius
+
+    def encode(self, value: bytes) -> np.ndarray:
+        return np.frombuffer(value, dtype=np.uint64, count=self._words)
+
+    def build(self, values: np.ndarray) -> MultiIndex | None:
+        widths = choose_widths(self._bits, len(values), self._design_radius)
+        if widths is None:
+            return None
+        starts = [sum(widths[:i]) for i in range(len(widths))]
+        keys = [extract(values, s, w) for s, w in zip(starts, widths, strict=True)]
+        return MultiIndex(starts, widths, Buckets.build(keys, widths), len(values), self._words)
+
+    def match(self, values: np.ndarray, structure: Any, query: np.ndarray, threshold: float) -> tuple[Any, Any]:
+        radius = math.floor(threshold)
+        if radius < 0 or len(values) == 0:
+            return _NO_ROWS, _NO_ROWS
+        probe = structure.probe(radius) if structure is not None else None
+        if probe is None:
+            distances = self._distances(values, query)
+            found = np.flatnonzero(distances <= radius)
+            return found, distances[found]
+        candidates = structure.buckets.candidates(structure.slots(query, probe))
+        distances = self._distances(values, query, candidates)
+        close = distances <= radius
+        # A near duplicate agrees on several chunks, so it can be a candidate more than once.
+        found, first = np.unique(candidates[close], return_index=True)
+        return found, distances[close][first]
+
+    def _distances(self, values: np.ndarray, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        if self._words == 1:
+            column = values[:, 0] if rows is None else values[rows, 0]
+            counted: np.ndarray = np.bitwise_count(column ^ query[0])
+            return counted
+        counts = np.bitwise_count((values if rows is None else values[rows]) ^ query)
+        # Adding columns beats numpy's reduction over a 4-wide inner axis several times over.
+        distances: np.ndarray = counts[:, 0].astype(np.int16)
+        for word in range(1, self._words):
+            distances += counts[:, word]
+        return distances

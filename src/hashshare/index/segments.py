@@ -1,0 +1,284 @@
+"""Storage shared by the sublinear indexes: immutable segments plus a small delta.
+
+Rebuilding a bucket index on every submit would cost O(N), so new rows go to a
+small append-only *delta* that searches scan flat. When the delta fills it is
+frozen into a *segment* (rows sorted by row id, with the index's bucket
+structure built over them); segments of similar size are merged, so there are
+O(log N) of them and each row is rebuilt O(log N) times (amortised). Removals
+are tombstones in a segment's ``alive`` array; a segment with many of them is
+rebuilt without them.
+
+Readers never lock: they read ``self._state`` once, a frozen tuple of segments
+and a delta view. The one writer (under ``_lock``) only appends delta rows past
+the published size, flips ``alive`` flags (a reader sees either value, both
+consistent), or publishes a new state made of new arrays.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import Hit, SubIndex
+
+# Scanning this many rows costs about as much as one bucket lookup round trip.
+DELTA_CAPACITY = 4096
+# Merge two neighbouring segments when the smaller holds at least 1/MERGE_RATIO
+# of the larger's rows: sizes then grow geometrically, so few segments exist.
+MERGE_RATIO = 4
+# Rebuild a segment once this share of its rows are tombstones.
+MAX_DEAD_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows of encoded values with their row and entry ids."""
+
+    values: np.ndarray
+    row_ids: np.ndarray
+    entry_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def take(self, order: np.ndarray) -> Rows:
+        return Rows(self.values[order], self.row_ids[order], self.entry_ids[order])
+
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        return Rows(
+            np.concatenate([p.values for p in parts]),
+            np.concatenate([p.row_ids for p in parts]),
+            np.concatenate([p.entry_ids for p in parts]),
+        )
+
+
+class Segment:
+    """Immutable rows sorted by row id, their bucket structure, and tombstones."""
+
+    def __init__(self, rows: Rows, structure: Any) -> None:
+        self.rows = rows
+        self.structure = structure
+        self.alive = np.ones(len(rows), dtype=bool)
+        self.dead = 0
+
+    @property
+    def live(self) -> int:
+        return len(self.rows) - self.dead
+
+    def find(self, row_id: int) -> int:
+        """The live row's position, or -1 (sorted row ids: no per-row dict)."""
+        ids = self.rows.row_ids
+        position = int(np.searchsorted(ids, row_id))
+        if position < len(ids) and ids[position] == row_id and self.alive[position]:
+            return position
+        return -1
+
+    def live_rows(self) -> Rows:
+        return self.rows if self.dead == 0 else self.rows.take(np.flatnonzero(self.alive))
+
+
+class _Delta:
+    """Preallocated append-only rows; only the first ``size`` (in the state) are visible."""
+
+    def __init__(self, width: int, dtype: np.dtype[Any]) -> None:
+        self.values = np.zeros((DELTA_CAPACITY, width), dtype=dtype)
+        self.row_ids = np.zeros(DELTA_CAPACITY, dtype=np.int64)
+        self.entry_ids = np.zeros(DELTA_CAPACITY, dtype=np.int64)
+        self.alive = np.zeros(DELTA_CAPACITY, dtype=bool)
+
+    def position(self, row_id: int, size: int) -> int:
+        found = np.flatnonzero((self.row_ids[:size] == row_id) & self.alive[:size])
+        return int(found[0]) if len(found) else -1
+
+    def live_rows(self, size: int) -> Rows:
+        keep = np.flatnonzero(self.alive[:size])
+        return Rows(self.values[keep], self.row_ids[keep], self.entry_ids[keep])
+
+
+@dataclass(frozen=True)
+class _State:
+    segments: tuple[Segment, ...]
+    delta: _Delta
+    delta_size: int
+
+
+class SegmentedIndex(SubIndex):
+    """A SubIndex over segments; subclasses encode values, build and search structures."""
+
+    def __init__(self, width: int, dtype: type | np.dtype[Any]) -> None:
+        self._width = width
+        self._dtype = np.dtype(dtype)
+        self._lock = threading.Lock()
+        self._count = 0
+        self._state = _State((), _Delta(width, self._dtype), 0)
+
+    # What a concrete index provides.
+
+    @abc.abstractmethod
+    def encode(self, value: bytes) -> np.ndarray:
+        """One stored row (shape ``(width,)``) from a signal's bytes."""
+
+    @abc.abstractmethod
+    def build(self, values: np.ndarray) -> Any:
+        """The bucket structure over a segment's values, or None to scan it flat."""
+
+    @abc.abstractmethod
+    def match(self, values: np.ndarray, structure: Any, query: np.ndarray, threshold: float) -> tuple[Any, Any]:
+        """Positions (unique) of rows within ``threshold`` and their scores."""
+
+    # SubIndex.
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, row_id: int, entry_id: int, value: bytes) -> None:
+        row = self.encode(value)
+        with self._lock:
+            if self._locate(row_id) is not None:
+                return
+            state = self._state
+            if state.delta_size == len(state.delta.row_ids):
+                self._flush()
+                state = self._state
+            delta, position = state.delta, state.delta_size
+            # Past the published size, so no reader looks at these slots yet.
+            delta.values[position] = row
+            delta.row_ids[position] = row_id
+            delta.entry_ids[position] = entry_id
+            delta.alive[position] = True
+            self._state = _State(state.segments, delta, position + 1)
+            self._count += 1
+
+    def add_many(self, row_ids: np.ndarray, entry_ids: np.ndarray, values: np.ndarray) -> None:
+        """Bulk load: encoded ``values`` (n, width) as one new segment; present rows are skipped."""
+        row_ids = np.asarray(row_ids, dtype=np.int64)
+        entry_ids = np.asarray(entry_ids, dtype=np.int64)
+        with self._lock:
+            _, first = np.unique(row_ids, return_index=True)
+            keep = np.zeros(len(row_ids), dtype=bool)
+            keep[first] = True
+            state = self._state
+            for segment in state.segments:
+                keep &= ~self._present(segment, row_ids)
+            keep &= ~np.isin(row_ids, state.delta.row_ids[: state.delta_size][state.delta.alive[: state.delta_size]])
+            rows = Rows(np.ascontiguousarray(values[keep], dtype=self._dtype), row_ids[keep], entry_ids[keep])
+            if len(rows):
+                self._count += len(rows)
+                self._publish_segments([*state.segments, self._segment(rows)])
+
+    def remove(self, row_id: int) -> bool:
+        with self._lock:
+            found = self._locate(row_id)
+            if found is None:
+                return False
+            segment, position = found
+            if segment is None:
+                self._state.delta.alive[position] = False
+            else:
+                segment.alive[position] = False
+                segment.dead += 1
+                if segment.dead > MAX_DEAD_SHARE * len(segment.rows):
+                    others = [s for s in self._state.segments if s is not segment]
+                    self._publish_segments([*others, self._segment(segment.live_rows())])
+            self._count -= 1
+            return True
+
+    def search(self, value: bytes, threshold: float) -> list[Hit]:
+        state = self._state
+        query = self.encode(value)
+        hits: list[Hit] = []
+        for segment in state.segments:
+            positions, scores = self.match(segment.rows.values, segment.structure, query, threshold)
+            self._collect(hits, segment.rows, segment.alive, positions, scores)
+        if state.delta_size:
+            delta = state.delta
+            size = state.delta_size
+            positions, scores = self.match(delta.values[:size], None, query, threshold)
+            rows = Rows(delta.values, delta.row_ids, delta.entry_ids)
+            self._collect(hits, rows, delta.alive, positions, scores)
+        return hits
+
+    def nbytes(self) -> int:
+        """Bytes held in numpy arrays by the current state (rows, ids, buckets, delta)."""
+        state = self._state
+        total = _nbytes(vars(state.delta))
+        for segment in state.segments:
+            total += _nbytes(vars(segment.rows)) + segment.alive.nbytes + _nbytes(segment.structure)
+        return total
+
+    def segment_sizes(self) -> list[int]:
+        return [len(s.rows) for s in self._state.segments]
+
+    # Internals (writer side, under ``_lock``).
+
+    @staticmethod
+    def _collect(hits: list[Hit], rows: Rows, alive: np.ndarray, positions: Any, scores: Any) -> None:
+        if len(positions) == 0:
+            return
+        keep = alive[positions]
+        for position, score in zip(positions[keep].tolist(), scores[keep].tolist(), strict=True):
+            hits.append(Hit(int(rows.row_ids[position]), int(rows.entry_ids[position]), float(score)))
+
+    @staticmethod
+    def _present(segment: Segment, row_ids: np.ndarray) -> np.ndarray:
+        ids = segment.rows.row_ids
+        positions = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
+        present: np.ndarray = (ids[positions] == row_ids) & segment.alive[positions]
+        return present
+
+    def _locate(self, row_id: int) -> tuple[Segment | None, int] | None:
+        state = self._state
+        for segment in state.segments:
+            position = segment.find(row_id)
+            if position >= 0:
+                return segment, position
+        position = state.delta.position(row_id, state.delta_size)
+        return (None, position) if position >= 0 else None
+
+    def _segment(self, rows: Rows) -> Segment:
+        rows = rows.take(np.argsort(rows.row_ids, kind="stable"))
+        return Segment(rows, self.build(rows.values) if len(rows) else None)
+
+    def _flush(self) -> None:
+        state = self._state
+        live = state.delta.live_rows(state.delta_size)
+        segments = list(state.segments)
+        if len(live):
+            segments.append(self._segment(live))
+        self._publish_segments(segments, fresh_delta=True)
+
+    def _publish_segments(self, segments: list[Segment], fresh_delta: bool = False) -> None:
+        """Merge neighbours of similar size, then publish with the current or a new delta."""
+        segments = sorted((s for s in segments if s.live), key=lambda s: -s.live)
+        merged = True
+        while merged:
+            merged = False
+            for i in range(len(segments) - 1):
+                if segments[i + 1].live * MERGE_RATIO >= segments[i].live:
+                    rows = Rows.concat([segments[i].live_rows(), segments[i + 1].live_rows()])
+                    segments[i : i + 2] = [self._segment(rows)]
+                    merged = True
+                    break
+        state = self._state
+        if fresh_delta:
+            self._state = _State(tuple(segments), _Delta(self._width, self._dtype), 0)
+        else:
+            self._state = _State(tuple(segments), state.delta, state.delta_size)
+
+
+def _nbytes(obj: Any) -> int:
+    """Sum of the nbytes of the numpy arrays in ``obj`` (an array, dict, list or dataclass)."""
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_nbytes(v) for v in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(obj, name)) for name in obj.__dataclass_fields__)
+    return 0

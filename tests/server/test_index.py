@@ -1,0 +1,176 @@
+"""The sublinear indexes return exactly what a brute-force scan returns, on clustered banks,
+including after interleaved adds, removals and re-adds of the same row ids."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hashshare.index import segments
+from hashshare.index.hamming import HammingIndex
+from hashshare.index.lsh import MinHashLSHIndex, compact, scan16
+from hashshare.index.mih import MIHIndex, choose_widths, chunk_radii
+
+# Small deltas so a few thousand adds exercise freezing, merging and compaction.
+pytestmark = pytest.mark.usefixtures("small_delta")
+
+
+@pytest.fixture
+def small_delta(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segments, "DELTA_CAPACITY", 256)
+
+
+def clustered(rng: np.random.Generator, n: int, words: int, max_flips: int) -> np.ndarray:
+    """Half near duplicates of a few centres (uneven buckets), half uniform noise."""
+    values = rng.integers(0, 2**64, size=(n, words), dtype=np.uint64)
+    centres = values[: max(1, n // 40)]
+    for i in range(n // 2):
+        row = centres[int(len(centres) * rng.random() ** 2)].copy()
+        for bit in rng.choice(words * 64, size=int(rng.integers(0, max_flips + 1)), replace=False):
+            row[bit // 64] ^= np.uint64(1) << np.uint64(bit % 64)
+        values[n // 2 + i] = row
+    return values
+
+
+def near(rng: np.random.Generator, row: np.ndarray, flips: int) -> np.ndarray:
+    out = row.copy()
+    for bit in rng.choice(len(row) * 64, size=flips, replace=False):
+        out[bit // 64] ^= np.uint64(1) << np.uint64(bit % 64)
+    return out
+
+
+def as_set(hits: list) -> set[tuple[int, int, float]]:
+    result = {(h.row_id, h.entry_id, h.score) for h in hits}
+    assert len(result) == len(hits), "a row was returned twice"
+    return result
+
+
+def check_hamming(index: MIHIndex, reference: HammingIndex, queries: list[np.ndarray], radii: list[int]) -> int:
+    found = 0
+    for query in queries:
+        for radius in radii:
+            expected = as_set(reference.search(query.tobytes(), radius))
+            assert as_set(index.search(query.tobytes(), radius)) == expected
+            found += len(expected)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("size_bytes", "design", "radii"), [(8, 12, [0, 3, 10, 12, 16]), (32, 40, [0, 15, 31, 40, 52])]
+)
+def test_mih_equals_brute_force_through_adds_and_removals(size_bytes: int, design: int, radii: list[int]) -> None:
+    rng = np.random.default_rng(size_bytes)
+    words = size_bytes // 8
+    bank = clustered(rng, 3000, words, max_flips=design // 2)
+    index, reference = MIHIndex(size_bytes, design_radius=design), HammingIndex(size_bytes)
+    live: set[int] = set()
+    found = most_segments = 0
+    for step, row_id in enumerate(rng.permutation(len(bank)).tolist()):
+        for target in (index, reference):
+            target.add(row_id, row_id * 7, bank[row_id].tobytes())
+        live.add(row_id)
+        if step % 3 == 0:  # remove a random live row, and sometimes re-add it right away
+            victim = int(rng.choice(sorted(live)))
+            assert index.remove(victim) and reference.remove(victim)
+            live.discard(victim)
+            if step % 2 == 0:
+                for target in (index, reference):
+                    target.add(victim, victim * 7, bank[victim].tobytes())
+                live.add(victim)
+        if step % 500 == 499:
+            queries = [near(rng, bank[int(rng.integers(len(bank)))], int(rng.integers(0, design))) for _ in range(8)]
+            queries.append(rng.integers(0, 2**64, size=words, dtype=np.uint64))
+            found += check_hamming(index, reference, queries, radii)
+        most_segments = max(most_segments, len(index.segment_sizes()))
+    assert len(index) == len(reference) == len(live)
+    assert most_segments > 1, "the bank should have spanned several segments and a delta"
+    assert found > 100, "queries near stored rows must find some"
+
+
+def test_mih_bulk_load_replayed_feed_and_chunked_segments() -> None:
+    rng = np.random.default_rng(7)
+    bank = clustered(rng, 20_000, 1, max_flips=6)
+    ids = np.arange(len(bank), dtype=np.int64)
+    index, reference = MIHIndex(8, design_radius=10), HammingIndex(8)
+    index.add_many(ids, ids + 1, bank)
+    index.add_many(ids[:100], ids[:100] + 1, bank[:100])  # a replayed feed adds nothing twice
+    index.add(5, 6, bank[5].tobytes())
+    for i, row in enumerate(bank):
+        reference.add(i, i + 1, row.tobytes())
+    for row_id in range(0, 20_000, 3):
+        assert index.remove(row_id) and reference.remove(row_id)
+        assert not index.remove(row_id)
+    assert len(index) == len(reference)
+    queries = [near(rng, bank[int(rng.integers(len(bank)))], int(rng.integers(0, 11))) for _ in range(40)]
+    assert check_hamming(index, reference, queries, [0, 4, 10, 16]) > 40
+
+
+def test_chunking_follows_bank_size_and_pigeonhole() -> None:
+    small, large = choose_widths(64, 100_000, 10), choose_widths(64, 10_000_000, 10)
+    assert small is not None and large is not None and sum(small) == sum(large) == 64
+    assert max(large) > max(small)
+    assert choose_widths(64, 50, 10) is None  # a tiny segment is scanned
+    for radius in range(0, 60):
+        for chunks in range(1, 17):
+            radii = chunk_radii(radius, chunks)
+            # Missing every probe means each chunk differs by at least radius + 1 in total.
+            assert sum(r + 1 for r in radii) == radius + 1
+
+
+def signature_bank(rng: np.random.Generator, n: int) -> np.ndarray:
+    sigs = rng.integers(0, 2**32, size=(n, 128), dtype=np.uint32)
+    centres = sigs[: n // 20]
+    for i in range(n // 2, n):
+        keep = rng.random(128) < rng.uniform(0.25, 1.0)
+        sigs[i] = np.where(keep, centres[int(rng.integers(len(centres)))], sigs[i])
+    return sigs
+
+
+def test_minhash_lsh_matches_the_16_bit_scan() -> None:
+    rng = np.random.default_rng(3)
+    bank = signature_bank(rng, 6000)
+    index = MinHashLSHIndex(128, min_similarity=0.3)
+    live: dict[int, np.ndarray] = {}
+    for step, row_id in enumerate(rng.permutation(len(bank)).tolist()):
+        index.add(row_id, row_id + 100, bank[row_id].tobytes())
+        live[row_id] = bank[row_id]
+        if step % 4 == 0:
+            victim = int(rng.choice(list(live)))
+            assert index.remove(victim)
+            del live[victim]
+    assert len(index) == len(live)
+    ids = np.array(sorted(live))
+    stored = compact(np.array([live[i] for i in ids]))
+    expected_total = missed = 0
+    for _ in range(60):
+        base = live[int(rng.choice(ids))]
+        query = np.where(rng.random(128) < rng.uniform(0.3, 1.0), base, rng.integers(0, 2**32, 128, dtype=np.uint32))
+        for threshold in (0.2, 0.3, 0.4, 0.5, 0.9):
+            positions, similarity = scan16(stored, compact(query), threshold)
+            expected = {(int(ids[p]), int(ids[p]) + 100, float(s)) for p, s in zip(positions, similarity, strict=True)}
+            got = as_set(index.search(query.astype("<u4").tobytes(), threshold))
+            assert got <= expected, "every hit is verified against the stored signature"
+            if threshold < 0.3:
+                assert got == expected, "below the banding threshold the index scans"
+            expected_total += len(expected)
+            missed += len(expected - got)
+    # At J = 0.3 a pair is a candidate with probability 0.9976; above, more.
+    assert expected_total > 200 and missed <= max(1, expected_total // 100)
+
+
+def test_minhash_lsh_recall_at_the_thresholds() -> None:
+    rng = np.random.default_rng(11)
+    bank = rng.integers(0, 2**32, size=(5000, 128), dtype=np.uint32)
+    index = MinHashLSHIndex(128, min_similarity=0.3)
+    ids = np.arange(len(bank))
+    index.add_many(ids, ids, compact(bank))
+    for threshold, floor in ((0.3, 0.98), (0.4, 0.995), (0.5, 1.0)):
+        found = 0
+        for target in range(300):
+            query = rng.integers(0, 2**32, size=128, dtype=np.uint32)
+            same = rng.choice(128, size=math.ceil(128 * threshold), replace=False)
+            query[same] = bank[target, same]
+            found += any(hit.row_id == target for hit in index.search(query.tobytes(), threshold))
+        assert found / 300 >= floor, threshold
