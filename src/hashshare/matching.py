@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hashshare_client import Signal, Verdict
-from hashshare_client.signal_types import SIGNAL_TYPES, VIEWS, Comparison, SignalType
+from hashshare_client.signal_types import DHASH, PHASH, SIGNAL_TYPES, Comparison, SignalType, view
 
 from .index import SignalIndex
 from .model import EntrySummary
@@ -31,6 +31,11 @@ class Evidence:
     distance: int
     similarity: float
     verdict: Verdict
+    # Which view of the query matched ("", "rot90", "crop10:7", ...), and
+    # whether it is within the BLOCK threshold (a window view alone never
+    # blocks, so its verdict says REVIEW even then).
+    variant: str = ""
+    strong: bool = False
 
     @property
     def strength(self) -> tuple[int, float]:
@@ -62,16 +67,18 @@ class MatchOutcome:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Per entry, the strongest evidence of each signal type."""
+    """Per entry, the strongest evidence of each signal type in each view of the query."""
 
-    evidence: dict[int, dict[str, Evidence]]
+    evidence: dict[int, dict[tuple[str, str], Evidence]]
     skipped: tuple[SkippedSignal, ...]
     limited: tuple[SkippedSignal, ...] = ()
 
 
 # Perceptual image signals look at the same pixels in different ways: two of
-# them agreeing, even weakly, is strong evidence; one weak agreement is not.
+# them agreeing on one view, even weakly, is strong evidence; one weak
+# agreement is not.
 IMAGE_PERCEPTUAL = frozenset(t.name for t in SIGNAL_TYPES.values() if t.name.startswith("image/"))
+WINDOW_PAIR = frozenset({PHASH.name, DHASH.name})
 
 
 def _similarity(signal_type: SignalType, score: float) -> float:
@@ -86,7 +93,7 @@ def find_candidates(
     index: SignalIndex, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
 ) -> Candidates:
     """Search every signal at its REVIEW threshold and grade each hit."""
-    evidence: dict[int, dict[str, Evidence]] = {}
+    evidence: dict[int, dict[tuple[str, str], Evidence]] = {}
     skipped: dict[str, SkippedSignal] = {}
     limited: dict[str, SkippedSignal] = {}
     for signal in signals:
@@ -95,16 +102,19 @@ def find_candidates(
         if reason:
             limited[signal.type] = SkippedSignal(signal.type, reason)
         limits = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type])
-        region = VIEWS[signal.variant].region
-        for hit in index.search(signal.type, signal.version, region, signal.value, limits.review):
+        looked = view(signal.variant)
+        assert looked is not None  # the API layer refuses unknown views
+        for hit in index.search(signal.type, signal.version, looked.region, signal.value, limits.review):
             strong = signal_type.within(hit.score, limits.block) and not reason
-            verdict = Verdict.BLOCK if strong else Verdict.REVIEW
+            verdict = Verdict.BLOCK if strong and not looked.windows else Verdict.REVIEW
             distance = int(hit.score) if signal_type.comparison is Comparison.HAMMING else 0
-            found = Evidence(signal.type, distance, _similarity(signal_type, hit.score), verdict)
-            per_type = evidence.setdefault(hit.entry_id, {})
-            best = per_type.get(signal.type)
+            similarity = _similarity(signal_type, hit.score)
+            found = Evidence(signal.type, distance, similarity, verdict, signal.variant, strong)
+            per_view = evidence.setdefault(hit.entry_id, {})
+            key = (signal.variant, signal.type)
+            best = per_view.get(key)
             if best is None or found.strength > best.strength:
-                per_type[signal.type] = found
+                per_view[key] = found
     return Candidates(evidence, tuple(skipped.values()), tuple(limited.values()))
 
 
@@ -122,24 +132,41 @@ def _unreliable(signal_type: SignalType, quality: int | None) -> str:
     return f"quality {quality} is below {floor}: {what} to block on, review at most"
 
 
-def _fused_verdict(evidence: tuple[Evidence, ...]) -> Verdict:
-    """BLOCK on one strong agreement, or on two image signals agreeing even weakly."""
-    if any(e.verdict is Verdict.BLOCK for e in evidence):
-        return Verdict.BLOCK
-    if len({e.signal_type for e in evidence} & IMAGE_PERCEPTUAL) >= 2:
-        return Verdict.BLOCK
+def _fused_verdict(evidence: Iterable[Evidence]) -> Verdict:
+    """BLOCK on one strong agreement, or on two image signals of the same
+    view agreeing; for a window view, on its pHash and dHash both strong."""
+    by_view: dict[str, list[Evidence]] = {}
+    for found in evidence:
+        if found.verdict is Verdict.BLOCK:
+            return Verdict.BLOCK
+        by_view.setdefault(found.variant, []).append(found)
+    for variant, found_here in by_view.items():
+        looked = view(variant)
+        if looked is not None and looked.windows:
+            if {e.signal_type for e in found_here if e.strong} >= WINDOW_PAIR:
+                return Verdict.BLOCK
+        elif len({e.signal_type for e in found_here} & IMAGE_PERCEPTUAL) >= 2:
+            return Verdict.BLOCK
     return Verdict.REVIEW
+
+
+def _best_per_type(evidence: Iterable[Evidence]) -> tuple[Evidence, ...]:
+    best: dict[str, Evidence] = {}
+    for found in evidence:
+        if found.signal_type not in best or found.strength > best[found.signal_type].strength:
+            best[found.signal_type] = found
+    return tuple(sorted(best.values(), key=lambda e: e.strength, reverse=True))
 
 
 def decide(candidates: Candidates, summaries: Mapping[int, EntrySummary]) -> MatchOutcome:
     """One verdict per active entry, strongest entries first, and the overall verdict."""
     matches = []
-    for entry_id, per_type in candidates.evidence.items():
+    for entry_id, per_view in candidates.evidence.items():
         summary = summaries.get(entry_id)
         if summary is None or not summary.active:
             continue  # retracted since the index was read
-        ranked = tuple(sorted(per_type.values(), key=lambda e: e.strength, reverse=True))
-        verdict = _fused_verdict(ranked)
+        ranked = _best_per_type(per_view.values())
+        verdict = _fused_verdict(per_view.values())
         matches.append(EntryMatch(entry_id, summary.category, summary.corroborations, verdict, ranked))
     matches.sort(key=lambda m: (VERDICT_RANK[m.verdict], m.evidence[0].strength, -m.entry_id), reverse=True)
     overall = max((m.verdict for m in matches), key=VERDICT_RANK.__getitem__, default=Verdict.NONE)

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 from hashshare_client.pb.hashshare.v1 import match_pb2, signal_pb2, submission_pb2
 from hashshare_client.protocol import DISCOVERY_METHODS, LEGAL_BASES, signal_to_proto, timestamp
-from hashshare_client.signal_types import SIGNAL_TYPES, VIEWS, Comparison
+from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, view
 
 from ..errors import FieldViolation, InvalidArgument
 from ..matching import DEFAULT_THRESHOLDS, MatchOutcome, Thresholds
@@ -83,7 +83,7 @@ def _signal(message: signal_pb2.Signal, field: str, violations: list[FieldViolat
             FieldViolation(value_field, f"{message.type} is {signal_type.size_bytes} bytes, got {len(value)}")
         )
         return None
-    if message.variant not in VIEWS or (message.variant and signal_type.comparison is not Comparison.HAMMING):
+    if view(message.variant) is None or (message.variant and signal_type.comparison is not Comparison.HAMMING):
         violations.append(FieldViolation(f"{field}.variant", f"unknown view {message.variant!r} for {message.type}"))
         return None
     quality = message.quality if message.HasField("quality") else None

@@ -15,7 +15,7 @@ from hashshare_client.pb.hashshare.v1 import (
     submission_pb2,
     submission_pb2_grpc,
 )
-from hashshare_client.signal_types import SIGNAL_TYPES, VIEWS
+from hashshare_client.signal_types import SIGNAL_TYPES, view
 
 from .. import members
 from ..bank import Bank
@@ -83,7 +83,7 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         convert.check_request_id(request.request_id, violations)
         signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
         for i, signal in enumerate(signals):
-            if not VIEWS[signal.variant].stored:
+            if not view(signal.variant).stored:  # type: ignore[union-attr]
                 violations.append(
                     FieldViolation(
                         f"signals[{i}].variant", "flipped or rotated copies are for lookups; submit the original"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from hashshare_client.signal_types import SIGNAL_TYPES, VIEWS, Comparison, SignalType
+from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType, view
 
 from ..model import Change, IndexedSignal, SignalsAdded, SignalsRemoved
 from .base import Hit, SubIndex
@@ -30,8 +30,8 @@ IndexKey = tuple[str, str, str]
 
 
 def region_of(variant: str) -> str | None:
-    view = VIEWS.get(variant)
-    return view.region if view is not None else None
+    found = view(variant)
+    return found.region if found is not None else None
 
 
 class SignalIndex:

@@ -101,7 +101,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 # Pre-processing "p2" (signal_types.IMAGE_PREPROCESSING): what the hashers see.
 HASH_MAX_SIDE = 1024  # PDQ's cost grows with pixels; above this the hash barely changes
-VIEW_SIDE = 256  # region and rotation views are hashed from a thumbnail: 64-bit hashes need no more
+VIEW_SIDE = 256  # region and flip views are hashed from a thumbnail: 64-bit hashes need no more
+BOX_SIDE = 128  # centre, turn and crop-window views: enough for 32 x 32 cells
 MIN_SIDE = 32  # smaller images carry too little to match reliably
 _TRIM_TOLERANCE = 10  # per channel: padding is flat, even after JPEG
 _TRIM_UNIFORM_SHARE = 0.99
@@ -109,7 +110,23 @@ _TRIM_MIN_SHARE = 0.02  # thinner bands are noise, not padding
 _TRIM_MAX_SHARE = 0.45  # never trim more than this from one side
 
 # Fractions of the image (left, top, right, bottom) of each stored region view.
-REGIONS = {"top85": (0.0, 0.0, 1.0, 0.85), "bottom85": (0.0, 0.15, 1.0, 1.0), "center80": (0.1, 0.1, 0.9, 0.9)}
+REGIONS = {
+    "top85": (0.0, 0.0, 1.0, 0.85),
+    "bottom85": (0.0, 0.15, 1.0, 1.0),
+    "center80": (0.1, 0.1, 0.9, 0.9),
+    "center60": (0.2, 0.2, 0.8, 0.8),
+}
+
+
+def windows(size: float, steps: int) -> list[tuple[float, float, float, float]]:
+    """Square-grid positions of a window of ``size`` (a fraction of each side)."""
+    offsets = [i * (1 - size) / (steps - 1) for i in range(steps)]
+    return [(x, y, x + size, y + size) for y in offsets for x in offsets]
+
+
+# Where the original's centre80 lies in an upload cropped by 10% a side
+# (0.8 / 0.9 of it, anywhere), and its centre60 in one cropped by 20%.
+CROP_WINDOWS = {"crop10": windows(0.8 / 0.9, 5), "crop20": windows(0.6 / 0.8, 7)}
 
 
 def bounded(rgb: Image.Image, side: int = HASH_MAX_SIDE) -> Image.Image:
@@ -130,7 +147,7 @@ def region(image: Image.Image, fractions: tuple[float, float, float, float]) -> 
 def content_box(rgb: Image.Image) -> tuple[int, int, int, int] | None:
     """The box inside uniform bands (padding, letterbox bars), or None when there are none."""
     width, height = rgb.size
-    small = bounded(rgb, VIEW_SIDE)
+    small = bounded(rgb, BOX_SIDE)
     pixels = np.asarray(small, dtype=np.int16)
     rows, cols = pixels.shape[:2]
     bands = [

@@ -35,7 +35,7 @@ from ._models import (
     Verdict,
 )
 from .pb.hashshare.v1 import match_pb2, research_pb2, signal_pb2, submission_pb2
-from .signal_types import VIEWS
+from .signal_types import view
 from .signals import Signal
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -158,7 +158,7 @@ def submit_request(
     return submission_pb2.SubmitRequest(
         request_id=request_id,
         # Flipped and rotated copies serve lookups only; the bank keeps the stored views.
-        signals=[signal_to_proto(s) for s in signals if VIEWS[s.variant].stored],
+        signals=[signal_to_proto(s) for s in signals if (v := view(s.variant)) is not None and v.stored],
         category=category,
         legal_basis=LEGAL_BASES[LegalBasis(legal_basis)],
         discovery_method=DISCOVERY_METHODS[DiscoveryMethod(discovery_method)],

@@ -13,8 +13,11 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "DIHEDRAL",
+    "TURNS",
     "VIEWS",
     "View",
+    "view",
     "DHASH",
     "MD5",
     "MINHASH",
@@ -177,28 +180,41 @@ class View:
     Signals are compared only with signals of the same region, so that a
     hash of the top 85% of a picture is never compared with a whole picture.
     Stored views are computed at submission and at lookup alike; lookup-only
-    views (flipped, rotated copies of the upload) are never stored.
+    views (flipped, turned and cropped windows of the upload) are never
+    stored. A view tried at many positions (``windows``) matches unrelated
+    content by chance more often, so there only pHash and dHash of the same
+    window agreeing may block.
     """
 
     name: str
     region: str
     stored: bool
+    windows: bool = False
 
 
 def _views(*views: View) -> dict[str, View]:
     return {view.name: view for view in views}
 
 
+DIHEDRAL = ("rot90", "rot180", "rot270", "flip_v", "flip_h", "rot90_flip_v", "rot90_flip_h")
+TURNS = (-9, -6, -3, 3, 6, 9)  # degrees; 3 apart, so any turn up to ~11 degrees is within 1.5 of one
+
 VIEWS: dict[str, View] = _views(
     View("", "full", True),  # the image as it is
     View("trimmed", "full", True),  # uniform borders and letterbox bars removed, when there were any
     View("top85", "top85", True),  # survives a caption bar over the bottom
     View("bottom85", "bottom85", True),  # survives a caption bar over the top
-    View("center80", "center80", True),  # survives small rotations (with the rot views) and frames
-    *(
-        View(name, "full", False)
-        for name in ("rot90", "rot180", "rot270", "flip_v", "flip_h", "rot90_flip_v", "rot90_flip_h")
-    ),
-    # The upload turned back by a few degrees, then its centre: finds copies rotated by up to about 11 degrees.
-    *(View(f"rot{angle:+d}", "center80", False) for angle in (-9, -6, -3, 3, 6, 9)),
+    View("center80", "center80", True),  # inside any crop of up to 10% a side
+    View("center60", "center60", True),  # inside any crop of up to 20% a side
+    *(View(name, "full", False) for name in DIHEDRAL),
+    # The upload turned back by a few degrees, then its centre.
+    *(View(f"rot{angle:+d}", "center80", False, windows=True) for angle in TURNS),
+    # Windows of the upload where the original's centre would be, had it been cropped.
+    View("crop10", "center80", False, windows=True),
+    View("crop20", "center60", False, windows=True),
 )
+
+
+def view(variant: str) -> View | None:
+    """The view of a signal's variant ("crop10:7" is window 7 of view crop10)."""
+    return VIEWS.get(variant.partition(":")[0])

@@ -14,20 +14,31 @@ from dataclasses import dataclass
 import imagehash
 import numpy as np
 import pdqhash
+import scipy.fftpack
 from datasketch import MinHash
 from PIL import Image
 
-from . import signal_types
-from ._imaging import DEFAULT_MAX_PIXELS, MIN_SIDE, REGIONS, VIEW_SIDE, ImageInput, bounded, content_box, decode, region
+from . import _boxhash, signal_types
+from ._imaging import (
+    BOX_SIDE,
+    CROP_WINDOWS,
+    DEFAULT_MAX_PIXELS,
+    MIN_SIDE,
+    REGIONS,
+    VIEW_SIDE,
+    ImageInput,
+    bounded,
+    content_box,
+    decode,
+    region,
+)
 from ._text import text_shingles
-from .signal_types import SignalType
+from .signal_types import DIHEDRAL, TURNS, SignalType
 
-__all__ = ["DIHEDRAL_VARIANTS", "ImageInput", "Signal", "from_image", "from_text"]
+__all__ = ["ImageInput", "Signal", "from_image", "from_text"]
 
-# pdqhash.compute_dihedral's order after the original, and the same
-# transforms in Pillow's terms (Pillow's ROTATE_n turns counter-clockwise,
-# as pdqhash's rotations do).
-DIHEDRAL_VARIANTS = ("rot90", "rot180", "rot270", "flip_v", "flip_h", "rot90_flip_v", "rot90_flip_h")
+# pdqhash.compute_dihedral's order after the original (signal_types.DIHEDRAL),
+# in Pillow's terms (Pillow's ROTATE_n turns counter-clockwise, as pdqhash's).
 _TRANSPOSES = (
     Image.Transpose.ROTATE_90,
     Image.Transpose.ROTATE_180,
@@ -37,9 +48,6 @@ _TRANSPOSES = (
     Image.Transpose.TRANSVERSE,
     Image.Transpose.TRANSPOSE,
 )
-# Degrees by which a lookup turns the upload back; 3 degrees apart, so any
-# rotation up to about 11 degrees is within 1.5 of one of them.
-ROTATIONS = (-9, -6, -3, 3, 6, 9)
 
 
 @dataclass(frozen=True)
@@ -91,13 +99,15 @@ def from_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, varia
     survive re-upload tricks (signal_types.VIEWS): the image with uniform
     borders trimmed, its top and bottom 85% (caption bars) and its centre.
     With ``variants`` it adds lookup-only views of the upload: its 7 flips
-    and rotations by 90 degrees, and its centre turned back by a few degrees.
+    and quarter turns, its centre turned back by a few degrees, and windows
+    where the original's centre would lie had the upload been cropped.
 
     Perceptual signals carry the image's PDQ quality (0 for images under 32
     pixels a side): the server refuses submissions below 50, since such
-    images match everything, and limits lookups below 50 to review. Exact
-    hashes (SHA-256, MD5) are of the file's bytes, so they are only computed
-    when a path or bytes are given.
+    images match everything, and limits lookups below 50 to review. Hashes
+    of a featureless view (a flat or smoothly shaded area) are left out.
+    Exact hashes (SHA-256, MD5) are of the file's bytes, so they are only
+    computed when a path or bytes are given.
 
     Raises InvalidImageError for unreadable or truncated input and
     ImageTooLargeError above ``max_pixels``, before decoding the pixels.
@@ -112,16 +122,23 @@ def from_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, varia
         trimmed = full.crop(box)
         trimmed_bits, trimmed_quality = pdqhash.compute(_array(trimmed))
         out += [_pdq(trimmed_bits, int(trimmed_quality), "trimmed"), *_small_hashes(trimmed, quality, "trimmed")]
-    thumbnail = bounded(full, VIEW_SIDE)
-    for name, fractions in REGIONS.items():
-        out += _small_hashes(region(thumbnail, fractions), quality, name)
+    gray = bounded(full, VIEW_SIDE).convert("L")
+    for name in ("top85", "bottom85"):
+        out += _small_hashes(region(gray, REGIONS[name]), quality, name)
+    # Centre views, turns and crop windows use the fast window hashes of a
+    # small grey thumbnail: the bits need no more than 32 x 32 cells.
+    small = bounded(gray, BOX_SIDE)
+    table = _boxhash.integral(small)
+    centres = {name: [REGIONS[name]] for name in ("center80", "center60")}
+    out += _window_hashes(table, small.size, centres, quality, numbered=False)
     if variants:
-        out += [_pdq(bits, quality, name) for name, bits in zip(DIHEDRAL_VARIANTS, hashes[1:], strict=True)]
-        for name, transpose in zip(DIHEDRAL_VARIANTS, _TRANSPOSES, strict=True):
-            out += _small_hashes(thumbnail.transpose(transpose), quality, name)
-        for angle in ROTATIONS:
-            turned = thumbnail.rotate(angle, resample=Image.Resampling.BICUBIC)
-            out += _small_hashes(region(turned, REGIONS["center80"]), quality, f"rot{angle:+d}")
+        out += [_pdq(bits, quality, name) for name, bits in zip(DIHEDRAL, hashes[1:], strict=True)]
+        out += _dihedral_small_hashes(gray, quality)
+        for angle in TURNS:
+            turned = small.rotate(angle, resample=Image.Resampling.BICUBIC)
+            turned_windows = {f"rot{angle:+d}": [REGIONS["center80"]]}
+            out += _window_hashes(_boxhash.integral(turned), turned.size, turned_windows, quality, numbered=False)
+        out += _window_hashes(table, small.size, CROP_WINDOWS, quality, numbered=True)
     if decoded.data is not None:
         out.append(_exact(signal_types.SHA256, hashlib.sha256(decoded.data).digest()))
         out.append(_exact(signal_types.MD5, hashlib.md5(decoded.data, usedforsecurity=False).digest()))
@@ -132,11 +149,60 @@ def _array(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
+# Fewer than this many bits set (or unset) in a 64-bit hash: a flat or
+# smoothly shaded view, which every other flat view matches.
+_MIN_BALANCE = 8
+
+
+def _informative(value: bytes) -> bool:
+    ones = int.from_bytes(value, "big").bit_count()
+    return _MIN_BALANCE <= ones <= len(value) * 8 - _MIN_BALANCE
+
+
 def _small_hashes(image: Image.Image, quality: int, variant: str = "") -> list[Signal]:
-    return [
+    found = [
         _imagehash(signal_types.PHASH, imagehash.phash(image), quality, variant),
         _imagehash(signal_types.DHASH, imagehash.dhash(image), quality, variant),
     ]
+    return [s for s in found if _informative(s.value)]
+
+
+def _dihedral_small_hashes(gray: Image.Image, quality: int) -> list[Signal]:
+    """pHash and dHash of the 7 flips and quarter turns, as imagehash would make
+    them of the turned image, from one 32 x 32 resize instead of seven."""
+    pixels32 = gray.resize((32, 32), Image.Resampling.LANCZOS)
+    pixels64 = gray.resize((64, 64), Image.Resampling.LANCZOS)
+    out = []
+    for name, transpose in zip(DIHEDRAL, _TRANSPOSES, strict=True):
+        turned = np.asarray(pixels32.transpose(transpose))
+        dct = scipy.fftpack.dct(scipy.fftpack.dct(turned, axis=0), axis=1)[:8, :8]
+        phash_value = np.packbits(dct > np.median(dct)).tobytes()
+        nine = np.asarray(pixels64.transpose(transpose).resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
+        dhash_value = np.packbits(nine[:, 1:] > nine[:, :-1]).tobytes()
+        for signal_type, value in ((signal_types.PHASH, phash_value), (signal_types.DHASH, dhash_value)):
+            if _informative(value):
+                out.append(Signal(signal_type.name, signal_type.version, value, quality, name))
+    return out
+
+
+def _window_hashes(
+    table: np.ndarray,
+    size: tuple[int, int],
+    views: dict[str, list[tuple[float, float, float, float]]],
+    quality: int,
+    numbered: bool,
+) -> list[Signal]:
+    """pHash and dHash of every window of every view, in one vectorised pass."""
+    names = [f"{name}:{i}" if numbered else name for name, boxes in views.items() for i in range(len(boxes))]
+    boxes = _boxhash.boxes_of(size, [box for boxes in views.values() for box in boxes])
+    out = []
+    for signal_type, values in ((signal_types.PHASH, _boxhash.phash(table, boxes)),
+                                (signal_types.DHASH, _boxhash.dhash(table, boxes))):  # fmt: skip
+        for name, value in zip(names, values, strict=True):
+            signal = Signal(signal_type.name, signal_type.version, value.tobytes(), quality, name)
+            if _informative(signal.value):
+                out.append(signal)
+    return out
 
 
 def from_text(text: str) -> list[Signal]:

@@ -151,7 +151,8 @@ def _thresholds(signal_type: signal_types.SignalType) -> list[float]:
 
 
 def _region(signal: Signal) -> str:
-    return signal_types.VIEWS[signal.variant].region
+    found = signal_types.view(signal.variant)
+    return found.region if found else ""
 
 
 def _score(signal_type: signal_types.SignalType, queries: list[Signal], stored: list[Signal]) -> float:
@@ -169,7 +170,7 @@ def _pair_score(signal_type: signal_types.SignalType, a: Signal, b: Signal) -> f
 
 
 def _stored(item: Item, name: str) -> list[Signal]:
-    return [s for s in item.signals if s.type == name and signal_types.VIEWS[s.variant].stored]
+    return [s for s in item.signals if s.type == name and (v := signal_types.view(s.variant)) and v.stored]
 
 
 def _impostor_scores(signal_type: signal_types.SignalType, items: list[Item]) -> np.ndarray:
