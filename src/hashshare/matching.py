@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hashshare_client import Signal, Verdict
-from hashshare_client.signal_types import DHASH, PHASH, SIGNAL_TYPES, Comparison, SignalType, view
+from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType, view
 
 from .index import SignalIndex
 from .model import EntrySummary
@@ -32,10 +32,10 @@ class Evidence:
     similarity: float
     verdict: Verdict
     # Which view of the query matched ("", "rot90", "crop10:7", ...), and
-    # whether it is within the BLOCK threshold (a window view alone never
-    # blocks, so its verdict says REVIEW even then).
+    # whether it is within the type's ``pair`` threshold: two such signals of
+    # one view block together.
     variant: str = ""
-    strong: bool = False
+    paired: bool = False
 
     @property
     def strength(self) -> tuple[int, float]:
@@ -78,7 +78,6 @@ class Candidates:
 # them agreeing on one view, even weakly, is strong evidence; one weak
 # agreement is not.
 IMAGE_PERCEPTUAL = frozenset(t.name for t in SIGNAL_TYPES.values() if t.name.startswith("image/"))
-WINDOW_PAIR = frozenset({PHASH.name, DHASH.name})
 
 
 def _similarity(signal_type: SignalType, score: float) -> float:
@@ -105,11 +104,12 @@ def find_candidates(
         looked = view(signal.variant)
         assert looked is not None  # the API layer refuses unknown views
         for hit in index.search(signal.type, signal.version, looked.region, signal.value, limits.review):
-            strong = signal_type.within(hit.score, limits.block) and not reason
-            verdict = Verdict.BLOCK if strong and not looked.windows else Verdict.REVIEW
+            strong = signal_type.within(hit.score, limits.block) and not reason and not looked.windows
+            paired = signal_type.within(hit.score, _pair_threshold(signal_type, limits)) and not reason
+            verdict = Verdict.BLOCK if strong else Verdict.REVIEW
             distance = int(hit.score) if signal_type.comparison is Comparison.HAMMING else 0
             similarity = _similarity(signal_type, hit.score)
-            found = Evidence(signal.type, distance, similarity, verdict, signal.variant, strong)
+            found = Evidence(signal.type, distance, similarity, verdict, signal.variant, paired)
             per_view = evidence.setdefault(hit.entry_id, {})
             key = (signal.variant, signal.type)
             best = per_view.get(key)
@@ -125,27 +125,36 @@ def _unreliable(signal_type: SignalType, quality: int | None) -> str:
     features with unrelated content by chance: it may still find a copy,
     but only for review.
     """
-    floor = signal_type.min_quality or signal_type.reliable_quality
+    if signal_type.min_quality is not None:
+        # A copy of a picture that was good enough to submit loses detail
+        # when downscaled or recompressed; only a lookup with half the
+        # submission floor is as featureless as a blank image.
+        floor: int | None = signal_type.min_quality // 2
+    else:
+        floor = signal_type.reliable_quality
     if floor is None or quality is None or quality >= floor:
         return ""
     what = "too little detail" if signal_type.min_quality else "too short"
     return f"quality {quality} is below {floor}: {what} to block on, review at most"
 
 
+def _pair_threshold(signal_type: SignalType, limits: Thresholds) -> float:
+    """The type's pair threshold, never stricter than the request's block threshold."""
+    pair = signal_type.pair if signal_type.pair is not None else signal_type.block
+    return limits.block if signal_type.looser_than(limits.block, pair) else pair
+
+
 def _fused_verdict(evidence: Iterable[Evidence]) -> Verdict:
-    """BLOCK on one strong agreement, or on two image signals of the same
-    view agreeing; for a window view, on its pHash and dHash both strong."""
+    """BLOCK on one strong agreement (never from a window view alone), or on
+    two image signals of one view of the query both within their pair
+    thresholds."""
     by_view: dict[str, list[Evidence]] = {}
     for found in evidence:
         if found.verdict is Verdict.BLOCK:
             return Verdict.BLOCK
         by_view.setdefault(found.variant, []).append(found)
-    for variant, found_here in by_view.items():
-        looked = view(variant)
-        if looked is not None and looked.windows:
-            if {e.signal_type for e in found_here if e.strong} >= WINDOW_PAIR:
-                return Verdict.BLOCK
-        elif len({e.signal_type for e in found_here} & IMAGE_PERCEPTUAL) >= 2:
+    for found_here in by_view.values():
+        if len({e.signal_type for e in found_here if e.paired} & IMAGE_PERCEPTUAL) >= 2:
             return Verdict.BLOCK
     return Verdict.REVIEW
 

@@ -105,7 +105,7 @@ MALFORMED_SUBMITS = {
     "unknown category": (submit_request(category="spam"), "category"),
     "missing legal basis": (submit_request(legal_basis=signal_pb2.LEGAL_BASIS_UNSPECIFIED), "legal_basis"),
     "no signals": (submit_request(signals=[]), "signals"),
-    "oversized batch": (submit_request(signals=[pdq_signal()] * 257), "signals"),
+    "oversized batch": (submit_request(signals=[pdq_signal()] * 321), "signals"),
     "missing request id": (submit_request(request_id=""), "request_id"),
     "low quality pdq": (submit_request(signals=[pdq_signal(quality=12)]), "signals[0].quality"),
 }
@@ -137,7 +137,7 @@ MALFORMED_MATCHES = {
     "wrong hash length": (match_pb2.MatchRequest(signals=[pdq_signal(raw=b"\x00")]), "signals[0].raw"),
     "unknown signal type": (match_pb2.MatchRequest(signals=[pdq_signal(type="video/tmk")]), "signals[0].type"),
     "bad hex": (match_pb2.MatchRequest(signals=[pdq_signal(hex="g" * 64)]), "signals[0].hex"),
-    "oversized batch": (match_pb2.MatchRequest(signals=[pdq_signal()] * 257), "signals"),
+    "oversized batch": (match_pb2.MatchRequest(signals=[pdq_signal()] * 321), "signals"),
     "threshold over the limit": (
         match_pb2.MatchRequest(
             signals=[pdq_signal()], thresholds=[match_pb2.Threshold(signal_type=PDQ.name, block=90)]

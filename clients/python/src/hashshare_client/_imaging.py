@@ -126,7 +126,7 @@ def windows(size: float, steps: int) -> list[tuple[float, float, float, float]]:
 
 # Where the original's centre80 lies in an upload cropped by 10% a side
 # (0.8 / 0.9 of it, anywhere), and its centre60 in one cropped by 20%.
-CROP_WINDOWS = {"crop10": windows(0.8 / 0.9, 5), "crop20": windows(0.6 / 0.8, 7)}
+CROP_WINDOWS = {"crop10": windows(0.8 / 0.9, 6), "crop20": windows(0.6 / 0.8, 8)}
 
 
 def bounded(rgb: Image.Image, side: int = HASH_MAX_SIDE) -> Image.Image:

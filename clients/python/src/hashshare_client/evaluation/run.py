@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from .. import signal_types
 from .._client import Client
@@ -20,9 +21,11 @@ from .datasets import Original, pixel_digest
 from .transforms import IMAGE_TRANSFORMS, TEXT_TRANSFORMS
 
 IMAGE_TYPES = (signal_types.PDQ, signal_types.PHASH, signal_types.DHASH)
-# Originals this close in every image signal are the same picture twice
-# (the same photo shipped by two packages, a stereo pair), not two originals.
-SAME_PICTURE = {"image/pdq": 10, "image/phash": 4, "image/dhash": 4}
+# Two originals whose 32 x 32 grey thumbnails correlate this well, under some
+# flip or quarter turn, are one picture twice (the same photo in two colour
+# modes, mirror-symmetric tiles), not two originals. Judged on pixels, not on
+# the hashes under test.
+SAME_PICTURE_CORRELATION = 0.95
 SAME_TEXT_JACCARD = 0.9
 
 
@@ -62,10 +65,19 @@ def _by_type(signals: Sequence[Signal], name: str, with_variants: bool = False) 
     return [s for s in signals if s.type == name and (with_variants or not s.variant)]
 
 
+def _orientations(image: Image.Image) -> list[np.ndarray]:
+    """A standardised 32 x 32 grey thumbnail in its 8 flips and quarter turns."""
+    pixels = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float64)
+    pixels = (pixels - pixels.mean()) / (pixels.std() + 1e-9)
+    turns = [np.rot90(pixels, k) for k in range(4)]
+    return turns + [t.T for t in turns]
+
+
 def _dedupe_images(originals: list[Original], dropped: dict[str, list[str]]) -> tuple[list[Original], list[Item]]:
     kept: list[Original] = []
     items: list[Item] = []
     digests: set[str] = set()
+    thumbs: list[list[np.ndarray]] = []
     for original in originals:
         assert original.image is not None
         try:
@@ -79,17 +91,13 @@ def _dedupe_images(originals: list[Original], dropped: dict[str, list[str]]) -> 
             dropped.setdefault("too little detail", []).append(original.name)
             continue
         digest = pixel_digest(original.image)
-        same = any(
-            all(
-                int(_hamming(_bits(canonical[t]), _bits(_by_type(i.signals, t)[0]))) <= d
-                for t, d in SAME_PICTURE.items()
-            )
-            for i in items
-        )
+        orientations = _orientations(original.image)
+        same = any(float((orientations[0] * o).mean()) >= SAME_PICTURE_CORRELATION for k in thumbs for o in k)
         if digest in digests or same:
             dropped.setdefault("duplicate picture", []).append(original.name)
             continue
         digests.add(digest)
+        thumbs.append(orientations)
         items.append(Item("image", len(kept), "", found))
         kept.append(original)
     return kept, items
@@ -175,6 +183,10 @@ def _stored(item: Item, name: str) -> list[Signal]:
 
 def _impostor_scores(signal_type: signal_types.SignalType, items: list[Item]) -> np.ndarray:
     """Best score of each original's lookup signals against every other original (each pair once)."""
+    if signal_type.comparison is signal_types.Comparison.MINHASH:
+        # One signature per text: compare each with all later ones at once.
+        values = np.stack([np.frombuffer(_by_type(i.signals, signal_type.name)[0].value, "<u4") for i in items])
+        return np.concatenate([(values[a + 1 :] == values[a]).mean(axis=1) for a in range(len(items) - 1)])
     scores = []
     for a, item in enumerate(items):
         queries = _by_type(item.signals, signal_type.name, with_variants=True)
