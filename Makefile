@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 VAR ?= var
 
-.PHONY: install serve test check lint typecheck lint-proto proto clean
+.PHONY: install serve test eval check lint typecheck lint-proto proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Recall per re-upload trick and false matches, on the real photos and
+# Vietnamese sentences installed packages ship, through a throwaway server.
+eval: install
+	$(BIN)/pip install --quiet -e 'clients/python[eval]'
+	$(BIN)/hashshare-server eval --builtin --out $(VAR)/eval
 
 lint: install
 	$(BIN)/ruff format --check src clients/python/src tests proto/generate.py

@@ -98,11 +98,39 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = admin_command("revoke-token", "revoke a token at once, on every server")
     revoke.add_argument("token_id", help="tok_N")
     admin_command("list-members", "list members and their roles")
+
+    evaluate = commands.add_parser(
+        "eval", help="run `hashshare eval` against a throwaway server on this machine (options pass through)"
+    )
+    evaluate.add_argument("eval_args", nargs=argparse.REMAINDER, help="e.g. --builtin --out var/eval")
     return parser
 
 
+def _evaluate(eval_args: list[str]) -> int:
+    """Start a server on a temporary store, give the evaluation a member, run it."""
+    import tempfile
+
+    from hashshare_client import cli as client_cli
+
+    from .api.server import start
+
+    with tempfile.TemporaryDirectory() as scratch:
+        running = start(settings.Settings(listen="127.0.0.1:0", store=f"sqlite:///{scratch}/eval.db"))
+        try:
+            _, _, token = members.create_member(
+                running.bank.store, "evaluation", ["trust_safety", "platform"], time.time()
+            )
+            target = ["--server", f"127.0.0.1:{running.port}", "--token", token]
+            return client_cli.main(["eval", *eval_args, *target])
+        finally:
+            running.stop(grace=0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["eval"]:  # every option belongs to `hashshare eval`
+        return _evaluate(arguments[1:])
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
