@@ -7,11 +7,11 @@ import random
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
+
 from hashshare_client import Client, signal_types, signals
 from hashshare_client._imaging import content_box
 from hashshare_client.evaluation.transforms import IMAGE_TRANSFORMS
-from PIL import Image, ImageOps
-
 from tests.conftest import ServerFactory, encode, new_member
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera"]

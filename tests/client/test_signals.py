@@ -9,9 +9,9 @@ import imagehash
 import numpy as np
 import pdqhash
 import pytest
-from hashshare_client import ImageTooLargeError, InvalidImageError, Signal, signal_types, signals
 from PIL import Image
 
+from hashshare_client import ImageTooLargeError, InvalidImageError, Signal, signal_types, signals
 from tests.conftest import encode
 
 IMAGE_TYPES = ["image/pdq", "image/phash", "image/dhash"]

@@ -7,6 +7,7 @@ import unicodedata
 
 import numpy as np
 import pytest
+
 from hashshare_client import EmptyTextError, signal_types, signals
 from hashshare_client._text import normalise
 

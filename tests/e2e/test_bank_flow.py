@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import pytest
-from hashshare_client import AsyncClient, Client, NotFoundError, Threshold, signals
 from PIL import Image
 
 from hashshare.api.server import RunningServer
+from hashshare_client import AsyncClient, Client, NotFoundError, Threshold, signals
 from tests.conftest import ServerFactory, encode, new_member
 
 HATEFUL_TEXT = (

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from hashshare_client import Client
 from PIL import Image
 
 from hashshare.api.server import RunningServer
+from hashshare_client import Client
 from tests.conftest import ServerFactory, encode, free_port, new_member, wait_serving
 
 BIN = Path(sys.executable).parent

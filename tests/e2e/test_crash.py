@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hashshare_client import Client, Signal, SubmitResult, UnavailableError, signal_types
-
 from tests.conftest import ServerProcess, new_member_in
 
 WRITERS = 4

@@ -8,6 +8,10 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from PIL import Image
+
+from hashshare.api.server import RunningServer
+from hashshare.auth import hash_token
 from hashshare_client import (
     Client,
     InvalidArgumentError,
@@ -28,10 +32,6 @@ from hashshare_client.pb.hashshare.v1 import (
     submission_pb2,
     submission_pb2_grpc,
 )
-from PIL import Image
-
-from hashshare.api.server import RunningServer
-from hashshare.auth import hash_token
 from tests.conftest import ServerFactory, encode, new_member
 
 PDQ = signal_types.PDQ

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent import futures
 
 import grpc
+
 from hashshare_client.pb.hashshare.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -24,12 +27,20 @@ from ..model import IdKind, Member, Principal, Role, SubmissionDraft, format_id,
 from . import convert
 from .rpc import rpc
 
+# Items of one stream in flight at once: enough to keep every thread busy,
+# few enough that a slow reader does not make the server buffer a backlog.
+STREAM_WINDOW = 64
+
 
 class MatchService(match_pb2_grpc.MatchServiceServicer):
     SERVICE = "hashshare.v1.MatchService"
 
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
+        # Items of one stream are looked up concurrently, answered in order:
+        # the index searches release the GIL in numpy, and a backfill must
+        # not wait for one item at a time.
+        self._pool = futures.ThreadPoolExecutor(bank.settings.stream_threads, thread_name_prefix="hashshare-stream")
 
     def _match(self, request: match_pb2.MatchRequest, principal: Principal) -> match_pb2.MatchResponse:
         violations: list[FieldViolation] = []
@@ -50,12 +61,20 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
     def MatchStream(
         self, requests: Iterator[match_pb2.MatchRequest], context: grpc.ServicerContext, principal: Principal
     ) -> Iterator[match_pb2.MatchResponse]:
+        pending: deque[futures.Future[match_pb2.MatchResponse]] = deque()
         for request in requests:
-            try:
-                yield self._match(request, principal)
-            except InvalidArgument as error:
-                # One malformed item must not end a backfill of millions.
-                yield match_pb2.MatchResponse(item_id=request.item_id, error=convert.item_error(error))
+            pending.append(self._pool.submit(self._match_item, request, principal))
+            if len(pending) >= STREAM_WINDOW:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def _match_item(self, request: match_pb2.MatchRequest, principal: Principal) -> match_pb2.MatchResponse:
+        try:
+            return self._match(request, principal)
+        except InvalidArgument as error:
+            # One malformed item must not end a backfill of millions.
+            return match_pb2.MatchResponse(item_id=request.item_id, error=convert.item_error(error))
 
 
 class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
