@@ -25,6 +25,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "/hashshare.v1.MatchService/Match": frozenset({Role.PLATFORM}),
     "/hashshare.v1.MatchService/MatchStream": frozenset({Role.PLATFORM}),
     "/hashshare.v1.SubmissionService/Submit": frozenset({Role.TRUST_SAFETY}),
+    "/hashshare.v1.SubmissionService/SubmitBatch": frozenset({Role.TRUST_SAFETY}),
     "/hashshare.v1.SubmissionService/Retract": frozenset({Role.TRUST_SAFETY}),
     "/hashshare.v1.SubmissionService/GetEntry": frozenset({Role.PLATFORM, Role.TRUST_SAFETY, Role.ADMIN}),
     "/hashshare.v1.SubmissionService/ListCategories": ANY_ROLE,

@@ -16,14 +16,23 @@ from dataclasses import dataclass
 from hashshare_client import Signal, Verdict
 
 from .auth import Authenticator
-from .errors import NotFound
+from .errors import InvalidArgument, NotFound
 from .feed import FeedFollower
 from .index import SignalIndex
 from .matching import DEFAULT_THRESHOLDS, MatchOutcome, Thresholds, decide, find_candidates
-from .model import Entry, Principal, RetractOutcome, Sighting, SubmissionDraft, SubmitOutcome
+from .model import (
+    Entry,
+    EntrySummary,
+    IndexedSignal,
+    Principal,
+    RetractOutcome,
+    Sighting,
+    SubmissionDraft,
+    SubmitOutcome,
+)
 from .settings import Settings
 from .sightings import SightingRecorder
-from .store.base import Store
+from .store.base import BatchSubmission, Replayed, Store
 from .taxonomy import Taxonomy
 
 
@@ -95,6 +104,36 @@ class Bank:
             outcome = self.store.submit(principal.member_id, request_id, request_digest, draft, cluster, self._clock())
             self.feed.catch_up()  # the caller's next Match must see it
         return outcome
+
+    def submit_many(
+        self, principal: Principal, items: Sequence[tuple[str, bytes, SubmissionDraft]]
+    ) -> list[SubmitOutcome | InvalidArgument]:
+        """Store a batch of ``(request_id, request_digest, draft)`` in one write.
+
+        Each item is clustered as ``submit`` clusters it: into the entry it
+        matches at BLOCK strength in the bank, else into the entry of the
+        earlier item of this batch it matches, else a new entry."""
+        with self._submit_lock:
+            batch = SignalIndex()  # the batch's own items, under local ids -1, -2, ...
+            summaries: dict[int, EntrySummary] = {}
+            planned: list[BatchSubmission] = []
+            row = 0
+            for n, (request_id, digest, draft) in enumerate(items):
+                join_entry_id = self._cluster_for(draft.signals)
+                join_item = None
+                if join_entry_id is None and summaries:
+                    candidates = find_candidates(batch, draft.signals)
+                    blocking = [m for m in decide(candidates, summaries).matches if m.verdict is Verdict.BLOCK]
+                    join_item = -blocking[0].entry_id - 1 if blocking else None
+                planned.append(BatchSubmission(request_id, digest, draft, join_entry_id, join_item))
+                local = -n - 1
+                summaries[local] = EntrySummary(local, draft.category, 1, True)
+                for signal in draft.signals:
+                    row += 1
+                    batch.add(IndexedSignal(row, local, signal.type, signal.version, signal.value, signal.variant))
+            outcomes = self.store.submit_many(principal.member_id, planned, self._clock())
+            self.feed.catch_up()  # the caller's next Match must see them
+        return [o.outcome if isinstance(o, Replayed) else o for o in outcomes]
 
     def _cluster_for(self, signals: Sequence[Signal]) -> int | None:
         """The entry these signals match at BLOCK strength, the closest first."""

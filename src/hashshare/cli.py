@@ -8,8 +8,9 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from . import members, settings
+from . import bankfile, members, settings
 from .errors import HashshareError
 from .model import IdKind, Member, format_id, parse_id
 from .store import open_store
@@ -70,6 +71,48 @@ def _admin(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _import(args: argparse.Namespace) -> int:
+    from hashshare_client import DiscoveryMethod, LegalBasis
+
+    from .taxonomy import Taxonomy
+
+    store = open_store(args.store)
+    try:
+        report = bankfile.import_file(
+            store,
+            Path(args.file),
+            args.member,
+            file_format=args.format,
+            signal_type=args.type,
+            category=args.category,
+            legal_basis=LegalBasis(args.legal_basis),
+            discovery_method=DiscoveryMethod(args.discovery_method),
+            taxonomy=Taxonomy.from_file(args.taxonomy) if args.taxonomy else None,
+            strict=args.strict,
+        )
+    finally:
+        store.close()
+    print(json.dumps(report.to_json()) if args.json else report.summary())
+    if not report.written:
+        return 2
+    return 1 if report.errors else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    try:
+        if args.file == "-":
+            count = bankfile.export_file(store, sys.stdout, file_format=args.format, signal_type=args.type)
+        else:
+            with open(args.file, "w", encoding="utf-8") as out:
+                count = bankfile.export_file(store, out, file_format=args.format, signal_type=args.type)
+    finally:
+        store.close()
+    what = "entries" if args.format == "jsonl" else "hashes"
+    print(f"exported {count} {what} to {args.file}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hashshare-server", description="The hashshare hash-sharing server.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -98,6 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = admin_command("revoke-token", "revoke a token at once, on every server")
     revoke.add_argument("token_id", help="tok_N")
     admin_command("list-members", "list members and their roles")
+
+    importing = commands.add_parser(
+        "import", help="import a bank file (JSONL or a hash list) straight into a store; see hashshare.bankfile"
+    )
+    importing.add_argument("file", help="the file to read")
+    importing.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
+    importing.add_argument("--member", required=True, help="member id (mem_N) or name the submissions belong to")
+    importing.add_argument("--format", default="jsonl", choices=bankfile.FORMATS, help="jsonl (default) or hashlist")
+    importing.add_argument("--type", help="hash lists: the signal type of every line, e.g. image/pdq or exact/md5")
+    importing.add_argument("--category", help="hash lists: the category of every line; JSONL: lines without one")
+    importing.add_argument("--legal-basis", default="community_guidelines", help="where a line does not say")
+    importing.add_argument("--discovery-method", default="unspecified", help="where a line does not say")
+    importing.add_argument("--taxonomy", help="JSON file of categories, as `serve --taxonomy`")
+    importing.add_argument("--strict", action="store_true", help="import nothing when any line is bad")
+    importing.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    exporting = commands.add_parser("export", help="write a store's active entries to a bank file")
+    exporting.add_argument("file", help="the file to write ('-' for standard output)")
+    exporting.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
+    exporting.add_argument("--format", default="jsonl", choices=bankfile.FORMATS, help="jsonl (default) or hashlist")
+    exporting.add_argument("--type", help="hash lists: which signal type to write, e.g. image/pdq")
 
     evaluate = commands.add_parser(
         "eval", help="run `hashshare eval` against a throwaway server on this machine (options pass through)"
@@ -138,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             serve(settings.from_arguments(args))
             return 0
+        if args.command == "import":
+            return _import(args)
+        if args.command == "export":
+            return _export(args)
         return _admin(args)
     except HashshareError as error:
         print(f"hashshare-server: {error.message}", file=sys.stderr)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from hashshare_client import DiscoveryMethod, LegalBasis, Signal, signal_types
 
 from hashshare.errors import AlreadyExists, InvalidArgument, NotFound
 from hashshare.model import (
@@ -35,6 +34,8 @@ from hashshare.model import (
     TokenRevoked,
 )
 from hashshare.store import Store, open_store
+from hashshare.store.base import BatchSubmission, Replayed, submitted
+from hashshare_client import DiscoveryMethod, LegalBasis, Signal, signal_types
 
 NOW = datetime(2024, 3, 1, 9, 30, tzinfo=UTC).timestamp() + 0.125  # a fraction, to catch lossy floats
 DAY = 86_400.0
@@ -658,3 +659,129 @@ def test_concurrent_writers_through_separate_connections_lose_nothing(store_url:
 
 def store_corroborations(store: Store) -> int:
     return store.entry_summaries([1])[1].corroborations
+
+
+# Batches (submit_many)
+
+
+def batch_item(request_id: str, new_draft: SubmissionDraft, **fields: object) -> BatchSubmission:
+    return BatchSubmission(request_id, digest(request_id), new_draft, **fields)  # type: ignore[arg-type]
+
+
+def test_a_batch_stores_every_item_with_one_feed_change(store: Store) -> None:
+    alpha, beta = member(store, "alpha"), member(store, "beta")
+    submit(store, beta, "seed", draft(sha256("seed")))
+    position = store.feed_position()
+
+    outcomes = store.submit_many(
+        alpha,
+        [
+            batch_item("b-1", draft(sha256("a"), pdq("a"))),
+            batch_item("b-2", draft(sha256("b")), join_entry_id=1),  # beta's entry
+            batch_item("b-3", draft(pdq("a2")), join_item=0),  # the entry the first item makes
+            batch_item("b-4", draft(sha256("c")), join_entry_id=99),  # unknown: a new entry
+        ],
+        NOW,
+    )
+
+    assert outcomes == [
+        SubmitOutcome(2, 2, False, 1),
+        SubmitOutcome(1, 3, True, 2),
+        SubmitOutcome(2, 4, True, 1),
+        SubmitOutcome(3, 5, False, 1),
+    ]
+    changes, _ = all_changes(store, position)
+    assert len(changes) == 1 and isinstance(changes[0], SignalsAdded)
+    assert [(r.row_id, r.entry_id) for r in changes[0].rows] == [(2, 2), (3, 2), (4, 1), (5, 2), (6, 3)]
+    entry = store.get_entry(2)
+    assert entry is not None and [s.submission_id for s in entry.submissions] == [2, 4]
+    assert entry.submissions[0].created_at == NOW and entry.created_at == NOW
+    assert [s.signal for s in entry.signals] == [sha256("a"), pdq("a"), pdq("a2")]
+    assert store.entry_summaries([1])[1].corroborations == 2
+    assert [row.row_id for row in active(store)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_replays_inside_and_across_batches_store_nothing_twice(store: Store) -> None:
+    alpha = member(store, "alpha")
+    first = submit(store, alpha, "single", draft(sha256("a")))
+
+    outcomes = store.submit_many(
+        alpha,
+        [
+            batch_item("single", draft(sha256("a"))),  # sent before through submit
+            batch_item("b-1", draft(sha256("b"))),
+            batch_item("b-1", draft(sha256("b"))),  # repeated inside the batch
+        ],
+        NOW,
+    )
+    assert outcomes == [Replayed(first), SubmitOutcome(2, 2, False, 1), Replayed(SubmitOutcome(2, 2, False, 1))]
+    position = store.feed_position()
+
+    again = store.submit_many(alpha, [batch_item("b-1", draft(sha256("b"))), batch_item("single", draft())], NOW)
+
+    assert again == [Replayed(SubmitOutcome(2, 2, False, 1)), Replayed(first)]
+    assert store.feed_position() == position
+    assert store.get_entry(3) is None
+    # The batch's records serve a later single submit too.
+    assert submit(store, alpha, "b-1", draft(sha256("b"))) == SubmitOutcome(2, 2, False, 1)
+
+
+def test_a_reused_request_id_fails_only_its_item(store: Store) -> None:
+    alpha = member(store, "alpha")
+    submit(store, alpha, "taken", draft(sha256("a")))
+
+    outcomes = store.submit_many(
+        alpha,
+        [
+            BatchSubmission("taken", digest("another request"), draft(sha256("x"))),
+            batch_item("fresh", draft(sha256("b"))),
+            BatchSubmission("fresh", digest("yet another"), draft(sha256("y"))),
+            batch_item("joins-the-refused", draft(sha256("c")), join_item=0),
+        ],
+        NOW,
+    )
+
+    assert isinstance(outcomes[0], InvalidArgument) and outcomes[0].violations[0].field == "request_id"
+    assert outcomes[1] == SubmitOutcome(2, 2, False, 1)
+    assert isinstance(outcomes[2], InvalidArgument)
+    assert outcomes[3] == SubmitOutcome(3, 3, False, 1)
+    assert [row.value for row in active(store)] == [sha256(t).value for t in "abc"]
+
+
+def test_a_batch_with_an_unstorable_item_leaves_nothing_behind(store: Store) -> None:
+    alpha = member(store, "alpha")
+    submit(store, alpha, "seed", draft(sha256("seed")))
+    entry = store.get_entry(1)
+    position = store.feed_position()
+    valueless = Signal(signal_types.SHA256.name, signal_types.SHA256.version, None)  # type: ignore[arg-type]
+
+    with pytest.raises(UNSTORABLE):
+        store.submit_many(
+            alpha,
+            [
+                batch_item("ok", draft(sha256("a"))),
+                batch_item("joins", draft(sha256("b")), join_entry_id=1),
+                batch_item("bad", draft(valueless)),
+            ],
+            NOW,
+        )
+
+    assert store.feed_position() == position
+    assert store.get_entry(1) == entry and store.get_entry(2) is None
+    assert [row.row_id for row in active(store)] == [1]
+    # Nothing was used up: not the request ids, not an id.
+    assert store.submit_many(alpha, [batch_item("ok", draft(sha256("a")))], NOW) == [SubmitOutcome(2, 2, False, 1)]
+
+
+def test_a_batch_keeps_given_creation_times(store: Store) -> None:
+    alpha = member(store, "alpha")
+    outcomes = store.submit_many(
+        alpha,
+        [batch_item("old", draft(sha256("a")), created_at=NOW - DAY), batch_item("more", draft(), join_item=0)],
+        NOW,
+    )
+    assert submitted(outcomes[1]) == SubmitOutcome(1, 2, True, 1)
+    entry = store.get_entry(1)
+    assert entry is not None and entry.created_at == NOW - DAY
+    assert [s.created_at for s in entry.submissions] == [NOW - DAY, NOW]
+    assert store.submit_many(alpha, [], NOW) == []

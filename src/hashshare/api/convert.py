@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
+
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 from hashshare_client.pb.hashshare.v1 import match_pb2, signal_pb2, submission_pb2
 from hashshare_client.protocol import DISCOVERY_METHODS, LEGAL_BASES, signal_to_proto, timestamp

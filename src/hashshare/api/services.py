@@ -27,6 +27,9 @@ from ..model import IdKind, Member, Principal, Role, SubmissionDraft, format_id,
 from . import convert
 from .rpc import rpc
 
+# The most items one SubmitBatch call may carry (documented in submission.proto).
+MAX_BATCH_ITEMS = 1000
+
 # Items of one stream in flight at once: enough to keep every thread busy,
 # few enough that a slow reader does not make the server buffer a backlog.
 STREAM_WINDOW = 64
@@ -95,6 +98,41 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
             joined_existing=outcome.joined_existing,
             corroborations=outcome.corroborations,
         )
+
+    @rpc
+    def SubmitBatch(
+        self, request: submission_pb2.SubmitBatchRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.SubmitBatchResponse:
+        if not request.items or len(request.items) > MAX_BATCH_ITEMS:
+            raise InvalidArgument.field("items", f"1 to {MAX_BATCH_ITEMS} items per batch, got {len(request.items)}")
+        results: list[submission_pb2.SubmitBatchResult | None] = []
+        valid: list[tuple[str, bytes, SubmissionDraft]] = []
+        for item in request.items:
+            try:
+                draft = self._draft(item)
+            except InvalidArgument as error:  # one bad item never fails the others
+                results.append(submission_pb2.SubmitBatchResult(error=convert.item_error(error)))
+                continue
+            results.append(None)
+            valid.append((item.request_id, convert.request_digest(item), draft))
+        outcomes = iter(self.bank.submit_many(principal, valid) if valid else [])
+        response = submission_pb2.SubmitBatchResponse()
+        for result in results:
+            if result is None:
+                outcome = next(outcomes)
+                if isinstance(outcome, InvalidArgument):
+                    result = submission_pb2.SubmitBatchResult(error=convert.item_error(outcome))
+                else:
+                    result = submission_pb2.SubmitBatchResult(
+                        submitted=submission_pb2.SubmitResponse(
+                            entry_id=format_id(IdKind.ENTRY, outcome.entry_id),
+                            submission_id=format_id(IdKind.SUBMISSION, outcome.submission_id),
+                            joined_existing=outcome.joined_existing,
+                            corroborations=outcome.corroborations,
+                        )
+                    )
+            response.results.append(result)
+        return response
 
     def _draft(self, request: submission_pb2.SubmitRequest) -> SubmissionDraft:
         violations: list[FieldViolation] = []

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
+from ..errors import InvalidArgument
 from ..model import (
     Change,
     Entry,
@@ -26,6 +28,43 @@ from ..model import (
     SubmitOutcome,
     Token,
 )
+
+
+@dataclass(frozen=True)
+class BatchSubmission:
+    """One item of ``Store.submit_many``.
+
+    It joins ``join_entry_id`` (when that entry exists), else the entry of the
+    earlier item ``join_item`` of the same batch (its index), else a new
+    entry. ``created_at`` overrides the batch's ``now`` for this submission
+    (and its new entry): imports keep the times of the bank they came from.
+    """
+
+    request_id: str
+    request_digest: bytes
+    draft: SubmissionDraft
+    join_entry_id: int | None = None
+    join_item: int | None = None
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A batch item whose (member, request_id) was stored before: its first outcome."""
+
+    outcome: SubmitOutcome
+
+
+# What submit_many answers for each item: its outcome, the first outcome of a
+# replay, or why it was refused.
+BatchOutcome = SubmitOutcome | Replayed | InvalidArgument
+
+
+def submitted(outcome: BatchOutcome) -> SubmitOutcome | None:
+    """The outcome of a stored or replayed item; None for a refused one."""
+    if isinstance(outcome, Replayed):
+        return outcome.outcome
+    return outcome if isinstance(outcome, SubmitOutcome) else None
 
 
 class Store(abc.ABC):
@@ -73,6 +112,18 @@ class Store(abc.ABC):
 
         A replayed (member_id, request_id) returns the first outcome and
         stores nothing; with another request_digest it is InvalidArgument."""
+
+    @abc.abstractmethod
+    def submit_many(self, member_id: int, items: Sequence[BatchSubmission], now: float) -> list[BatchOutcome]:
+        """Store a batch of submissions of one member in one transaction.
+
+        Each item behaves as ``submit`` would, in order: a replayed
+        (member_id, request_id), also one repeated inside the batch, returns
+        the first outcome (as Replayed) and stores nothing; a request_id reused with
+        another digest gets InvalidArgument in its place and stores nothing,
+        while the other items are stored. Any other failure (an unstorable
+        signal) raises and leaves nothing of the batch behind. The batch's
+        new signals reach the feed as one SignalsAdded change."""
 
     @abc.abstractmethod
     def retract(

@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import redis
-from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
+
+from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from ..model import (
@@ -50,7 +51,7 @@ from ..model import (
 )
 from . import changes
 from . import redis_keys as keys
-from .base import Store
+from .base import BatchOutcome, BatchSubmission, Replayed, Store, submitted
 
 SCHEMA_VERSION = 1
 
@@ -311,6 +312,122 @@ class RedisStore(Store):
                 self._remember(tx, request_key, "submit", request_digest, asdict(outcome), now)
 
             return outcome, writes
+
+        return self._atomically(watch, plan)
+
+    def submit_many(self, member_id: int, items: Sequence[BatchSubmission], now: float) -> list[BatchOutcome]:
+        if not items:
+            return []
+        for item in items:
+            for signal in item.draft.signals:
+                _check_signal(signal)
+        request_keys = list(dict.fromkeys(keys.request(member_id, item.request_id) for item in items))
+        joins = {item.join_entry_id for item in items if item.join_entry_id is not None}
+        watch = [*request_keys, keys.NEXT_ENTRY, keys.NEXT_SUBMISSION, keys.NEXT_SIGNAL]
+        for entry_id in sorted(joins):
+            watch += [keys.entry(entry_id), keys.entry_active(entry_id)]
+
+        def plan(pipe: Pipeline) -> tuple[list[BatchOutcome], Writes | None]:
+            known: dict[str, dict[str, Any]] = {
+                key: json.loads(_bytes(reply))
+                for key, reply in zip(request_keys, pipe.mget(request_keys), strict=True)
+                if reply is not None
+            }
+            next_entry = self._counter(pipe, keys.NEXT_ENTRY)
+            next_submission = self._counter(pipe, keys.NEXT_SUBMISSION)
+            next_signal = self._counter(pipe, keys.NEXT_SIGNAL)
+            # Per touched entry: its active members' submission ids, as they will be after the batch.
+            active: dict[int, dict[str, list[int]]] = {}
+
+            def active_of(entry_id: int) -> dict[str, list[int]] | None:
+                found = active.get(entry_id)
+                if found is None:
+                    if entry_id not in joins:  # reached through an earlier item's replayed outcome
+                        pipe.watch(keys.entry(entry_id), keys.entry_active(entry_id))  # type: ignore[no-untyped-call]
+                    if not pipe.exists(keys.entry(entry_id)):
+                        return None
+                    fields = _hash_fields(pipe.hgetall(keys.entry_active(entry_id)))
+                    found = {m: json.loads(v) for m, v in fields.items()}
+                    active[entry_id] = found
+                return found
+
+            results: list[BatchOutcome] = []
+            new_entries: dict[int, dict[FieldT, EncodableT]] = {}
+            submissions: dict[int, dict[FieldT, EncodableT]] = defaultdict(dict)
+            signal_records: dict[int, dict[FieldT, EncodableT]] = defaultdict(dict)
+            touched: set[int] = set()
+            requests: dict[str, str] = {}
+            rows: list[IndexedSignal] = []
+            for item in items:
+                request_key = keys.request(member_id, item.request_id)
+                seen = known.get(request_key)
+                if seen is not None:
+                    if seen["digest"] != item.request_digest.hex() or seen["kind"] != "submit":
+                        results.append(InvalidArgument.field("request_id", "already used for a different request"))
+                    else:
+                        results.append(Replayed(SubmitOutcome(**seen["outcome"])))
+                    continue
+                created_at = now if item.created_at is None else item.created_at
+                target: int | None = None
+                if item.join_entry_id is not None and active_of(item.join_entry_id) is not None:
+                    target = item.join_entry_id
+                elif item.join_item is not None and 0 <= item.join_item < len(results):
+                    earlier = submitted(results[item.join_item])
+                    if earlier is not None and active_of(earlier.entry_id) is not None:
+                        target = earlier.entry_id
+                if target is None:
+                    next_entry += 1
+                    entry_id, joined = next_entry, False
+                    new_entries[entry_id] = {"category": item.draft.category, "created_at": _float(created_at)}
+                    active[entry_id] = {}
+                else:
+                    entry_id, joined = target, True
+                next_submission += 1
+                item_rows = []
+                for signal in item.draft.signals:
+                    next_signal += 1
+                    item_rows.append(
+                        IndexedSignal(next_signal, entry_id, signal.type, signal.version, signal.value, signal.variant)
+                    )
+                rows.extend(item_rows)
+                signal_records[entry_id].update(_signal_records(next_submission, item.draft.signals, item_rows))
+                submissions[entry_id][next_submission] = _submission_record(
+                    member_id, item.draft, created_at, [r.row_id for r in item_rows]
+                )
+                members = active[entry_id]
+                members[str(member_id)] = [*members.get(str(member_id), []), next_submission]
+                touched.add(entry_id)
+                outcome = SubmitOutcome(entry_id, next_submission, joined, len(members))
+                record = {
+                    "kind": "submit",
+                    "digest": item.request_digest.hex(),
+                    "outcome": asdict(outcome),
+                    "created_at": now,
+                }
+                known[request_key] = record
+                requests[request_key] = json.dumps(record)
+                results.append(outcome)
+            if not requests:
+                return results, None
+            counts = (len(new_entries), len(requests), len(rows))
+
+            def writes(tx: Pipeline) -> None:
+                for key, count in zip((keys.NEXT_ENTRY, keys.NEXT_SUBMISSION, keys.NEXT_SIGNAL), counts, strict=True):
+                    if count:
+                        tx.incrby(key, count)
+                for entry_id, meta in new_entries.items():
+                    tx.hset(keys.entry(entry_id), mapping=meta)
+                for entry_id in sorted(touched):
+                    tx.hset(keys.entry_submissions(entry_id), mapping=submissions[entry_id])
+                    tx.hset(keys.entry_active(entry_id), str(member_id), json.dumps(active[entry_id][str(member_id)]))
+                    if signal_records[entry_id]:
+                        tx.hset(keys.entry_signals(entry_id), mapping=signal_records[entry_id])
+                if rows:
+                    tx.hset(keys.ACTIVE_SIGNALS, mapping={r.row_id: _indexed_record(r) for r in rows})
+                self._append(tx, SignalsAdded(tuple(rows)))
+                tx.mset(requests)
+
+            return results, writes
 
         return self._atomically(watch, plan)
 

@@ -11,7 +11,18 @@ import grpc
 
 from . import protocol
 from ._config import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, auth_metadata, resolve_target
-from ._models import Category, DiscoveryMethod, Entry, LegalBasis, MatchResult, RetractResult, Spread, SubmitResult
+from ._models import (
+    Category,
+    DiscoveryMethod,
+    Entry,
+    ItemError,
+    LegalBasis,
+    MatchResult,
+    Removal,
+    RetractResult,
+    Spread,
+    SubmitResult,
+)
 from .pb.hashshare.v1 import (
     match_pb2_grpc,
     research_pb2,
@@ -119,6 +130,27 @@ class Client:
             removed_at,
         )
         return protocol.submit_result(self._call(self._submission.Submit, request, timeout))
+
+    def submit_many(
+        self, removals: Iterable[Removal], *, batch_size: int = protocol.MAX_BATCH_ITEMS, timeout: float | None = None
+    ) -> list[SubmitResult | ItemError]:
+        """Record many confirmed removals, ``batch_size`` (at most 1000) per SubmitBatch call.
+
+        Returns one result per removal, in order: a SubmitResult, or an
+        ItemError for a removal the server refused (the others are stored).
+        Each removal's ``request_id`` (a UUID unless given) makes a retry or a
+        replay store nothing twice.
+        """
+        if not 1 <= batch_size <= protocol.MAX_BATCH_ITEMS:
+            raise ValueError(f"batch_size must be 1 to {protocol.MAX_BATCH_ITEMS}, got {batch_size}")
+        pending = list(removals)
+        results: list[SubmitResult | ItemError] = []
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
+            request = protocol.submit_batch_request(chunk, [r.request_id or str(uuid.uuid4()) for r in chunk])
+            response = self._call(self._submission.SubmitBatch, request, timeout)
+            results.extend(protocol.submit_batch_results(response))
+        return results
 
     def retract(
         self, entry_id: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None

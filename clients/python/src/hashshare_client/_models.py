@@ -20,6 +20,7 @@ __all__ = [
     "MatchResult",
     "MatchedEntry",
     "PlatformSpread",
+    "Removal",
     "RetractResult",
     "SignalMatch",
     "SkippedSignal",
@@ -107,6 +108,23 @@ class SubmitResult:
     submission_id: str
     joined_existing: bool
     corroborations: int
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One confirmed removal to submit in a batch (``Client.submit_many``).
+
+    The fields are those of ``Client.submit``; ``request_id`` defaults to a
+    new UUID, so pass your own to make a replay of the batch safe."""
+
+    signals: tuple[Signal, ...] | list[Signal]
+    category: str
+    legal_basis: LegalBasis | str = LegalBasis.COMMUNITY_GUIDELINES
+    discovery_method: DiscoveryMethod | str = DiscoveryMethod.UNSPECIFIED
+    notice_reference: str = ""
+    notice_received_at: datetime | None = None
+    removed_at: datetime | None = None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from ._models import (
     MatchedEntry,
     MatchResult,
     PlatformSpread,
+    Removal,
     RetractResult,
     SignalMatch,
     SkippedSignal,
@@ -175,6 +176,44 @@ def submit_result(response: submission_pb2.SubmitResponse) -> SubmitResult:
         joined_existing=response.joined_existing,
         corroborations=response.corroborations,
     )
+
+
+# The most items the server takes in one SubmitBatch call.
+MAX_BATCH_ITEMS = 1000
+
+
+def submit_batch_request(removals: Sequence[Removal], request_ids: Sequence[str]) -> submission_pb2.SubmitBatchRequest:
+    """One SubmitBatch request; ``request_ids`` gives each removal's id (generated ones included)."""
+    return submission_pb2.SubmitBatchRequest(
+        items=[
+            submit_request(
+                request_id,
+                removal.signals,
+                removal.category,
+                removal.legal_basis,
+                removal.discovery_method,
+                removal.notice_reference,
+                removal.notice_received_at,
+                removal.removed_at,
+            )
+            for removal, request_id in zip(removals, request_ids, strict=True)
+        ]
+    )
+
+
+def item_error(message: signal_pb2.ItemError) -> ItemError:
+    return ItemError(
+        code=message.code,
+        message=message.message,
+        field_violations=tuple(FieldViolation(v.field, v.description) for v in message.field_violations),
+    )
+
+
+def submit_batch_results(response: submission_pb2.SubmitBatchResponse) -> list[SubmitResult | ItemError]:
+    return [
+        submit_result(r.submitted) if r.WhichOneof("result") == "submitted" else item_error(r.error)
+        for r in response.results
+    ]
 
 
 def retract_result(response: submission_pb2.RetractResponse) -> RetractResult:

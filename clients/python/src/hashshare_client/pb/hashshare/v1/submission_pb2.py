@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hashshare_client.pb.hashshare.v1 import signal_pb2 as hashshare_dot_v1_dot_signal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhashshare/v1/submission.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hashshare/v1/signal.proto\"\xc6\x02\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07signals\x18\x02 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12-\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.LegalBasis\x12\x37\n\x10\x64iscovery_method\x18\x05 \x01(\x0e\x32\x1d.hashshare.v1.DiscoveryMethod\x12\x18\n\x10notice_reference\x18\x06 \x01(\t\x12\x36\n\x12notice_received_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nremoved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x0eSubmitResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x15\n\rsubmission_id\x18\x02 \x01(\t\x12\x17\n\x0fjoined_existing\x18\x03 \x01(\x08\x12\x16\n\x0e\x63orroborations\x18\x04 \x01(\x05\"F\n\x0eRetractRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"X\n\x0fRetractResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x1d\n\x15retracted_submissions\x18\x02 \x01(\x05\x12\x14\n\x0c\x65ntry_active\x18\x03 \x01(\x08\"#\n\x0fGetEntryRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\"\xac\x03\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12-\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.LegalBasis\x12\x37\n\x10\x64iscovery_method\x18\x05 \x01(\x0e\x32\x1d.hashshare.v1.DiscoveryMethod\x12\x18\n\x10notice_reference\x18\x06 \x01(\t\x12\x36\n\x12notice_received_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nremoved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cretracted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eretract_reason\x18\x0b \x01(\t\"\x8f\x02\n\x05\x45ntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x16\n\x0e\x63orroborations\x18\x04 \x01(\x05\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x66irst_removed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07signals\x18\x07 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12-\n\x0bsubmissions\x18\x08 \x03(\x0b\x32\x18.hashshare.v1.Submission\"6\n\x10GetEntryResponse\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.hashshare.v1.Entry\"\x17\n\x15ListCategoriesRequest\":\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"D\n\x16ListCategoriesResponse\x12*\n\ncategories\x18\x01 \x03(\x0b\x32\x16.hashshare.v1.Category2\xc8\x02\n\x11SubmissionService\x12\x43\n\x06Submit\x12\x1b.hashshare.v1.SubmitRequest\x1a\x1c.hashshare.v1.SubmitResponse\x12\x46\n\x07Retract\x12\x1c.hashshare.v1.RetractRequest\x1a\x1d.hashshare.v1.RetractResponse\x12I\n\x08GetEntry\x12\x1d.hashshare.v1.GetEntryRequest\x1a\x1e.hashshare.v1.GetEntryResponse\x12[\n\x0eListCategories\x12#.hashshare.v1.ListCategoriesRequest\x1a$.hashshare.v1.ListCategoriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhashshare/v1/submission.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hashshare/v1/signal.proto\"\xc6\x02\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07signals\x18\x02 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12-\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.LegalBasis\x12\x37\n\x10\x64iscovery_method\x18\x05 \x01(\x0e\x32\x1d.hashshare.v1.DiscoveryMethod\x12\x18\n\x10notice_reference\x18\x06 \x01(\t\x12\x36\n\x12notice_received_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nremoved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x0eSubmitResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x15\n\rsubmission_id\x18\x02 \x01(\t\x12\x17\n\x0fjoined_existing\x18\x03 \x01(\x08\x12\x16\n\x0e\x63orroborations\x18\x04 \x01(\x05\"@\n\x12SubmitBatchRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.hashshare.v1.SubmitRequest\"z\n\x11SubmitBatchResult\x12\x31\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.hashshare.v1.SubmitResponseH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.hashshare.v1.ItemErrorH\x00\x42\x08\n\x06result\"G\n\x13SubmitBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.hashshare.v1.SubmitBatchResult\"F\n\x0eRetractRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"X\n\x0fRetractResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x1d\n\x15retracted_submissions\x18\x02 \x01(\x05\x12\x14\n\x0c\x65ntry_active\x18\x03 \x01(\x08\"#\n\x0fGetEntryRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\"\xac\x03\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12-\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.LegalBasis\x12\x37\n\x10\x64iscovery_method\x18\x05 \x01(\x0e\x32\x1d.hashshare.v1.DiscoveryMethod\x12\x18\n\x10notice_reference\x18\x06 \x01(\t\x12\x36\n\x12notice_received_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nremoved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cretracted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eretract_reason\x18\x0b \x01(\t\"\x8f\x02\n\x05\x45ntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x16\n\x0e\x63orroborations\x18\x04 \x01(\x05\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x66irst_removed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07signals\x18\x07 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12-\n\x0bsubmissions\x18\x08 \x03(\x0b\x32\x18.hashshare.v1.Submission\"6\n\x10GetEntryResponse\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.hashshare.v1.Entry\"\x17\n\x15ListCategoriesRequest\":\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"D\n\x16ListCategoriesResponse\x12*\n\ncategories\x18\x01 \x03(\x0b\x32\x16.hashshare.v1.Category2\x9c\x03\n\x11SubmissionService\x12\x43\n\x06Submit\x12\x1b.hashshare.v1.SubmitRequest\x1a\x1c.hashshare.v1.SubmitResponse\x12R\n\x0bSubmitBatch\x12 .hashshare.v1.SubmitBatchRequest\x1a!.hashshare.v1.SubmitBatchResponse\x12\x46\n\x07Retract\x12\x1c.hashshare.v1.RetractRequest\x1a\x1d.hashshare.v1.RetractResponse\x12I\n\x08GetEntry\x12\x1d.hashshare.v1.GetEntryRequest\x1a\x1e.hashshare.v1.GetEntryResponse\x12[\n\x0eListCategories\x12#.hashshare.v1.ListCategoriesRequest\x1a$.hashshare.v1.ListCategoriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,24 +38,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITREQUEST']._serialized_end=434
   _globals['_SUBMITRESPONSE']._serialized_start=436
   _globals['_SUBMITRESPONSE']._serialized_end=542
-  _globals['_RETRACTREQUEST']._serialized_start=544
-  _globals['_RETRACTREQUEST']._serialized_end=614
-  _globals['_RETRACTRESPONSE']._serialized_start=616
-  _globals['_RETRACTRESPONSE']._serialized_end=704
-  _globals['_GETENTRYREQUEST']._serialized_start=706
-  _globals['_GETENTRYREQUEST']._serialized_end=741
-  _globals['_SUBMISSION']._serialized_start=744
-  _globals['_SUBMISSION']._serialized_end=1172
-  _globals['_ENTRY']._serialized_start=1175
-  _globals['_ENTRY']._serialized_end=1446
-  _globals['_GETENTRYRESPONSE']._serialized_start=1448
-  _globals['_GETENTRYRESPONSE']._serialized_end=1502
-  _globals['_LISTCATEGORIESREQUEST']._serialized_start=1504
-  _globals['_LISTCATEGORIESREQUEST']._serialized_end=1527
-  _globals['_CATEGORY']._serialized_start=1529
-  _globals['_CATEGORY']._serialized_end=1587
-  _globals['_LISTCATEGORIESRESPONSE']._serialized_start=1589
-  _globals['_LISTCATEGORIESRESPONSE']._serialized_end=1657
-  _globals['_SUBMISSIONSERVICE']._serialized_start=1660
-  _globals['_SUBMISSIONSERVICE']._serialized_end=1988
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=544
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=608
+  _globals['_SUBMITBATCHRESULT']._serialized_start=610
+  _globals['_SUBMITBATCHRESULT']._serialized_end=732
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=734
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=805
+  _globals['_RETRACTREQUEST']._serialized_start=807
+  _globals['_RETRACTREQUEST']._serialized_end=877
+  _globals['_RETRACTRESPONSE']._serialized_start=879
+  _globals['_RETRACTRESPONSE']._serialized_end=967
+  _globals['_GETENTRYREQUEST']._serialized_start=969
+  _globals['_GETENTRYREQUEST']._serialized_end=1004
+  _globals['_SUBMISSION']._serialized_start=1007
+  _globals['_SUBMISSION']._serialized_end=1435
+  _globals['_ENTRY']._serialized_start=1438
+  _globals['_ENTRY']._serialized_end=1709
+  _globals['_GETENTRYRESPONSE']._serialized_start=1711
+  _globals['_GETENTRYRESPONSE']._serialized_end=1765
+  _globals['_LISTCATEGORIESREQUEST']._serialized_start=1767
+  _globals['_LISTCATEGORIESREQUEST']._serialized_end=1790
+  _globals['_CATEGORY']._serialized_start=1792
+  _globals['_CATEGORY']._serialized_end=1850
+  _globals['_LISTCATEGORIESRESPONSE']._serialized_start=1852
+  _globals['_LISTCATEGORIESRESPONSE']._serialized_end=1920
+  _globals['_SUBMISSIONSERVICE']._serialized_start=1923
+  _globals['_SUBMISSIONSERVICE']._serialized_end=2335
 # @@protoc_insertion_point(module_scope)

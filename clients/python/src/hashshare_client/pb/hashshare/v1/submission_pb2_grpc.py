@@ -42,6 +42,11 @@ class SubmissionServiceStub:
                 request_serializer=hashshare_dot_v1_dot_submission__pb2.SubmitRequest.SerializeToString,
                 response_deserializer=hashshare_dot_v1_dot_submission__pb2.SubmitResponse.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/hashshare.v1.SubmissionService/SubmitBatch',
+                request_serializer=hashshare_dot_v1_dot_submission__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_submission__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
         self.Retract = channel.unary_unary(
                 '/hashshare.v1.SubmissionService/Retract',
                 request_serializer=hashshare_dot_v1_dot_submission__pb2.RetractRequest.SerializeToString,
@@ -67,6 +72,17 @@ class SubmissionServiceServicer:
     def Submit(self, request, context):
         """Records a confirmed removal. A submission whose signals match an existing
         entry joins that entry's cluster as a corroboration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBatch(self, request, context):
+        """Records up to 1000 confirmed removals in one call, each clustered as
+        Submit would (also with earlier items of the same batch) and written in
+        one transaction. Each item carries its own request_id, so a replayed
+        batch, or an item sent before through Submit, stores nothing twice. A
+        malformed item gets an ItemError in its place; the others are stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,6 +117,11 @@ def add_SubmissionServiceServicer_to_server(servicer, server):
                     servicer.Submit,
                     request_deserializer=hashshare_dot_v1_dot_submission__pb2.SubmitRequest.FromString,
                     response_serializer=hashshare_dot_v1_dot_submission__pb2.SubmitResponse.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=hashshare_dot_v1_dot_submission__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_submission__pb2.SubmitBatchResponse.SerializeToString,
             ),
             'Retract': grpc.unary_unary_rpc_method_handler(
                     servicer.Retract,
@@ -147,6 +168,33 @@ class SubmissionService:
             '/hashshare.v1.SubmissionService/Submit',
             hashshare_dot_v1_dot_submission__pb2.SubmitRequest.SerializeToString,
             hashshare_dot_v1_dot_submission__pb2.SubmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.SubmissionService/SubmitBatch',
+            hashshare_dot_v1_dot_submission__pb2.SubmitBatchRequest.SerializeToString,
+            hashshare_dot_v1_dot_submission__pb2.SubmitBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,13 @@ class SubmissionServiceStub:
     """Records a confirmed removal. A submission whose signals match an existing
     entry joins that entry's cluster as a corroboration.
     """
+    SubmitBatch: _grpc.UnaryUnaryMultiCallable[_submission_pb2.SubmitBatchRequest, _submission_pb2.SubmitBatchResponse]
+    """Records up to 1000 confirmed removals in one call, each clustered as
+    Submit would (also with earlier items of the same batch) and written in
+    one transaction. Each item carries its own request_id, so a replayed
+    batch, or an item sent before through Submit, stores nothing twice. A
+    malformed item gets an ItemError in its place; the others are stored.
+    """
     Retract: _grpc.UnaryUnaryMultiCallable[_submission_pb2.RetractRequest, _submission_pb2.RetractResponse]
     """Withdraws the caller's own submissions on an entry. An entry left with no
     active submission stops matching at once.
@@ -59,6 +66,13 @@ class SubmissionServiceAsyncStub(SubmissionServiceStub):
     Submit: _aio.UnaryUnaryMultiCallable[_submission_pb2.SubmitRequest, _submission_pb2.SubmitResponse]  # type: ignore[assignment]
     """Records a confirmed removal. A submission whose signals match an existing
     entry joins that entry's cluster as a corroboration.
+    """
+    SubmitBatch: _aio.UnaryUnaryMultiCallable[_submission_pb2.SubmitBatchRequest, _submission_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """Records up to 1000 confirmed removals in one call, each clustered as
+    Submit would (also with earlier items of the same batch) and written in
+    one transaction. Each item carries its own request_id, so a replayed
+    batch, or an item sent before through Submit, stores nothing twice. A
+    malformed item gets an ItemError in its place; the others are stored.
     """
     Retract: _aio.UnaryUnaryMultiCallable[_submission_pb2.RetractRequest, _submission_pb2.RetractResponse]  # type: ignore[assignment]
     """Withdraws the caller's own submissions on an entry. An entry left with no
@@ -82,6 +96,19 @@ class SubmissionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_submission_pb2.SubmitResponse, _abc.Awaitable[_submission_pb2.SubmitResponse]]:
         """Records a confirmed removal. A submission whose signals match an existing
         entry joins that entry's cluster as a corroboration.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitBatch(
+        self,
+        request: _submission_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_submission_pb2.SubmitBatchResponse, _abc.Awaitable[_submission_pb2.SubmitBatchResponse]]:
+        """Records up to 1000 confirmed removals in one call, each clustered as
+        Submit would (also with earlier items of the same batch) and written in
+        one transaction. Each item carries its own request_id, so a replayed
+        batch, or an item sent before through Submit, stores nothing twice. A
+        malformed item gets an ItemError in its place; the others are stored.
         """
 
     @_abc_1.abstractmethod
