@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 VAR ?= var
+SIZES ?= 100k,1M,10M
+E2E_SIZES ?= 100k,1M
 
-.PHONY: install serve test eval check lint typecheck lint-proto proto clean
+.PHONY: install serve test eval bench check lint typecheck lint-proto proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,12 @@ test: install
 eval: install
 	$(BIN)/pip install --quiet -e 'clients/python[eval]'
 	$(BIN)/hashshare-server eval --builtin --out $(VAR)/eval
+
+# Indexes against faiss, numpy, threatexchange and datasketch, then Match over
+# gRPC, ingest, memory and start-up; tables, JSON and $(VAR)/bench/latency.png.
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m hashshare.bench --sizes $(SIZES) --e2e-sizes $(E2E_SIZES) --out $(VAR)/bench
 
 lint: install
 	$(BIN)/ruff format --check src clients/python/src tests proto/generate.py

@@ -1,0 +1,233 @@
+"""End-to-end benchmark: a real server on loopback over a synthetic bank.
+
+    python -m hashshare.bench.e2e_bench --sizes 100k,1M --json var/bench/e2e.json
+
+For each size it builds a bank of N image entries (PDQ, pHash, dHash each, as
+the issue's "1M images (3 signals each)") and N text entries (MinHash) in a
+fresh SQLite store through the import path, starts `hashshare-server serve`
+on it, and measures: import rate, time until the server reports SERVING,
+the server's memory, Match latency for one client (half near-duplicates of
+stored entries, half unrelated uploads), MatchStream throughput with two
+client processes, and batched-submit ingest over gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hashshare import members
+from hashshare.bankfile import import_signals
+from hashshare.bench.index_bench import clustered_hashes, clustered_signatures, flip_bits, parse_size
+from hashshare.store import open_store
+from hashshare_client import Client, Signal, signal_types
+
+IMAGE_TYPES = (signal_types.PDQ, signal_types.PHASH, signal_types.DHASH)
+QUERIES = 2_000
+STREAM_SECONDS = 10.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+class SyntheticBank:
+    """Clustered image hashes and text signatures, and lookups near them."""
+
+    def __init__(self, size: int, seed: int = 7) -> None:
+        rng = np.random.default_rng(seed)
+        self.rng = rng
+        self.size = size
+        self.images = {t.name: clustered_hashes(rng, size, t.size_bytes // 8, 6) for t in IMAGE_TYPES}
+        self.texts = clustered_signatures(rng, size)
+
+    def image_signals(self, index: int) -> list[Signal]:
+        return [Signal(t.name, t.version, self.images[t.name][index].tobytes(), 90) for t in IMAGE_TYPES]
+
+    def text_signals(self, index: int) -> list[Signal]:
+        value = self.texts[index].astype("<u4").tobytes()
+        return [Signal(signal_types.MINHASH.name, signal_types.MINHASH.version, value, 100)]
+
+    def lookups(self, count: int) -> list[list[Signal]]:
+        """Half near duplicates of stored entries, half unrelated; images and texts alternate."""
+        out = []
+        for i in range(count):
+            near = i % 4 < 2
+            index = int(self.rng.integers(self.size))
+            if i % 2 == 0:
+                signals = self.image_signals(index)
+                if not near:
+                    signals = [Signal(s.type, s.version, self.rng.bytes(len(s.value)), 90) for s in signals]
+                else:
+                    signals = [_nudged(self.rng, s, 4) for s in signals]
+            else:
+                signals = self.text_signals(index)
+                if not near:
+                    random = self.rng.integers(0, 2**32, 128, dtype=np.uint64).astype("<u4").tobytes()
+                    signals = [Signal(signals[0].type, signals[0].version, random, 100)]
+            out.append(signals)
+        return out
+
+
+def _nudged(rng: np.random.Generator, signal: Signal, flips: int) -> Signal:
+    values = np.frombuffer(signal.value, dtype=np.uint64).copy()[None, :]
+    flip_bits(rng, values, flips)
+    return Signal(signal.type, signal.version, values.tobytes(), signal.quality)
+
+
+def wait_serving(target: str, timeout: float) -> float:
+    started = time.monotonic()
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() - started < timeout:
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.monotonic() - started
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    raise TimeoutError(f"{target} not serving after {timeout}s")
+
+
+def server_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def match_latency(target: str, token: str, lookups: list[list[Signal]]) -> dict[str, float]:
+    with Client(target, token) as client:
+        for signals in lookups[:100]:
+            client.match(signals)
+        times = []
+        for signals in lookups:
+            started = time.perf_counter()
+            client.match(signals)
+            times.append((time.perf_counter() - started) * 1000)
+    return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
+
+
+def _stream_worker(target: str, token: str, lookups: list[list[Signal]], seconds: float, out: Any) -> None:
+    done = 0
+    deadline = time.monotonic() + seconds
+    with Client(target, token) as client:
+        while time.monotonic() < deadline:
+            items = ((str(i), s) for i, s in enumerate(lookups))
+            for _ in client.match_stream(items):
+                done += 1
+    out.put(done)
+
+
+def stream_throughput(target: str, token: str, lookups: list[list[Signal]], clients: int = 2) -> float:
+    """Items per second through MatchStream, several client processes at once."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [
+        context.Process(target=_stream_worker, args=(target, token, lookups, STREAM_SECONDS, results))
+        for _ in range(clients)
+    ]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    total = sum(int(results.get(timeout=STREAM_SECONDS * 10)) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=30)
+    return total / (time.monotonic() - started)
+
+
+def run_size(size: int, workdir: Path) -> dict[str, Any]:
+    store_url = f"sqlite:///{workdir / f'bank-{size}.db'}"
+    bank = SyntheticBank(size)
+    store = open_store(store_url)
+    try:
+        _, _, token = members.create_member(store, "bench", ["trust_safety", "platform"], time.time())
+        import_seconds = load_bank(store, bank)
+    finally:
+        store.close()
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    command = [sys.executable, "-m", "hashshare.cli", "serve", "--listen", target, "--store", store_url]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ready = wait_serving(target, timeout=600)
+        lookups = bank.lookups(QUERIES)
+        row: dict[str, Any] = {
+            "entries": 2 * size,
+            "import_entries_per_s": 2 * size / import_seconds,
+            "ready_after_start_s": ready,
+            "server_rss_mb": server_rss(process.pid) / 1e6,
+            "match": match_latency(target, token, lookups),
+            "stream_items_per_s": stream_throughput(target, token, lookups),
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return row
+
+
+def load_bank(store: Any, bank: SyntheticBank) -> float:
+    """Write the bank through the import path; seconds taken."""
+    started = time.monotonic()
+    import_signals(
+        store,
+        member_name="bench",
+        items=[bank.image_signals(i) for i in range(bank.size)] + [bank.text_signals(i) for i in range(bank.size)],
+        category="hate_speech",
+    )
+    return time.monotonic() - started
+
+
+def print_row(row: dict[str, Any]) -> None:
+    print(
+        f"e2e {row['entries']:>9,} entries | import {row['import_entries_per_s']:>8,.0f}/s | ready "
+        f"{row['ready_after_start_s']:5.1f} s | RSS {row['server_rss_mb']:7.0f} MB | Match p50 "
+        f"{row['match']['p50_ms']:.2f} ms p99 {row['match']['p99_ms']:.2f} ms | MatchStream "
+        f"{row['stream_items_per_s']:,.0f} items/s",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100k,1M", help="image entries (and as many texts) per bank")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in (parse_size(s) for s in args.sizes.split(",")):
+            row = run_size(size, Path(scratch))
+            results.append(row)
+            print_row(row)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""`make bench` runs, at a tiny size (benchmarks are not tests: no figure is checked here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_bench_runs_on_a_tiny_bank(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["make", "bench", "SIZES=2k", "E2E_SIZES=1k", f"VAR={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    index_rows = json.loads((tmp_path / "bench" / "index.json").read_text())
+    e2e_rows = json.loads((tmp_path / "bench" / "e2e.json").read_text())
+    assert {row["index"].split()[0] for row in index_rows} >= {"hashshare", "numpy"}
+    assert e2e_rows[0]["entries"] == 2000 and e2e_rows[0]["match"]["p99_ms"] > 0
+    assert (tmp_path / "bench" / "latency.png").stat().st_size > 10_000
