@@ -17,7 +17,7 @@ from .store.base import Store
 
 log = logging.getLogger(__name__)
 
-_LOAD_BATCH = 100_000
+_LOAD_BATCH = 1_000_000
 
 
 class FeedFollower:
@@ -48,10 +48,8 @@ class FeedFollower:
             # The position is read before the signals: replaying changes that
             # the scan already saw is harmless, missing one would not be.
             position = self._store.feed_position()
-            count = 0
-            for row in self._store.active_signals():
-                self._index.add(row)
-                count += 1
+            # Grouped per sub-index and built once per sub-index, _LOAD_BATCH rows at a time.
+            count = self._index.add_many(self._store.active_signals(), batch=_LOAD_BATCH)
             self._position = position
         self.catch_up()
         self.loaded.set()

@@ -8,10 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from hashshare.index import segments
+from hashshare.index import SignalIndex, segments
+from hashshare.index.exact import ExactIndex
 from hashshare.index.hamming import HammingIndex
 from hashshare.index.lsh import MinHashLSHIndex, compact, scan16
 from hashshare.index.mih import MIHIndex, choose_widths, chunk_radii
+from hashshare.model import IndexedSignal, SignalsAdded, SignalsRemoved
+from hashshare_client.signal_types import MD5, MINHASH, PDQ, PHASH
 
 # Small deltas so a few thousand adds exercise freezing, merging and compaction.
 pytestmark = pytest.mark.usefixtures("small_delta")
@@ -49,10 +52,16 @@ def as_set(hits: list) -> set[tuple[int, int, float]]:
 
 def check_hamming(index: MIHIndex, reference: HammingIndex, queries: list[np.ndarray], radii: list[int]) -> int:
     found = 0
-    for query in queries:
-        for radius in radii:
-            expected = as_set(reference.search(query.tobytes(), radius))
-            assert as_set(index.search(query.tobytes(), radius)) == expected
+    values = [query.tobytes() for query in queries]
+    values += values[:3]  # a batch may repeat a value
+    for radius in radii:
+        batched = index.search_many(values, radius)
+        assert len(batched) == len(values)
+        for value, many in zip(values, batched, strict=True):
+            expected = as_set(reference.search(value, radius))
+            one = index.search(value, radius)
+            assert as_set(one) == expected
+            assert many == one, "a batch returns what one search does, in the same order"
             found += len(expected)
     return found
 
@@ -151,6 +160,8 @@ def test_minhash_lsh_matches_the_16_bit_scan() -> None:
             positions, similarity = scan16(stored, compact(query), threshold)
             expected = {(int(ids[p]), int(ids[p]) + 100, float(s)) for p, s in zip(positions, similarity, strict=True)}
             got = as_set(index.search(query.astype("<u4").tobytes(), threshold))
+            batch = [query.astype("<u4").tobytes(), bank[int(rng.integers(len(bank)))].astype("<u4").tobytes()]
+            assert index.search_many(batch, threshold) == [index.search(v, threshold) for v in batch]
             assert got <= expected, "every hit is verified against the stored signature"
             if threshold < 0.3:
                 assert got == expected, "below the banding threshold the index scans"
@@ -174,3 +185,80 @@ def test_minhash_lsh_recall_at_the_thresholds() -> None:
             query[same] = bank[target, same]
             found += any(hit.row_id == target for hit in index.search(query.tobytes(), threshold))
         assert found / 300 >= floor, threshold
+
+
+def test_mih_ids_beyond_int32_and_empty_batches() -> None:
+    rng = np.random.default_rng(5)
+    bank = clustered(rng, 3000, 1, max_flips=6)
+    ids = np.arange(len(bank), dtype=np.int64) * 3_000_000  # up to 9e9: int64 ids are kept
+    index, reference = MIHIndex(8, design_radius=10), HammingIndex(8)
+    index.add_many(ids[::-1], ids[::-1] + 2**40, bank[::-1])  # unsorted input is sorted
+    for row_id, row in zip(ids.tolist(), bank, strict=True):
+        reference.add(row_id, row_id + 2**40, row.tobytes())
+    queries = [near(rng, bank[int(rng.integers(len(bank)))], int(rng.integers(0, 8))) for _ in range(30)]
+    assert check_hamming(index, reference, queries, [0, 6, 10, 20]) > 30
+    assert index.search_many([], 10) == []
+    assert MIHIndex(8, 10).search_many([bank[0].tobytes()], 10) == [[]]
+
+
+def random_rows(rng: np.random.Generator, n: int) -> list[IndexedSignal]:
+    """Signals of several types and views, with near duplicates, unknown views and types."""
+    pdq = clustered(rng, n, 4, max_flips=20)
+    phash = clustered(rng, n, 1, max_flips=8)
+    text = signature_bank(rng, n)
+    variants = ["", "trimmed", "center80", "center60", "not-a-view"]
+    rows = []
+    for i in range(n):
+        variant = variants[i % len(variants)]
+        rows.append(IndexedSignal(4 * i, i, "image/pdq", PDQ.version, pdq[i].tobytes(), variant))
+        rows.append(IndexedSignal(4 * i + 1, i, "image/phash", PHASH.version, phash[i].tobytes(), variant))
+        rows.append(IndexedSignal(4 * i + 2, i, "text/minhash", MINHASH.version, text[i].astype("<u4").tobytes()))
+        rows.append(IndexedSignal(4 * i + 3, i, "exact/md5", MD5.version, bytes([i % 7]) * 16))
+    rows.append(IndexedSignal(4 * n, n, "unknown/type", "1", b"x"))
+    return rows
+
+
+def test_signal_index_bulk_load_equals_adds_through_removals() -> None:
+    rng = np.random.default_rng(9)
+    rows = random_rows(rng, 1500)
+    bulk, one_by_one = SignalIndex(), SignalIndex()
+    shuffled = [rows[i] for i in rng.permutation(len(rows))]
+    assert bulk.add_many(shuffled + shuffled[:50], batch=700) == len(rows) + 50  # a replay adds nothing twice
+    for row in rows:
+        one_by_one.add(row)
+    assert bulk.sizes() == one_by_one.sizes()
+    assert len(bulk.sizes()) == 2 * 3 + 2  # pdq and phash in 3 regions, text, md5; unknown ones left out
+
+    def check() -> None:
+        for type_name, version, threshold, size in (
+            ("image/pdq", PDQ.version, 40, 4),
+            ("image/phash", PHASH.version, 12, 1),
+            ("text/minhash", MINHASH.version, 0.3, 0),
+            ("exact/md5", MD5.version, 0, 0),
+        ):
+            picks = rng.choice([r for r in rows if r.type == type_name], size=12)
+            values = [r.value for r in picks]
+            if size:
+                values += [near(rng, np.frombuffer(r.value, np.uint64), 5).tobytes() for r in picks[:6]]
+                values.append(rng.integers(0, 2**64, size=size, dtype=np.uint64).tobytes())
+            for region in ("full", "center80", "center60", "top85"):
+                batched = bulk.search_many(type_name, version, region, values, threshold)
+                for value, many in zip(values, batched, strict=True):
+                    one = bulk.search(type_name, version, region, value, threshold)
+                    assert many == one
+                    assert as_set(one) == as_set(one_by_one.search(type_name, version, region, value, threshold))
+
+    check()
+    removed = [int(i) for i in rng.choice(len(rows), size=400, replace=False)]
+    for target in (bulk, one_by_one):
+        target.apply(SignalsRemoved(tuple(rows[i].row_id for i in removed)))
+        target.apply(SignalsAdded(tuple(rows[i] for i in removed[:150])))  # re-added
+    assert bulk.sizes() == one_by_one.sizes()
+    check()
+
+
+def test_sub_index_defaults_loop() -> None:
+    index = ExactIndex()
+    index.add_many([1, 2, 3], [10, 20, 30], [b"a", b"b", b"a"])
+    assert index.search_many([b"a", b"c"], 0) == [index.search(b"a"), []]
+    assert {h.row_id for h in index.search(b"a")} == {1, 3}

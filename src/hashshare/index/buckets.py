@@ -8,11 +8,23 @@ tables are one vectorised gather because the tables share two flat arrays.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 _EMPTY = np.zeros(0, dtype=np.uint32)
+_PARALLEL_ROWS = 200_000
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` as uint32, by sorting (key, row) pairs packed in
+    uint64: numpy's vectorised sort of those is 2-6x faster than a stable argsort."""
+    packed = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(len(keys), dtype=np.uint64)
+    packed.sort()
+    order: np.ndarray = (packed & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
+    return order
 
 
 @dataclass(frozen=True)
@@ -29,19 +41,26 @@ class Buckets:
         n = len(keys[0]) if keys else 0
         total = n * len(keys)
         offset_dtype = np.int32 if total < 2**31 else np.int64
-        offsets, positions, bases, base = [], [], [], 0
-        for table, (table_keys, width) in enumerate(zip(keys, widths, strict=True)):
-            order = np.argsort(table_keys, kind="stable").astype(np.uint32)
-            counts = np.bincount(table_keys, minlength=1 << width)
-            table_offsets = (np.concatenate([[0], np.cumsum(counts)]) + table * n).astype(offset_dtype)
-            offsets.append(table_offsets)
-            positions.append(order)
-            bases.append(base)
-            base += len(table_offsets)
+        positions = np.empty(total, dtype=np.uint32)
+        offsets: list[np.ndarray] = [np.zeros(0, dtype=offset_dtype)] * len(keys)
+
+        def table(t: int) -> None:
+            positions[t * n : (t + 1) * n] = _stable_order(keys[t])
+            counts = np.bincount(keys[t], minlength=1 << widths[t])
+            offsets[t] = (np.concatenate([[0], np.cumsum(counts)]) + t * n).astype(offset_dtype)
+
+        if n >= _PARALLEL_ROWS and len(keys) > 1:
+            # numpy's sort releases the GIL: a large segment's tables are built on every core.
+            with ThreadPoolExecutor(max_workers=min(len(keys), os.cpu_count() or 1)) as pool:
+                list(pool.map(table, range(len(keys))))
+        else:
+            for t in range(len(keys)):
+                table(t)
+        bases = np.cumsum([0] + [len(o) for o in offsets[:-1]]).tolist() if keys else []
         return cls(
             np.concatenate(offsets) if offsets else np.zeros(1, dtype=offset_dtype),
-            np.concatenate(positions) if positions else _EMPTY,
-            tuple(bases),
+            positions if keys else _EMPTY,
+            tuple(int(b) for b in bases),
         )
 
     def candidates(self, slots: np.ndarray) -> np.ndarray:
@@ -55,3 +74,16 @@ class Buckets:
         shift = np.repeat(starts - (ends - lengths), lengths)
         rows: np.ndarray = self.positions[np.arange(int(ends[-1]), dtype=np.int64) + shift]
         return rows
+
+    def candidates_per_row(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``candidates`` of each row of ``slots`` (2-D), concatenated, and how many each row has."""
+        flat = slots.ravel()
+        starts = self.offsets[flat].astype(np.int64)
+        lengths = self.offsets[flat + 1] - starts
+        ends = np.cumsum(lengths)
+        if len(ends) == 0 or ends[-1] == 0:
+            return _EMPTY, np.zeros(len(slots), dtype=np.int64)
+        shift = np.repeat(starts - (ends - lengths), lengths)
+        rows: np.ndarray = self.positions[np.arange(int(ends[-1]), dtype=np.int64) + shift]
+        per_row = np.diff(ends[slots.shape[1] - 1 :: slots.shape[1]], prepend=0)
+        return rows, per_row

@@ -12,13 +12,14 @@ Banding: 64 bands of 2 values. A pair with similarity J becomes a candidate
 with probability 1 - (1 - J**2)**64: 0.9976 at J = 0.3, 0.99997 at 0.4 and
 1 - 2e-8 at 0.5 (the bands are tuned below the loosest threshold, 0.3, then
 every candidate is verified). Each band's pair of values is hashed to a
-bucket key of about log2(n) - 3 bits, so a query meets about 64 * 8 unrelated
+bucket key of about log2(n) - 2 bits, so a query meets about 64 * 4 unrelated
 rows, which verification discards.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,9 @@ from .segments import SegmentedIndex
 
 ROWS_PER_BAND = 2
 _MIX = np.uint32(0x9E3779B1)  # Fibonacci hashing: spreads the band's 32 bits over the top key bits
+# Bucket keys of floor(log2(n * share)) bits: a query meets about 64 / share unrelated rows,
+# and the offsets tables cost at most 64 * 4 * share bytes a row (about 70 at 0.27).
+_OFFSETS_SHARE = 0.27
 _FLAT_BELOW = 2048  # rows; a scan of this many signatures is cheaper than 64 probes
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
@@ -87,11 +91,17 @@ class MinHashLSHIndex(SegmentedIndex):
     def encode(self, value: bytes) -> np.ndarray:
         return compact(np.frombuffer(value, dtype="<u4", count=self._permutations))
 
+    def encode_many(self, values: Sequence[bytes]) -> np.ndarray:
+        joined = b"".join(values)
+        if len(joined) != len(values) * self._permutations * 4:
+            return super().encode_many(values)  # some value of another size: encode() says which
+        return compact(np.frombuffer(joined, dtype="<u4").reshape(len(values), self._permutations))
+
     def build(self, values: np.ndarray) -> Bands | None:
         n = len(values)
         if n < _FLAT_BELOW:
             return None
-        bits = min(20, max(8, math.ceil(math.log2(n)) - 3))
+        bits = min(20, max(8, math.floor(math.log2(n * _OFFSETS_SHARE))))
         keys = band_keys(values, bits)
         buckets = Buckets.build(list(keys), [bits] * len(keys))
         return Bands(bits, buckets, np.array(buckets.bases, dtype=np.int64))
@@ -110,3 +120,19 @@ class MinHashLSHIndex(SegmentedIndex):
         # Verifying a repeated candidate twice is cheaper than sorting them all to drop repeats.
         found, first = np.unique(candidates[close], return_index=True)
         return found, similarity[close][first]
+
+    def match_many(
+        self, values: np.ndarray, structure: Any, queries: np.ndarray, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(values)
+        if n == 0 or len(queries) == 0:
+            return _NO_ROWS, _NO_ROWS, _NO_ROWS
+        if structure is None or threshold < self._min_similarity:
+            return super().match_many(values, structure, queries, threshold)
+        slots = band_keys(queries, structure.bits).T.astype(np.int64) + structure.bases
+        candidates, per_query = structure.buckets.candidates_per_row(slots)
+        similarity = fast_similarity(values[candidates], np.repeat(queries, per_query, axis=0))
+        close = np.flatnonzero(similarity >= threshold)
+        owners = np.searchsorted(np.cumsum(per_query), close, side="right")
+        pairs, first = np.unique(owners * n + candidates[close], return_index=True)
+        return pairs // n, pairs % n, similarity[close[first]]

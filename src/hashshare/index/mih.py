@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +32,13 @@ _NS_CANDIDATE_WORD = 6.0  # random gather + XOR + popcount of one candidate word
 _NS_CHUNK = 1500.0  # per-chunk Python work of a query
 _MAX_TABLE_BITS = 24  # offsets table of 2**24 int32 = 64 MiB at most per chunk
 _MAX_PROBES = 200_000  # beyond this the ball has exploded: scan instead
-# Among chunkings within this factor of the fastest, take the fewest chunks: each costs 4 bytes a row.
-_MEMORY_SLACK = 1.15
+# Among chunkings within this factor of the fastest (by the model, which overestimates the
+# gap), take the one with the smallest tables: a chunk costs 4 bytes a row plus its offsets.
+_MEMORY_SLACK = 2.0
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+_SCAN_BLOCK = 1 << 20  # words per block of a batched flat scan
+_PROBE_BLOCK = 4096  # probes per block of a batched search
 
 
 def ball_size(width: int, radius: int) -> int:
@@ -98,7 +102,12 @@ def choose_widths(bits: int, rows: int, radius: int) -> list[int] | None:
     best = min(cost for cost, _ in options)
     if best >= scan_cost(rows, words):
         return None
-    return min((w for cost, w in options if cost <= best * _MEMORY_SLACK), key=len)
+    return min((w for cost, w in options if cost <= best * _MEMORY_SLACK), key=lambda w: table_bytes(w, rows))
+
+
+def table_bytes(widths: list[int], rows: int) -> float:
+    """Bytes per row of a chunking's buckets: a 4-byte position and a share of the offsets, per chunk."""
+    return float(sum(4 + 4 * (1 << width) / max(rows, 1) for width in widths))
 
 
 def extract(values: np.ndarray, start: int, width: int) -> np.ndarray:
@@ -117,6 +126,7 @@ class _Probe:
     masks: np.ndarray
     counts: np.ndarray
     bases: np.ndarray
+    chunks: np.ndarray  # the chunk of each mask
 
 
 @dataclass
@@ -147,7 +157,8 @@ class MultiIndex:
             masks.append(ball)
             counts.append(len(ball))
             bases.append(np.full(len(ball), base, dtype=np.int64))
-        return _Probe(np.concatenate(masks), np.array(counts), np.concatenate(bases))
+        chunks = np.repeat(np.arange(len(counts)), counts)
+        return _Probe(np.concatenate(masks), np.array(counts), np.concatenate(bases), chunks)
 
     def slots(self, query: np.ndarray, probe: _Probe) -> np.ndarray:
         whole = int.from_bytes(query.tobytes(), "little")
@@ -156,6 +167,12 @@ class MultiIndex:
             dtype=np.uint32,
         )
         slots: np.ndarray = (np.repeat(keys, probe.counts) ^ probe.masks).astype(np.int64) + probe.bases
+        return slots
+
+    def slots_many(self, queries: np.ndarray, probe: _Probe) -> np.ndarray:
+        """``slots`` of each row of ``queries``, shape (queries, probes)."""
+        keys = np.stack([extract(queries, s, w) for s, w in zip(self.starts, self.widths, strict=True)], axis=1)
+        slots: np.ndarray = (keys[:, probe.chunks] ^ probe.masks).astype(np.int64) + probe.bases
         return slots
 
 
@@ -172,6 +189,12 @@ class MIHIndex(SegmentedIndex):
 
     def encode(self, value: bytes) -> np.ndarray:
         return np.frombuffer(value, dtype=np.uint64, count=self._words)
+
+    def encode_many(self, values: Sequence[bytes]) -> np.ndarray:
+        joined = b"".join(values)
+        if len(joined) != len(values) * self._words * 8:
+            return super().encode_many(values)  # some value of another size: encode() says which
+        return np.frombuffer(joined, dtype=np.uint64).reshape(len(values), self._words)
 
     def build(self, values: np.ndarray) -> MultiIndex | None:
         widths = choose_widths(self._bits, len(values), self._design_radius)
@@ -196,6 +219,70 @@ class MIHIndex(SegmentedIndex):
         # A near duplicate agrees on several chunks, so it can be a candidate more than once.
         found, first = np.unique(candidates[close], return_index=True)
         return found, distances[close][first]
+
+    def match_many(
+        self, values: np.ndarray, structure: Any, queries: np.ndarray, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        radius = math.floor(threshold)
+        n = len(values)
+        if radius < 0 or n == 0 or len(queries) == 0:
+            return _NO_ROWS, _NO_ROWS, _NO_ROWS
+        probe = structure.probe(radius) if structure is not None else None
+        if probe is None:
+            return self._scan_many(values, queries, radius)
+        # Blocks of queries small enough for their candidates to stay in cache.
+        step = max(1, _PROBE_BLOCK // len(probe.masks))
+        found = [
+            self._probe_many(values, structure, queries[i : i + step], probe, radius)
+            for i in range(0, len(queries), step)
+        ]
+        if len(found) == 1:
+            return found[0]
+        return (
+            np.concatenate([owners + i * step for i, (owners, _, _) in enumerate(found)]),
+            np.concatenate([positions for _, positions, _ in found]),
+            np.concatenate([scores for _, _, scores in found]),
+        )
+
+    def _probe_many(
+        self, values: np.ndarray, structure: MultiIndex, queries: np.ndarray, probe: _Probe, radius: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(values)
+        slots = structure.slots_many(queries, probe)
+        candidates, per_query = structure.buckets.candidates_per_row(slots)
+        if self._words == 1:
+            distances = np.bitwise_count(values[candidates, 0] ^ np.repeat(queries[:, 0], per_query))
+        else:
+            counts = np.bitwise_count(values[candidates] ^ np.repeat(queries, per_query, axis=0))
+            distances = counts[:, 0].astype(np.int16)
+            for word in range(1, self._words):
+                distances += counts[:, word]
+        close = np.flatnonzero(distances <= radius)
+        # One (query, row) pair may be found through several chunks: keep it once,
+        # sorted by query then row like the per-query search.
+        owners = np.searchsorted(np.cumsum(per_query), close, side="right")
+        pairs, first = np.unique(owners * n + candidates[close], return_index=True)
+        return pairs // n, pairs % n, distances[close[first]]
+
+    def _scan_many(
+        self, values: np.ndarray, queries: np.ndarray, radius: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A (queries x rows) popcount, in blocks of about a million distances."""
+        n = len(values)
+        step = max(1, _SCAN_BLOCK // (n * self._words))
+        owners, positions, scores = [], [], []
+        for start in range(0, len(queries), step):
+            block = queries[start : start + step]
+            distances = np.bitwise_count(values[None, :, 0] ^ block[:, None, 0])
+            if self._words > 1:
+                distances = distances.astype(np.int16)
+                for word in range(1, self._words):
+                    distances += np.bitwise_count(values[None, :, word] ^ block[:, None, word])
+            found = np.flatnonzero(distances <= radius)  # row-major: by query, then position
+            owners.append(found // n + start)
+            positions.append(found % n)
+            scores.append(distances.ravel()[found])
+        return np.concatenate(owners), np.concatenate(positions), np.concatenate(scores)
 
     def _distances(self, values: np.ndarray, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         if self._words == 1:

@@ -12,12 +12,17 @@ Readers never lock: they read ``self._state`` once, a frozen tuple of segments
 and a delta view. The one writer (under ``_lock``) only appends delta rows past
 the published size, flips ``alive`` flags (a reader sees either value, both
 consistent), or publishes a new state made of new arrays.
+
+``search_many`` answers a batch of queries (the ~190 signals of one upload)
+with one vectorised pass per segment; Hit objects are made only at the end.
+Segment ids are int32 when they fit (int64 otherwise).
 """
 
 from __future__ import annotations
 
 import abc
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +37,8 @@ DELTA_CAPACITY = 4096
 MERGE_RATIO = 4
 # Rebuild a segment once this share of its rows are tombstones.
 MAX_DEAD_SHARE = 0.25
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -48,13 +55,23 @@ class Rows:
     def take(self, order: np.ndarray) -> Rows:
         return Rows(self.values[order], self.row_ids[order], self.entry_ids[order])
 
+    def compact_ids(self) -> Rows:
+        """The same rows with int32 ids when every id fits (4 bytes a row saved per id)."""
+        return Rows(self.values, _narrow(self.row_ids), _narrow(self.entry_ids))
+
     @staticmethod
     def concat(parts: list[Rows]) -> Rows:
         return Rows(
             np.concatenate([p.values for p in parts]),
-            np.concatenate([p.row_ids for p in parts]),
-            np.concatenate([p.entry_ids for p in parts]),
+            np.concatenate([p.row_ids.astype(np.int64) for p in parts]),
+            np.concatenate([p.entry_ids.astype(np.int64) for p in parts]),
         )
+
+
+def _narrow(ids: np.ndarray) -> np.ndarray:
+    if len(ids) and ids.dtype != np.int32 and int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31:
+        return ids.astype(np.int32)
+    return ids
 
 
 class Segment:
@@ -129,7 +146,28 @@ class SegmentedIndex(SubIndex):
 
     @abc.abstractmethod
     def match(self, values: np.ndarray, structure: Any, query: np.ndarray, threshold: float) -> tuple[Any, Any]:
-        """Positions (unique) of rows within ``threshold`` and their scores."""
+        """Positions (unique, ascending) of rows within ``threshold`` and their scores."""
+
+    def encode_many(self, values: Sequence[bytes]) -> np.ndarray:
+        """Rows (shape ``(len(values), width)``) from many signals' bytes."""
+        if not values:
+            return np.zeros((0, self._width), dtype=self._dtype)
+        return np.stack([self.encode(value) for value in values])
+
+    def match_many(
+        self, values: np.ndarray, structure: Any, queries: np.ndarray, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``match`` for each row of ``queries``: query numbers, positions and scores, sorted
+        by query then position. Indexes with a vectorised path override this loop."""
+        found = [self.match(values, structure, query, threshold) for query in queries]
+        counts = [len(positions) for positions, _ in found]
+        if not sum(counts):
+            return _NO_ROWS, _NO_ROWS, _NO_ROWS
+        return (
+            np.repeat(np.arange(len(queries)), counts),
+            np.concatenate([np.asarray(positions, dtype=np.int64) for positions, _ in found]),
+            np.concatenate([np.asarray(scores) for _, scores in found]),
+        )
 
     # SubIndex.
 
@@ -154,22 +192,50 @@ class SegmentedIndex(SubIndex):
             self._state = _State(state.segments, delta, position + 1)
             self._count += 1
 
-    def add_many(self, row_ids: np.ndarray, entry_ids: np.ndarray, values: np.ndarray) -> None:
-        """Bulk load: encoded ``values`` (n, width) as one new segment; present rows are skipped."""
+    def add_many(
+        self,
+        row_ids: Sequence[int] | np.ndarray,
+        entry_ids: Sequence[int] | np.ndarray,
+        values: Sequence[bytes] | np.ndarray,
+    ) -> None:
+        """Bulk load as one new segment: ``values`` are signals' bytes or already encoded
+        rows (n, width), which the index may keep without a copy; rows already present
+        (or repeated) are skipped."""
         row_ids = np.asarray(row_ids, dtype=np.int64)
         entry_ids = np.asarray(entry_ids, dtype=np.int64)
+        encoded = values if isinstance(values, np.ndarray) else self.encode_many(values)
+        if len(row_ids) == 0:
+            return
         with self._lock:
-            _, first = np.unique(row_ids, return_index=True)
-            keep = np.zeros(len(row_ids), dtype=bool)
-            keep[first] = True
+            # Rows sorted by row id (a store usually yields them so: no sort needed).
+            if len(row_ids) > 1 and not bool(np.all(row_ids[1:] > row_ids[:-1])):
+                order = np.argsort(row_ids, kind="stable")
+                row_ids, entry_ids = row_ids[order], entry_ids[order]
+                first = np.ones(len(order), dtype=bool)
+                first[1:] = row_ids[1:] != row_ids[:-1]
+                order = order[first]
+                row_ids, entry_ids = row_ids[first], entry_ids[first]
+            else:
+                order = None
+            keep = np.ones(len(row_ids), dtype=bool)
             state = self._state
             for segment in state.segments:
                 keep &= ~self._present(segment, row_ids)
-            keep &= ~np.isin(row_ids, state.delta.row_ids[: state.delta_size][state.delta.alive[: state.delta_size]])
-            rows = Rows(np.ascontiguousarray(values[keep], dtype=self._dtype), row_ids[keep], entry_ids[keep])
+            if state.delta_size:
+                delta_ids = state.delta.row_ids[: state.delta_size][state.delta.alive[: state.delta_size]]
+                keep &= ~np.isin(row_ids, delta_ids)
+            if order is not None:
+                picked = encoded[order[keep]]
+            elif keep.all():
+                picked = encoded  # kept, not copied: a caller must not change it afterwards
+            else:
+                picked = encoded[keep]
+            if not keep.all():
+                row_ids, entry_ids = row_ids[keep], entry_ids[keep]
+            rows = Rows(np.ascontiguousarray(picked, dtype=self._dtype), row_ids, entry_ids)
             if len(rows):
                 self._count += len(rows)
-                self._publish_segments([*state.segments, self._segment(rows)])
+                self._publish_segments([*state.segments, self._segment(rows, ordered=True)])
 
     def remove(self, row_id: int) -> bool:
         with self._lock:
@@ -203,6 +269,27 @@ class SegmentedIndex(SubIndex):
             self._collect(hits, rows, delta.alive, positions, scores)
         return hits
 
+    def search_many(self, values: Sequence[bytes], threshold: float) -> list[list[Hit]]:
+        """One vectorised pass per segment for all of ``values``; equal to searching each."""
+        distinct = list(dict.fromkeys(values))
+        if len(distinct) < len(values):
+            # Views of one upload often hash alike (blank crops, symmetric pictures): search each once.
+            once = dict(zip(distinct, self.search_many(distinct, threshold), strict=True))
+            return [list(once[value]) for value in values]
+        out: list[list[Hit]] = [[] for _ in values]
+        if not values:
+            return out
+        state = self._state
+        queries = self.encode_many(values)
+        for segment in state.segments:
+            found = self.match_many(segment.rows.values, segment.structure, queries, threshold)
+            self._collect_many(out, segment.rows, segment.alive, *found)
+        if state.delta_size:
+            delta = state.delta
+            found = self.match_many(delta.values[: state.delta_size], None, queries, threshold)
+            self._collect_many(out, Rows(delta.values, delta.row_ids, delta.entry_ids), delta.alive, *found)
+        return out
+
     def nbytes(self) -> int:
         """Bytes held in numpy arrays by the current state (rows, ids, buckets, delta)."""
         state = self._state
@@ -218,11 +305,36 @@ class SegmentedIndex(SubIndex):
 
     @staticmethod
     def _collect(hits: list[Hit], rows: Rows, alive: np.ndarray, positions: Any, scores: Any) -> None:
+        """Hit objects are built only here, at the edge, from whole arrays."""
         if len(positions) == 0:
             return
         keep = alive[positions]
-        for position, score in zip(positions[keep].tolist(), scores[keep].tolist(), strict=True):
-            hits.append(Hit(int(rows.row_ids[position]), int(rows.entry_ids[position]), float(score)))
+        positions = positions[keep]
+        hits.extend(
+            map(
+                Hit,
+                rows.row_ids[positions].tolist(),
+                rows.entry_ids[positions].tolist(),
+                scores[keep].astype(np.float64).tolist(),
+            )
+        )
+
+    @staticmethod
+    def _collect_many(
+        out: list[list[Hit]], rows: Rows, alive: np.ndarray, queries: Any, positions: Any, scores: Any
+    ) -> None:
+        if len(positions) == 0:
+            return
+        keep = alive[positions]
+        queries, positions = queries[keep], positions[keep]
+        hits = map(
+            Hit,
+            rows.row_ids[positions].tolist(),
+            rows.entry_ids[positions].tolist(),
+            scores[keep].astype(np.float64).tolist(),
+        )
+        for query, hit in zip(queries.tolist(), hits, strict=True):
+            out[query].append(hit)
 
     @staticmethod
     def _present(segment: Segment, row_ids: np.ndarray) -> np.ndarray:
@@ -240,8 +352,10 @@ class SegmentedIndex(SubIndex):
         position = state.delta.position(row_id, state.delta_size)
         return (None, position) if position >= 0 else None
 
-    def _segment(self, rows: Rows) -> Segment:
-        rows = rows.take(np.argsort(rows.row_ids, kind="stable"))
+    def _segment(self, rows: Rows, ordered: bool = False) -> Segment:
+        if not ordered:
+            rows = rows.take(np.argsort(rows.row_ids, kind="stable"))
+        rows = rows.compact_ids()
         return Segment(rows, self.build(rows.values) if len(rows) else None)
 
     def _flush(self) -> None:

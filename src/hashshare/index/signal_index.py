@@ -3,7 +3,15 @@ and version, kept current by applying the store's changes."""
 
 from __future__ import annotations
 
+import gc
+import itertools
+import operator
 import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
 
 from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType, view
 
@@ -32,6 +40,39 @@ IndexKey = tuple[str, str, str]
 def region_of(variant: str) -> str | None:
     found = view(variant)
     return found.region if found is not None else None
+
+
+_BATCH = 1_000_000
+_GROUP_KEY = operator.attrgetter("type", "version", "variant")
+_ROW_ID = operator.attrgetter("row_id")
+_ENTRY_ID = operator.attrgetter("entry_id")
+_VALUE = operator.attrgetter("value")
+
+
+class _Staged:
+    """A sub-index's rows of a bulk load, encoded batch by batch into compact arrays."""
+
+    def __init__(self, index: SubIndex) -> None:
+        self.index = index
+        self.row_ids: list[np.ndarray] = []
+        self.entry_ids: list[np.ndarray] = []
+        self.values: list[Any] = []
+
+    def stage(self, rows: list[IndexedSignal]) -> None:
+        self.row_ids.append(np.fromiter(map(_ROW_ID, rows), dtype=np.int64, count=len(rows)))
+        self.entry_ids.append(np.fromiter(map(_ENTRY_ID, rows), dtype=np.int64, count=len(rows)))
+        values = list(map(_VALUE, rows))
+        encode_many = getattr(self.index, "encode_many", None)
+        self.values.append(encode_many(values) if encode_many is not None else values)
+
+    def load(self) -> None:
+        if not self.row_ids:
+            return
+        row_ids, entry_ids = np.concatenate(self.row_ids), np.concatenate(self.entry_ids)
+        arrays = [v for v in self.values if isinstance(v, np.ndarray)]
+        values: Any = np.concatenate(arrays) if len(arrays) == len(self.values) else list(itertools.chain(*self.values))
+        self.row_ids, self.entry_ids, self.values = [], [], []
+        self.index.add_many(row_ids, entry_ids, values)
 
 
 class SignalIndex:
@@ -68,6 +109,60 @@ class SignalIndex:
     def search(self, type_name: str, version: str, region: str, value: bytes, threshold: float) -> list[Hit]:
         index = self._indexes.get((type_name, version, region))
         return index.search(value, threshold) if index is not None else []
+
+    def search_many(
+        self, type_name: str, version: str, region: str, values: Sequence[bytes], threshold: float
+    ) -> list[list[Hit]]:
+        """``search`` for each of ``values`` (signals of one sub-index), in one batched pass."""
+        index = self._indexes.get((type_name, version, region))
+        return index.search_many(values, threshold) if index is not None else [[] for _ in values]
+
+    def add_many(self, rows: Iterable[IndexedSignal], batch: int = _BATCH) -> int:
+        """Bulk load (a server's start-up): rows are grouped per sub-index, ``batch`` at a
+        time, as compact arrays, then each sub-index is built once. How many rows were read."""
+        staged: dict[tuple[str, str, str], _Staged | None] = {}  # by type, version and variant
+        count = 0
+        iterator = iter(rows)
+        # Millions of short-lived rows would trigger the cycle collector over and over,
+        # each time walking every live row; they hold no cycles.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while True:
+                chunk = list(itertools.islice(iterator, batch))
+                if not chunk:
+                    break
+                count += len(chunk)
+                groups: defaultdict[tuple[str, str, str], list[IndexedSignal]] = defaultdict(list)
+                for row in chunk:
+                    groups[_GROUP_KEY(row)].append(row)
+                for key, group in groups.items():
+                    if key not in staged:
+                        staged[key] = self._staging(key, staged)
+                    part = staged[key]
+                    if part is not None:
+                        part.stage(group)
+                del chunk, groups
+        finally:
+            if collecting:
+                gc.enable()
+        for part in {id(p): p for p in staged.values() if p is not None}.values():
+            part.load()
+        return count
+
+    def _staging(self, key: tuple[str, str, str], staged: dict[tuple[str, str, str], _Staged | None]) -> _Staged | None:
+        """The staging area of a (type, version, variant): one per sub-index, shared by the
+        variants of a region; None for a type or view this server no longer knows (the rows
+        stay in the store only)."""
+        type_name, version, variant = key
+        region = region_of(variant)
+        if region is None or type_name not in SIGNAL_TYPES:
+            return None
+        index = self._index_for((type_name, version, region))
+        for part in staged.values():
+            if part is not None and part.index is index:
+                return part
+        return _Staged(index)
 
     def sizes(self) -> dict[IndexKey, int]:
         return {key: len(index) for key, index in self._indexes.items()}
