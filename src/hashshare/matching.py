@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hashshare_client import Signal, Verdict
 from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType, view
 
-from .index import SignalIndex
+from .index import Hit, SignalIndex
 from .model import EntrySummary
 
 VERDICT_RANK = {Verdict.NONE: 0, Verdict.REVIEW: 1, Verdict.BLOCK: 2}
@@ -91,31 +91,61 @@ def _similarity(signal_type: SignalType, score: float) -> float:
 def find_candidates(
     index: SignalIndex, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
 ) -> Candidates:
-    """Search every signal at its REVIEW threshold and grade each hit."""
+    """Search every signal at its REVIEW threshold and grade each hit.
+
+    A lookup carries a hundred or more signals, most of them for the same
+    few sub-indexes (the crop windows' pHash, say): they are searched in one
+    batch per sub-index.
+    """
     evidence: dict[int, dict[tuple[str, str], Evidence]] = {}
     skipped: dict[str, SkippedSignal] = {}
     limited: dict[str, SkippedSignal] = {}
+    batches: dict[tuple[str, str, str, float], list[Signal]] = {}
     for signal in signals:
         signal_type = SIGNAL_TYPES[signal.type]
         reason = _unreliable(signal_type, signal.quality)
         if reason:
             limited[signal.type] = SkippedSignal(signal.type, reason)
-        limits = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type])
         looked = view(signal.variant)
         assert looked is not None  # the API layer refuses unknown views
-        for hit in index.search(signal.type, signal.version, looked.region, signal.value, limits.review):
-            strong = signal_type.within(hit.score, limits.block) and not reason and not looked.windows
-            paired = signal_type.within(hit.score, _pair_threshold(signal_type, limits)) and not reason
-            verdict = Verdict.BLOCK if strong else Verdict.REVIEW
-            distance = int(hit.score) if signal_type.comparison is Comparison.HAMMING else 0
-            similarity = _similarity(signal_type, hit.score)
-            found = Evidence(signal.type, distance, similarity, verdict, signal.variant, paired)
-            per_view = evidence.setdefault(hit.entry_id, {})
-            key = (signal.variant, signal.type)
-            best = per_view.get(key)
-            if best is None or found.strength > best.strength:
-                per_view[key] = found
+        review = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type]).review
+        batches.setdefault((signal.type, signal.version, looked.region, review), []).append(signal)
+    for (type_name, version, region, review), batch in batches.items():
+        results = index.search_many(type_name, version, region, [s.value for s in batch], review)
+        for signal, hits in zip(batch, results, strict=True):
+            _grade(signal, hits, thresholds, evidence)
     return Candidates(evidence, tuple(skipped.values()), tuple(limited.values()))
+
+
+def _grade(
+    signal: Signal,
+    hits: Sequence[Hit],
+    thresholds: Mapping[str, Thresholds],
+    evidence: dict[int, dict[tuple[str, str], Evidence]],
+) -> None:
+    """Record, per entry, the strongest evidence of this signal's view and type."""
+    signal_type = SIGNAL_TYPES[signal.type]
+    limits = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type])
+    unreliable = bool(_unreliable(signal_type, signal.quality))
+    windows = view(signal.variant).windows  # type: ignore[union-attr]
+    pair = _pair_threshold(signal_type, limits)
+    key = (signal.variant, signal.type)
+    for hit in hits:
+        strong = signal_type.within(hit.score, limits.block) and not unreliable and not windows
+        paired = signal_type.within(hit.score, pair) and not unreliable
+        distance = int(hit.score) if signal_type.comparison is Comparison.HAMMING else 0
+        found = Evidence(
+            signal.type,
+            distance,
+            _similarity(signal_type, hit.score),
+            Verdict.BLOCK if strong else Verdict.REVIEW,
+            signal.variant,
+            paired,
+        )
+        per_view = evidence.setdefault(hit.entry_id, {})
+        best = per_view.get(key)
+        if best is None or found.strength > best.strength:
+            per_view[key] = found
 
 
 def _unreliable(signal_type: SignalType, quality: int | None) -> str:
