@@ -100,7 +100,7 @@ def find_candidates(
     evidence: dict[int, dict[tuple[str, str], Evidence]] = {}
     skipped: dict[str, SkippedSignal] = {}
     limited: dict[str, SkippedSignal] = {}
-    batches: dict[tuple[str, str, str, float], list[Signal]] = {}
+    batches: dict[tuple[str, str, str, float], list[tuple[Signal, bool]]] = {}
     for signal in signals:
         signal_type = SIGNAL_TYPES[signal.type]
         reason = _unreliable(signal_type, signal.quality)
@@ -109,16 +109,17 @@ def find_candidates(
         looked = view(signal.variant)
         assert looked is not None  # the API layer refuses unknown views
         review = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type]).review
-        batches.setdefault((signal.type, signal.version, looked.region, review), []).append(signal)
+        batches.setdefault((signal.type, signal.version, looked.region, review), []).append((signal, bool(reason)))
     for (type_name, version, region, review), batch in batches.items():
-        results = index.search_many(type_name, version, region, [s.value for s in batch], review)
-        for signal, hits in zip(batch, results, strict=True):
-            _grade(signal, hits, thresholds, evidence)
+        results = index.search_many(type_name, version, region, [s.value for s, _ in batch], review)
+        for (signal, unreliable), hits in zip(batch, results, strict=True):
+            _grade(signal, unreliable, hits, thresholds, evidence)
     return Candidates(evidence, tuple(skipped.values()), tuple(limited.values()))
 
 
 def _grade(
     signal: Signal,
+    unreliable: bool,
     hits: Sequence[Hit],
     thresholds: Mapping[str, Thresholds],
     evidence: dict[int, dict[tuple[str, str], Evidence]],
@@ -126,7 +127,6 @@ def _grade(
     """Record, per entry, the strongest evidence of this signal's view and type."""
     signal_type = SIGNAL_TYPES[signal.type]
     limits = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type])
-    unreliable = bool(_unreliable(signal_type, signal.quality))
     windows = view(signal.variant).windows  # type: ignore[union-attr]
     pair = _pair_threshold(signal_type, limits)
     key = (signal.variant, signal.type)
