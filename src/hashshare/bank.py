@@ -17,8 +17,9 @@ from hashshare_client import Signal, Verdict
 
 from .auth import Authenticator
 from .errors import InvalidArgument, NotFound
-from .feed import FeedFollower
+from .feed import FeedFollower, SnapshotWriter
 from .index import SignalIndex
+from .index.snapshot import snapshot_directory
 from .matching import DEFAULT_THRESHOLDS, MatchOutcome, Thresholds, decide, find_candidates
 from .model import (
     Entry,
@@ -74,12 +75,19 @@ class Bank:
     def start(self) -> None:
         """Load the index; the server reports SERVING only after this returns."""
         self._pseudonym_key = self.store.secret("pseudonyms")
-        self.feed.load()
+        directory = snapshot_directory(self.settings)
+        self.feed.load(directory)
         self.feed.start()
         self.sightings.start()
+        self._snapshots = SnapshotWriter(self.feed, directory, self.settings.snapshot_seconds) if directory else None
+        if self._snapshots is not None:
+            self._snapshots.start()
 
     def stop(self) -> None:
         self.feed.stop()
+        snapshots: SnapshotWriter | None = getattr(self, "_snapshots", None)
+        if snapshots is not None:
+            snapshots.stop()  # after the feed: the last snapshot is at its final position
         self.sightings.stop()
 
     def now(self) -> float:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
-from .index import SignalIndex
+from .index import SignalIndex, snapshot
 from .model import TokenRevoked
 from .store.base import Store
 
@@ -37,23 +39,83 @@ class FeedFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.loaded = threading.Event()
+        self.snapshot_position: str | None = None  # of the snapshot last loaded or written
 
     @property
     def position(self) -> str:
         return self._position
 
-    def load(self) -> int:
-        """Build the index from the store, then replay what changed meanwhile."""
+    def bank_id(self) -> str:
+        """The store's stable identity: a snapshot of another bank is never loaded."""
+        return self._store.secret("bank-id").hex()
+
+    def load(self, snapshot_dir: Path | None = None) -> int:
+        """Build the index from a snapshot in ``snapshot_dir`` if there is a usable one, else
+        from the store; then replay what changed meanwhile. How many rows were loaded."""
+        started = time.monotonic()
         with self._lock:
-            # The position is read before the signals: replaying changes that
-            # the scan already saw is harmless, missing one would not be.
-            position = self._store.feed_position()
-            # Grouped per sub-index and built once per sub-index, _LOAD_BATCH rows at a time.
-            count = self._index.add_many(self._store.active_signals(), batch=_LOAD_BATCH)
-            self._position = position
-        self.catch_up()
+            count = self._load_snapshot(snapshot_dir) if snapshot_dir is not None else None
+            source = f"snapshot {snapshot_dir}"
+            if count is None:
+                source = "store"
+                # The position is read before the signals: replaying changes that
+                # the scan already saw is harmless, missing one would not be.
+                position = self._store.feed_position()
+                # Grouped per sub-index and built once per sub-index, _LOAD_BATCH rows at a time.
+                count = self._index.add_many(self._store.active_signals(), batch=_LOAD_BATCH)
+                self._position = position
+        replayed = self.catch_up()
         self.loaded.set()
+        log.info(
+            "index loaded from the %s: %d rows, %d changes replayed, %.1f s",
+            source,
+            count,
+            replayed,
+            time.monotonic() - started,
+        )
         return count
+
+    def _load_snapshot(self, directory: Path) -> int | None:
+        """Rows loaded from the snapshot (and our position set to its), or None (logged)
+        when there is none fit for this store; under ``_lock``, on an empty index."""
+        found = snapshot.load(directory, self.bank_id())
+        if found is None:
+            return None
+        position, rows = found
+        current = self._store.feed_position()
+        try:
+            ahead = snapshot.position_key(position) > snapshot.position_key(current)
+        except ValueError:
+            ahead = True
+        if ahead:
+            log.warning("index snapshot %s is at %r, past the store's %r: ignored", directory, position, current)
+            return None
+        try:
+            count = self._index.load_arrays(rows)
+        except ValueError as error:
+            log.warning("index snapshot %s does not fit this index (%s): ignored", directory, error)
+            return None
+        self._position = position
+        self.snapshot_position = position
+        return count
+
+    def save_snapshot(self, directory: Path) -> str:
+        """Write the index as a snapshot at ``directory``; the feed position it reflects."""
+        with self._lock:
+            # Every change up to here is applied; changes applied while exporting are
+            # replayed over the snapshot on load, which is harmless.
+            position = self._position
+        started = time.monotonic()
+        count = snapshot.save(self._index, position, self.bank_id(), directory)
+        self.snapshot_position = position
+        log.info(
+            "index snapshot written to %s: %d rows at %r, %.1f s",
+            directory,
+            count,
+            position,
+            time.monotonic() - started,
+        )
+        return position
 
     def catch_up(self) -> int:
         """Apply every change after our position; how many there were."""
@@ -86,3 +148,42 @@ class FeedFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class SnapshotWriter:
+    """Writes an index snapshot every ``seconds`` when the feed moved since the last one,
+    and a last one at a graceful stop."""
+
+    def __init__(self, feed: FeedFollower, directory: Path, seconds: float) -> None:
+        self._feed = feed
+        self._directory = directory
+        self._seconds = seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._saving = threading.Lock()
+
+    def start(self) -> None:
+        if self._seconds > 0:
+            self._thread = threading.Thread(target=self._run, name="hashshare-snapshot", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._seconds):
+            self.save_if_moved()
+
+    def save_if_moved(self) -> bool:
+        """Write a snapshot unless the last one is at the feed's position; whether one was."""
+        with self._saving:
+            if self._feed.loaded.is_set() and self._feed.position != self._feed.snapshot_position:
+                try:
+                    self._feed.save_snapshot(self._directory)
+                    return True
+                except Exception:  # a snapshot is only a cache: keep serving
+                    log.exception("could not write the index snapshot to %s", self._directory)
+            return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.save_if_moved()

@@ -43,6 +43,14 @@ class Settings:
         30.0, "How long a verified token is trusted without asking the store; revocations are applied at once."
     )
     grace_seconds: float = _setting(5.0, "On SIGTERM, how long calls in flight may take to finish.")
+    snapshot_dir: str = _setting(
+        "",
+        "Directory of the index snapshot a restart loads instead of reading every row; empty: "
+        "PATH.snapshot next to a sqlite:///PATH store, none for Redis.",
+    )
+    snapshot_seconds: float = _setting(
+        300.0, "How often the index snapshot is rewritten if the bank changed (also at shutdown); 0: only at shutdown."
+    )
     dev_admin_token_file: str = _setting(
         "", "Development only: create an admin member if the bank has none and write its token to this file."
     )

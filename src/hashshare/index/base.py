@@ -37,6 +37,15 @@ class SubIndex(abc.ABC):
         for row_id, entry_id, value in zip(row_ids, entry_ids, values, strict=True):
             self.add(int(row_id), int(entry_id), bytes(value))
 
+    def export_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The live rows (a snapshot): row ids and entry ids (int64, ascending row ids) and
+        values in the form ``add_many`` takes back; indexes that can export override this."""
+        raise NotImplementedError(f"{type(self).__name__} cannot export its rows")
+
+    def check_rows(self, values: np.ndarray) -> None:
+        """Raise ValueError unless ``values`` (from a snapshot) is what ``export_rows`` gives."""
+        raise ValueError(f"{type(self).__name__} cannot load exported rows")
+
     @abc.abstractmethod
     def remove(self, row_id: int) -> bool:
         """Remove a row; whether it was there."""

@@ -237,6 +237,28 @@ class SegmentedIndex(SubIndex):
                 self._count += len(rows)
                 self._publish_segments([*state.segments, self._segment(rows, ordered=True)])
 
+    def export_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Live rows of every segment and the delta, encoded, sorted by row id."""
+        with self._lock:
+            # Segments' rows never change and the delta only grows past ``delta_size``:
+            # copying the tombstones is enough for a consistent view, the rest runs unlocked.
+            state = self._state
+            alive = [segment.alive.copy() for segment in state.segments]
+            delta_alive = state.delta.alive[: state.delta_size].copy()
+        parts = [segment.rows.take(np.flatnonzero(keep)) for segment, keep in zip(state.segments, alive, strict=True)]
+        keep = np.flatnonzero(delta_alive)
+        parts.append(Rows(state.delta.values[keep], state.delta.row_ids[keep], state.delta.entry_ids[keep]))
+        rows = Rows.concat(parts)
+        if len(rows) > 1 and not bool(np.all(rows.row_ids[1:] > rows.row_ids[:-1])):
+            rows = rows.take(np.argsort(rows.row_ids, kind="stable"))
+        return rows.row_ids, rows.entry_ids, rows.values
+
+    def check_rows(self, values: np.ndarray) -> None:
+        if values.ndim != 2 or values.shape[1] != self._width or values.dtype != self._dtype:
+            raise ValueError(
+                f"{type(self).__name__} rows are ({self._width},) {self._dtype}, not {values.shape[1:]} {values.dtype}"
+            )
+
     def remove(self, row_id: int) -> bool:
         with self._lock:
             found = self._locate(row_id)

@@ -35,6 +35,8 @@ def _sub_index(signal_type: SignalType) -> SubIndex:
 # One sub-index per signal type, version and image region: a hash of the
 # top 85% of a picture is only ever compared with hashes of top 85%s.
 IndexKey = tuple[str, str, str]
+# A sub-index's live rows as arrays: row ids, entry ids, encoded values (a snapshot).
+RowArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def region_of(variant: str) -> str | None:
@@ -163,6 +165,29 @@ class SignalIndex:
             if part is not None and part.index is index:
                 return part
         return _Staged(index)
+
+    def export(self) -> dict[IndexKey, RowArrays]:
+        """Every sub-index's live rows as arrays (``SubIndex.export_rows``), by key."""
+        with self._lock:
+            indexes = dict(self._indexes)
+        return {key: index.export_rows() for key, index in indexes.items()}
+
+    def load_arrays(self, rows: dict[IndexKey, RowArrays]) -> int:
+        """Bulk load ``export``'s arrays (no per-row objects); how many rows were given.
+        Keys of types or views this server does not index are skipped. ValueError, before
+        anything is added, when some values are not in the form their sub-index exports."""
+        loads: list[tuple[SubIndex, RowArrays]] = []
+        for (type_name, version, region), arrays in rows.items():
+            if type_name not in SIGNAL_TYPES:
+                continue
+            index = _sub_index(SIGNAL_TYPES[type_name])
+            index.check_rows(arrays[2])
+            loads.append((self._index_for((type_name, version, region)), arrays))
+        count = 0
+        for index, (row_ids, entry_ids, values) in loads:
+            index.add_many(row_ids, entry_ids, values)
+            count += len(row_ids)
+        return count
 
     def sizes(self) -> dict[IndexKey, int]:
         return {key: len(index) for key, index in self._indexes.items()}
