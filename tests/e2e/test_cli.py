@@ -148,5 +148,10 @@ def test_make_serve_starts_a_healthy_server_with_a_dev_admin_token(tmp_path: Pat
             assert "hate_speech" in {c.id for c in client.categories()}
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        output = process.communicate(timeout=30)[0].decode()
+        try:
+            output = process.communicate(timeout=90)[0].decode()
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output = process.communicate()[0].decode()
+            raise AssertionError(f"make serve did not stop within 90 s of SIGTERM:\n{output[-3000:]}") from None
     assert "development admin token written to" in output
