@@ -72,15 +72,18 @@ class Bank:
         self._submit_lock = threading.Lock()
         self._pseudonym_key = b""
 
-    def start(self) -> None:
-        """Load the index; the server reports SERVING only after this returns."""
+    def start(self, writes_snapshots: bool = True) -> None:
+        """Load the index; the server reports SERVING only after this returns.
+
+        Of several processes on one store, only one writes index snapshots."""
         self._pseudonym_key = self.store.secret("pseudonyms")
         directory = snapshot_directory(self.settings)
         self.feed.load(directory)
         self.feed.start()
         self.sightings.start()
-        self._snapshots = SnapshotWriter(self.feed, directory, self.settings.snapshot_seconds) if directory else None
-        if self._snapshots is not None:
+        self._snapshots: SnapshotWriter | None = None
+        if directory is not None and writes_snapshots:
+            self._snapshots = SnapshotWriter(self.feed, directory, self.settings.snapshot_seconds)
             self._snapshots.start()
 
     def stop(self) -> None:

@@ -28,6 +28,10 @@ class Settings:
     )
     taxonomy: str = _setting("", "JSON file of categories [{id, title, description}]; empty for the built-in one.")
     threads: int = _setting(16, "gRPC worker threads of the process.")
+    workers: int = _setting(
+        1,
+        "Processes serving the one port (SO_REUSEPORT), each with its own index kept current by the change feed.",
+    )
     max_concurrent_rpcs: int = _setting(
         256, "Calls in flight beyond which the server answers RESOURCE_EXHAUSTED instead of queueing."
     )

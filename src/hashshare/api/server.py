@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -62,8 +63,10 @@ class RunningServer:
         self.bank.store.close()
 
 
-def start(settings: Settings) -> RunningServer:
-    """Start serving; returns once the index is loaded and health is SERVING."""
+def start(settings: Settings, worker: int | None = None) -> RunningServer:
+    """Start serving; returns once the index is loaded and health is SERVING.
+
+    ``worker`` numbers one of several processes sharing the port."""
     store = open_store(settings.store)
     taxonomy = Taxonomy.from_file(settings.taxonomy) if settings.taxonomy else Taxonomy()
     bank = Bank(store, settings, taxonomy)
@@ -74,8 +77,8 @@ def start(settings: Settings) -> RunningServer:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # gRPC sets SO_REUSEPORT by default, which lets a second server
-            # silently share the port; one process owns its port.
-            ("grpc.so_reuseport", 0),
+            # silently share the port; only the workers of one serve share it.
+            ("grpc.so_reuseport", 0 if worker is None else 1),
         ],
     )
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchService(bank), server)
@@ -91,7 +94,7 @@ def start(settings: Settings) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     server.start()
-    bank.start()
+    bank.start(writes_snapshots=not worker)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving on port %d, store %s, index %s", port, settings.store, bank.index.sizes())
@@ -124,6 +127,9 @@ def ensure_dev_admin(settings: Settings) -> Path | None:
 def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     token_file = ensure_dev_admin(settings)
+    if settings.workers > 1:
+        _serve_workers(settings, token_file)
+        return
     running = start(settings)
     print(
         f"hashshare serving on {settings.listen.rsplit(':', 1)[0]}:{running.port} (store {settings.store})", flush=True
@@ -139,4 +145,47 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGINT, request_stop)
     stopping.wait()
     log.info("shutting down")
+    running.stop()
+
+
+def _serve_workers(settings: Settings, token_file: Path | None) -> None:
+    """Fork the workers before any gRPC object exists (gRPC does not survive a
+    fork), each serving the same port; forward SIGTERM and wait for them."""
+    if settings.listen.rsplit(":", 1)[-1] == "0":
+        raise ValueError("--workers needs a fixed port: the workers must share it")
+    children = []
+    for worker in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _serve_worker(settings, worker)
+            except BaseException:
+                log.exception("worker %d failed", worker)
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    print(
+        f"hashshare serving on {settings.listen} with {settings.workers} workers (store {settings.store})", flush=True
+    )
+    if token_file is not None:
+        print(f"development admin token written to {token_file.resolve()}", flush=True)
+
+    def forward(signum: int, frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+def _serve_worker(settings: Settings, worker: int) -> None:
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGINT as SIGTERM
+    running = start(settings, worker=worker)
+    stopping.wait()
     running.stop()
