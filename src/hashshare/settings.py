@@ -35,7 +35,11 @@ class Settings:
     max_concurrent_rpcs: int = _setting(
         256, "Calls in flight beyond which the server answers RESOURCE_EXHAUSTED instead of queueing."
     )
-    stream_threads: int = _setting(4, "Threads that look up the items of MatchStream calls concurrently, in order.")
+    stream_threads: int = _setting(
+        1,
+        "Threads that look up MatchStream items while the call's own thread reads and writes the stream. "
+        "More than one contends for the GIL: measured 945 items/s with 1, 782 with 2, 610 with 4.",
+    )
     max_signals_per_item: int = _setting(320, "Most signals one Match or Submit item may carry.")
     feed_poll_seconds: float = _setting(
         0.05, "How often the in-memory index polls the store for writes made by other processes."

@@ -40,9 +40,8 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
 
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
-        # Items of one stream are looked up concurrently, answered in order:
-        # the index searches release the GIL in numpy, and a backfill must
-        # not wait for one item at a time.
+        # Items of a stream are looked up on a pool while the call's own
+        # thread goes on reading requests and writing answers, in order.
         self._pool = futures.ThreadPoolExecutor(bank.settings.stream_threads, thread_name_prefix="hashshare-stream")
 
     def _match(self, request: match_pb2.MatchRequest, principal: Principal) -> match_pb2.MatchResponse:
