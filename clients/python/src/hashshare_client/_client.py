@@ -141,13 +141,8 @@ class Client:
         Each removal's ``request_id`` (a UUID unless given) makes a retry or a
         replay store nothing twice.
         """
-        if not 1 <= batch_size <= protocol.MAX_BATCH_ITEMS:
-            raise ValueError(f"batch_size must be 1 to {protocol.MAX_BATCH_ITEMS}, got {batch_size}")
-        pending = list(removals)
         results: list[SubmitResult | ItemError] = []
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start : start + batch_size]
-            request = protocol.submit_batch_request(chunk, [r.request_id or str(uuid.uuid4()) for r in chunk])
+        for request in protocol.submit_batch_requests(removals, batch_size):
             response = self._call(self._submission.SubmitBatch, request, timeout)
             results.extend(protocol.submit_batch_results(response))
         return results

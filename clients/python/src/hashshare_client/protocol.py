@@ -6,6 +6,7 @@ mapping (verdicts, legal bases, timestamps, signals) exists once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -182,23 +183,30 @@ def submit_result(response: submission_pb2.SubmitResponse) -> SubmitResult:
 MAX_BATCH_ITEMS = 1000
 
 
-def submit_batch_request(removals: Sequence[Removal], request_ids: Sequence[str]) -> submission_pb2.SubmitBatchRequest:
-    """One SubmitBatch request; ``request_ids`` gives each removal's id (generated ones included)."""
-    return submission_pb2.SubmitBatchRequest(
-        items=[
-            submit_request(
-                request_id,
-                removal.signals,
-                removal.category,
-                removal.legal_basis,
-                removal.discovery_method,
-                removal.notice_reference,
-                removal.notice_received_at,
-                removal.removed_at,
-            )
-            for removal, request_id in zip(removals, request_ids, strict=True)
-        ]
-    )
+def submit_batch_requests(removals: Iterable[Removal], batch_size: int) -> list[submission_pb2.SubmitBatchRequest]:
+    """SubmitBatch requests of ``batch_size`` removals each, every removal with
+    its request_id (a new UUID unless given), for the sync and async clients."""
+    if not 1 <= batch_size <= MAX_BATCH_ITEMS:
+        raise ValueError(f"batch_size must be 1 to {MAX_BATCH_ITEMS}, got {batch_size}")
+    pending = list(removals)
+    return [
+        submission_pb2.SubmitBatchRequest(
+            items=[
+                submit_request(
+                    removal.request_id or str(uuid.uuid4()),
+                    removal.signals,
+                    removal.category,
+                    removal.legal_basis,
+                    removal.discovery_method,
+                    removal.notice_reference,
+                    removal.notice_received_at,
+                    removal.removed_at,
+                )
+                for removal in pending[start : start + batch_size]
+            ]
+        )
+        for start in range(0, len(pending), batch_size)
+    ]
 
 
 def item_error(message: signal_pb2.ItemError) -> ItemError:
