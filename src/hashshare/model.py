@@ -211,4 +211,12 @@ class TokenRevoked:
     token_hash: bytes
 
 
-Change = SignalsAdded | SignalsRemoved | TokenRevoked
+@dataclass(frozen=True)
+class EntryChanged:
+    """Something a verdict depends on changed for these entries (feedback,
+    trust, disabling): every process forgets what it cached about them."""
+
+    entry_ids: tuple[int, ...]
+
+
+Change = SignalsAdded | SignalsRemoved | TokenRevoked | EntryChanged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..model import Change, IndexedSignal, SignalsAdded, SignalsRemoved, TokenRevoked
+from ..model import Change, EntryChanged, IndexedSignal, SignalsAdded, SignalsRemoved, TokenRevoked
 
 
 def encode(change: Change) -> bytes:
@@ -15,6 +15,8 @@ def encode(change: Change) -> bytes:
         }
     elif isinstance(change, SignalsRemoved):
         body = {"kind": "signals_removed", "row_ids": list(change.row_ids)}
+    elif isinstance(change, EntryChanged):
+        body = {"kind": "entry_changed", "entry_ids": list(change.entry_ids)}
     else:
         body = {"kind": "token_revoked", "token_hash": change.token_hash.hex()}
     return json.dumps(body, separators=(",", ":")).encode()
@@ -34,4 +36,6 @@ def decode(payload: bytes | str) -> Change:
         return SignalsRemoved(tuple(body["row_ids"]))
     if kind == "token_revoked":
         return TokenRevoked(bytes.fromhex(body["token_hash"]))
+    if kind == "entry_changed":
+        return EntryChanged(tuple(body["entry_ids"]))
     raise ValueError(f"unknown change kind {kind!r}")
