@@ -16,6 +16,7 @@ class Role(enum.StrEnum):
     TRUST_SAFETY = "trust_safety"  # submits and retracts its own removals
     RESEARCHER = "researcher"  # reads spread analytics only
     ADMIN = "admin"  # manages members and tokens
+    AUTHORITY = "authority"  # files notices, reviews entries, reads the quarterly figures
 
 
 class IdKind(enum.StrEnum):

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,60 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _TrustLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrustLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrustLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRUST_LEVEL_UNSPECIFIED: _TrustLevel.ValueType  # 0
+    """On CreateMember: the server's default for new members (provisional)."""
+    TRUST_LEVEL_PROVISIONAL: _TrustLevel.ValueType  # 1
+    """New or untested: its submissions alone never block."""
+    TRUST_LEVEL_TRUSTED: _TrustLevel.ValueType  # 2
+    """Its submissions alone block."""
+
+class TrustLevel(_TrustLevel, metaclass=_TrustLevelEnumTypeWrapper): ...
+
+TRUST_LEVEL_UNSPECIFIED: TrustLevel.ValueType  # 0
+"""On CreateMember: the server's default for new members (provisional)."""
+TRUST_LEVEL_PROVISIONAL: TrustLevel.ValueType  # 1
+"""New or untested: its submissions alone never block."""
+TRUST_LEVEL_TRUSTED: TrustLevel.ValueType  # 2
+"""Its submissions alone block."""
+Global___TrustLevel: _TypeAlias = TrustLevel  # noqa: Y015
+
+@_typing.final
+class ContactPoint(_message.Message):
+    """A person or desk that notices and questions are routed to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    role: _builtins.str
+    """What they answer for, for example "trust_safety", "legal", "escalation"."""
+    email: _builtins.str
+    phone: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+        email: _builtins.str = ...,
+        phone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "name", b"name", "phone", b"phone", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactPoint: _TypeAlias = ContactPoint  # noqa: Y015
+
 @_typing.final
 class Member(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -28,12 +83,25 @@ class Member(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    TRUST_LEVEL_FIELD_NUMBER: _builtins.int
+    CONTACT_POINTS_FIELD_NUMBER: _builtins.int
+    FLAGGED_FIELD_NUMBER: _builtins.int
+    FLAG_REASON_FIELD_NUMBER: _builtins.int
+    FLAGGED_AT_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     name: _builtins.str
+    trust_level: Global___TrustLevel.ValueType
+    flagged: _builtins.bool
+    """Set when the member submitted at an unusual rate; cleared by an admin."""
+    flag_reason: _builtins.str
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def contact_points(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContactPoint]: ...
+    @_builtins.property
+    def flagged_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -41,10 +109,15 @@ class Member(_message.Message):
         name: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        trust_level: Global___TrustLevel.ValueType = ...,
+        contact_points: _abc.Iterable[Global___ContactPoint] | None = ...,
+        flagged: _builtins.bool = ...,
+        flag_reason: _builtins.str = ...,
+        flagged_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "flagged_at", b"flagged_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "member_id", b"member_id", "name", b"name", "roles", b"roles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_points", b"contact_points", "created_at", b"created_at", "flag_reason", b"flag_reason", "flagged", b"flagged", "flagged_at", b"flagged_at", "member_id", b"member_id", "name", b"name", "roles", b"roles", "trust_level", b"trust_level"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,3 +303,265 @@ class RevokeTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeTokenResponse: _TypeAlias = RevokeTokenResponse  # noqa: Y015
+
+@_typing.final
+class SetTrustLevelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    TRUST_LEVEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    member_id: _builtins.str
+    trust_level: Global___TrustLevel.ValueType
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        trust_level: Global___TrustLevel.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_id", b"member_id", "reason", b"reason", "request_id", b"request_id", "trust_level", b"trust_level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTrustLevelRequest: _TypeAlias = SetTrustLevelRequest  # noqa: Y015
+
+@_typing.final
+class SetTrustLevelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> Global___Member: ...
+    def __init__(
+        self,
+        *,
+        member: Global___Member | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTrustLevelResponse: _TypeAlias = SetTrustLevelResponse  # noqa: Y015
+
+@_typing.final
+class SetContactPointsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_POINTS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    member_id: _builtins.str
+    @_builtins.property
+    def contact_points(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContactPoint]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        contact_points: _abc.Iterable[Global___ContactPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_points", b"contact_points", "member_id", b"member_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContactPointsRequest: _TypeAlias = SetContactPointsRequest  # noqa: Y015
+
+@_typing.final
+class SetContactPointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> Global___Member: ...
+    def __init__(
+        self,
+        *,
+        member: Global___Member | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContactPointsResponse: _TypeAlias = SetContactPointsResponse  # noqa: Y015
+
+@_typing.final
+class ClearFlagRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    member_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_id", b"member_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearFlagRequest: _TypeAlias = ClearFlagRequest  # noqa: Y015
+
+@_typing.final
+class ClearFlagResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> Global___Member: ...
+    def __init__(
+        self,
+        *,
+        member: Global___Member | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearFlagResponse: _TypeAlias = ClearFlagResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many events (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    member_id: _builtins.str
+    """Filters; empty means any."""
+    method: _builtins.str
+    """A full method name, for example "/hashshare_client.pb.hashshare.v1.SubmissionService/Submit"."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        method: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_id", b"member_id", "method", b"method", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class AuditEvent(_message.Message):
+    """One mutating call, as it was answered. Events form a chain: each one's
+    hash covers its fields and the previous event's hash, so editing or
+    removing a stored event is detectable (`hashshare-server admin verify-audit`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    member_id: _builtins.str
+    """The caller; "offline" for `hashshare-server admin` commands."""
+    method: _builtins.str
+    request_id: _builtins.str
+    target: _builtins.str
+    """What the call acted on, for example "ent_42" or "mem_3"."""
+    result: _builtins.str
+    """"OK" or the gRPC status code name it failed with."""
+    detail: _builtins.str
+    """A short, content-free description (never signals or tokens)."""
+    previous_hash: _builtins.str
+    hash: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        member_id: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        method: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        target: _builtins.str = ...,
+        result: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        previous_hash: _builtins.str = ...,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "detail", b"detail", "hash", b"hash", "member_id", b"member_id", "method", b"method", "previous_hash", b"previous_hash", "request_id", b"request_id", "result", b"result", "roles", b"roles", "sequence", b"sequence", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015

@@ -57,6 +57,26 @@ class AdminServiceStub:
                 request_serializer=hashshare_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=hashshare_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
+        self.SetTrustLevel = channel.unary_unary(
+                '/hashshare.v1.AdminService/SetTrustLevel',
+                request_serializer=hashshare_dot_v1_dot_admin__pb2.SetTrustLevelRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_admin__pb2.SetTrustLevelResponse.FromString,
+                _registered_method=True)
+        self.SetContactPoints = channel.unary_unary(
+                '/hashshare.v1.AdminService/SetContactPoints',
+                request_serializer=hashshare_dot_v1_dot_admin__pb2.SetContactPointsRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_admin__pb2.SetContactPointsResponse.FromString,
+                _registered_method=True)
+        self.ClearFlag = channel.unary_unary(
+                '/hashshare.v1.AdminService/ClearFlag',
+                request_serializer=hashshare_dot_v1_dot_admin__pb2.ClearFlagRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_admin__pb2.ClearFlagResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/hashshare.v1.AdminService/ListAuditEvents',
+                request_serializer=hashshare_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -88,6 +108,35 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTrustLevel(self, request, context):
+        """A member's trust level: submissions of members below TRUST_LEVEL_TRUSTED
+        match only as VERDICT_REVIEW until corroborated or confirmed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetContactPoints(self, request, context):
+        """Replaces a member's contact points (the member directory).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearFlag(self, request, context):
+        """Clears the flag a member got for submitting at an unusual rate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """The audit trail of every mutating call, oldest first, with paging.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +159,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=hashshare_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
                     response_serializer=hashshare_dot_v1_dot_admin__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'SetTrustLevel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTrustLevel,
+                    request_deserializer=hashshare_dot_v1_dot_admin__pb2.SetTrustLevelRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_admin__pb2.SetTrustLevelResponse.SerializeToString,
+            ),
+            'SetContactPoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetContactPoints,
+                    request_deserializer=hashshare_dot_v1_dot_admin__pb2.SetContactPointsRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_admin__pb2.SetContactPointsResponse.SerializeToString,
+            ),
+            'ClearFlag': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearFlag,
+                    request_deserializer=hashshare_dot_v1_dot_admin__pb2.ClearFlagRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_admin__pb2.ClearFlagResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=hashshare_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +291,114 @@ class AdminService:
             '/hashshare.v1.AdminService/RevokeToken',
             hashshare_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
             hashshare_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTrustLevel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.AdminService/SetTrustLevel',
+            hashshare_dot_v1_dot_admin__pb2.SetTrustLevelRequest.SerializeToString,
+            hashshare_dot_v1_dot_admin__pb2.SetTrustLevelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetContactPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.AdminService/SetContactPoints',
+            hashshare_dot_v1_dot_admin__pb2.SetContactPointsRequest.SerializeToString,
+            hashshare_dot_v1_dot_admin__pb2.SetContactPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearFlag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.AdminService/ClearFlag',
+            hashshare_dot_v1_dot_admin__pb2.ClearFlagRequest.SerializeToString,
+            hashshare_dot_v1_dot_admin__pb2.ClearFlagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.AdminService/ListAuditEvents',
+            hashshare_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+            hashshare_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,16 @@ class AdminServiceStub:
     ListMembers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListMembersRequest, _admin_pb2.ListMembersResponse]
     IssueToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.IssueTokenRequest, _admin_pb2.IssueTokenResponse]
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.RevokeTokenResponse]
+    SetTrustLevel: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetTrustLevelRequest, _admin_pb2.SetTrustLevelResponse]
+    """A member's trust level: submissions of members below TRUST_LEVEL_TRUSTED
+    match only as VERDICT_REVIEW until corroborated or confirmed.
+    """
+    SetContactPoints: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetContactPointsRequest, _admin_pb2.SetContactPointsResponse]
+    """Replaces a member's contact points (the member directory)."""
+    ClearFlag: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ClearFlagRequest, _admin_pb2.ClearFlagResponse]
+    """Clears the flag a member got for submitting at an unusual rate."""
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]
+    """The audit trail of every mutating call, oldest first, with paging."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -52,6 +62,16 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListMembers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListMembersRequest, _admin_pb2.ListMembersResponse]  # type: ignore[assignment]
     IssueToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.IssueTokenRequest, _admin_pb2.IssueTokenResponse]  # type: ignore[assignment]
     RevokeToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    SetTrustLevel: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetTrustLevelRequest, _admin_pb2.SetTrustLevelResponse]  # type: ignore[assignment]
+    """A member's trust level: submissions of members below TRUST_LEVEL_TRUSTED
+    match only as VERDICT_REVIEW until corroborated or confirmed.
+    """
+    SetContactPoints: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetContactPointsRequest, _admin_pb2.SetContactPointsResponse]  # type: ignore[assignment]
+    """Replaces a member's contact points (the member directory)."""
+    ClearFlag: _aio.UnaryUnaryMultiCallable[_admin_pb2.ClearFlagRequest, _admin_pb2.ClearFlagResponse]  # type: ignore[assignment]
+    """Clears the flag a member got for submitting at an unusual rate."""
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """The audit trail of every mutating call, oldest first, with paging."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Member and token management (role "admin"). The same operations are
@@ -85,5 +105,39 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RevokeTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RevokeTokenResponse, _abc.Awaitable[_admin_pb2.RevokeTokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetTrustLevel(
+        self,
+        request: _admin_pb2.SetTrustLevelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetTrustLevelResponse, _abc.Awaitable[_admin_pb2.SetTrustLevelResponse]]:
+        """A member's trust level: submissions of members below TRUST_LEVEL_TRUSTED
+        match only as VERDICT_REVIEW until corroborated or confirmed.
+        """
+
+    @_abc_1.abstractmethod
+    def SetContactPoints(
+        self,
+        request: _admin_pb2.SetContactPointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetContactPointsResponse, _abc.Awaitable[_admin_pb2.SetContactPointsResponse]]:
+        """Replaces a member's contact points (the member directory)."""
+
+    @_abc_1.abstractmethod
+    def ClearFlag(
+        self,
+        request: _admin_pb2.ClearFlagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ClearFlagResponse, _abc.Awaitable[_admin_pb2.ClearFlagResponse]]:
+        """Clears the flag a member got for submitting at an unusual rate."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _admin_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_pb2.ListAuditEventsResponse]]:
+        """The audit trail of every mutating call, oldest first, with paging."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

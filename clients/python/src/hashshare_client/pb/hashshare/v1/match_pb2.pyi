@@ -7,7 +7,9 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from hashshare_client.pb.hashshare.v1 import signal_pb2 as _signal_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +21,35 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Action:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Action.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACTION_UNSPECIFIED: _Action.ValueType  # 0
+    ACTION_BLOCKED: _Action.ValueType  # 1
+    """The upload was refused automatically."""
+    ACTION_SENT_TO_REVIEW: _Action.ValueType  # 2
+    """The upload was held for a human."""
+    ACTION_ALLOWED_AFTER_REVIEW: _Action.ValueType  # 3
+    """A human reviewed it and allowed it."""
+    ACTION_REMOVED_AFTER_REVIEW: _Action.ValueType  # 4
+    """A human reviewed it and removed it."""
+
+class Action(_Action, metaclass=_ActionEnumTypeWrapper): ...
+
+ACTION_UNSPECIFIED: Action.ValueType  # 0
+ACTION_BLOCKED: Action.ValueType  # 1
+"""The upload was refused automatically."""
+ACTION_SENT_TO_REVIEW: Action.ValueType  # 2
+"""The upload was held for a human."""
+ACTION_ALLOWED_AFTER_REVIEW: Action.ValueType  # 3
+"""A human reviewed it and allowed it."""
+ACTION_REMOVED_AFTER_REVIEW: Action.ValueType  # 4
+"""A human reviewed it and removed it."""
+Global___Action: _TypeAlias = Action  # noqa: Y015
 
 @_typing.final
 class Threshold(_message.Message):
@@ -142,6 +173,7 @@ class MatchedEntry(_message.Message):
     CORROBORATIONS_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    HELD_REASONS_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     signal_type: _builtins.str
     """The signal type of the strongest evidence."""
@@ -156,6 +188,12 @@ class MatchedEntry(_message.Message):
     def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalMatch]:
         """Every signal of the query that matched this entry."""
 
+    @_builtins.property
+    def held_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why the signals alone would block but the verdict is VERDICT_REVIEW:
+        "disputed", "awaiting_corroboration", "allow_listed".
+        """
+
     def __init__(
         self,
         *,
@@ -167,10 +205,11 @@ class MatchedEntry(_message.Message):
         corroborations: _builtins.int = ...,
         verdict: _signal_pb2.Verdict.ValueType = ...,
         evidence: _abc.Iterable[Global___SignalMatch] | None = ...,
+        held_reasons: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "corroborations", b"corroborations", "distance", b"distance", "entry_id", b"entry_id", "evidence", b"evidence", "signal_type", b"signal_type", "similarity", b"similarity", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "corroborations", b"corroborations", "distance", b"distance", "entry_id", b"entry_id", "evidence", b"evidence", "held_reasons", b"held_reasons", "signal_type", b"signal_type", "similarity", b"similarity", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,3 +288,79 @@ class SkippedSignal(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SkippedSignal: _TypeAlias = SkippedSignal  # noqa: Y015
+
+@_typing.final
+class ActionReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ACTED_AT_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    action: Global___Action.ValueType
+    item_id: _builtins.str
+    """The platform's own reference for the item, never stored in clear."""
+    @_builtins.property
+    def acted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the platform acted; the server's time when unset."""
+
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        action: Global___Action.ValueType = ...,
+        acted_at: _timestamp_pb2.Timestamp | None = ...,
+        item_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acted_at", b"acted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_at", b"acted_at", "action", b"action", "entry_id", b"entry_id", "item_id", b"item_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActionReport: _TypeAlias = ActionReport  # noqa: Y015
+
+@_typing.final
+class ReportActionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActionReport]:
+        """At most 1000 reports."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        actions: _abc.Iterable[Global___ActionReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportActionRequest: _TypeAlias = ReportActionRequest  # noqa: Y015
+
+@_typing.final
+class ReportActionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportActionResponse: _TypeAlias = ReportActionResponse  # noqa: Y015

@@ -46,6 +46,11 @@ class MatchServiceStub:
                 request_serializer=hashshare_dot_v1_dot_match__pb2.MatchRequest.SerializeToString,
                 response_deserializer=hashshare_dot_v1_dot_match__pb2.MatchResponse.FromString,
                 _registered_method=True)
+        self.ReportAction = channel.unary_unary(
+                '/hashshare.v1.MatchService/ReportAction',
+                request_serializer=hashshare_dot_v1_dot_match__pb2.ReportActionRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_match__pb2.ReportActionResponse.FromString,
+                _registered_method=True)
 
 
 class MatchServiceServicer:
@@ -68,6 +73,14 @@ class MatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportAction(self, request, context):
+        """What the platform did with matched items: the input of spread analytics
+        and of the quarterly review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +93,11 @@ def add_MatchServiceServicer_to_server(servicer, server):
                     servicer.MatchStream,
                     request_deserializer=hashshare_dot_v1_dot_match__pb2.MatchRequest.FromString,
                     response_serializer=hashshare_dot_v1_dot_match__pb2.MatchResponse.SerializeToString,
+            ),
+            'ReportAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportAction,
+                    request_deserializer=hashshare_dot_v1_dot_match__pb2.ReportActionRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_match__pb2.ReportActionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +155,33 @@ class MatchService:
             '/hashshare.v1.MatchService/MatchStream',
             hashshare_dot_v1_dot_match__pb2.MatchRequest.SerializeToString,
             hashshare_dot_v1_dot_match__pb2.MatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.MatchService/ReportAction',
+            hashshare_dot_v1_dot_match__pb2.ReportActionRequest.SerializeToString,
+            hashshare_dot_v1_dot_match__pb2.ReportActionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class MatchServiceStub:
     order of the requests and echo each request's item_id. A malformed item
     gets a response with `error` set; the stream goes on.
     """
+    ReportAction: _grpc.UnaryUnaryMultiCallable[_match_pb2.ReportActionRequest, _match_pb2.ReportActionResponse]
+    """What the platform did with matched items: the input of spread analytics
+    and of the quarterly review.
+    """
 
 @_typing.type_check_only
 class MatchServiceAsyncStub(MatchServiceStub):
@@ -53,6 +57,10 @@ class MatchServiceAsyncStub(MatchServiceStub):
     """Looks up many items on one stream, for backfills. Responses come in the
     order of the requests and echo each request's item_id. A malformed item
     gets a response with `error` set; the stream goes on.
+    """
+    ReportAction: _aio.UnaryUnaryMultiCallable[_match_pb2.ReportActionRequest, _match_pb2.ReportActionResponse]  # type: ignore[assignment]
+    """What the platform did with matched items: the input of spread analytics
+    and of the quarterly review.
     """
 
 class MatchServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -75,6 +83,16 @@ class MatchServiceServicer(metaclass=_abc_1.ABCMeta):
         """Looks up many items on one stream, for backfills. Responses come in the
         order of the requests and echo each request's item_id. A malformed item
         gets a response with `error` set; the stream goes on.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportAction(
+        self,
+        request: _match_pb2.ReportActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_match_pb2.ReportActionResponse, _abc.Awaitable[_match_pb2.ReportActionResponse]]:
+        """What the platform did with matched items: the input of spread analytics
+        and of the quarterly review.
         """
 
 def add_MatchServiceServicer_to_server(servicer: MatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

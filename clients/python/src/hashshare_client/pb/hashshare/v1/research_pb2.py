@@ -26,21 +26,67 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhashshare/v1/research.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n\x10GetSpreadRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\",\n\nDailyCount\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x11\n\tsightings\x18\x02 \x01(\x03\"\x94\x01\n\x0ePlatformSpread\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x11\n\tsightings\x18\x02 \x01(\x03\x12.\n\nfirst_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x11GetSpreadResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x11\n\tsightings\x18\x02 \x01(\x03\x12\x1a\n\x12\x64istinct_platforms\x18\x03 \x01(\x05\x12.\n\nfirst_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x64\x61ily\x18\x06 \x03(\x0b\x32\x18.hashshare.v1.DailyCount\x12/\n\tplatforms\x18\x07 \x03(\x0b\x32\x1c.hashshare.v1.PlatformSpread2_\n\x0fResearchService\x12L\n\tGetSpread\x12\x1e.hashshare.v1.GetSpreadRequest\x1a\x1f.hashshare.v1.GetSpreadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhashshare/v1/research.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x06Period\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x05\x43ount\x12\r\n\x05value\x18\x01 \x01(\x03\x12\x12\n\nsuppressed\x18\x02 \x01(\x08\"$\n\x10GetSpreadRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\",\n\nDailyCount\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x11\n\tsightings\x18\x02 \x01(\x03\"\x94\x01\n\x0ePlatformSpread\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x11\n\tsightings\x18\x02 \x01(\x03\x12.\n\nfirst_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x01\n\x0c\x41\x63tionCounts\x12$\n\x07\x62locked\x18\x01 \x01(\x0b\x32\x13.hashshare.v1.Count\x12+\n\x0esent_to_review\x18\x02 \x01(\x0b\x32\x13.hashshare.v1.Count\x12\x31\n\x14\x61llowed_after_review\x18\x03 \x01(\x0b\x32\x13.hashshare.v1.Count\x12\x31\n\x14removed_after_review\x18\x04 \x01(\x0b\x32\x13.hashshare.v1.Count\x12\x15\n\rshare_blocked\x18\x05 \x01(\x01\"X\n\x05\x44\x65lay\x12\x14\n\x0cmedian_hours\x18\x01 \x01(\x01\x12\x11\n\tp90_hours\x18\x02 \x01(\x01\x12&\n\thistogram\x18\x03 \x03(\x0b\x32\x13.hashshare.v1.Count\"\xa6\x03\n\x11GetSpreadResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x11\n\tsightings\x18\x02 \x01(\x03\x12\x1a\n\x12\x64istinct_platforms\x18\x03 \x01(\x05\x12.\n\nfirst_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x64\x61ily\x18\x06 \x03(\x0b\x32\x18.hashshare.v1.DailyCount\x12/\n\tplatforms\x18\x07 \x03(\x0b\x32\x1c.hashshare.v1.PlatformSpread\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x34\n\x10\x66irst_removed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x61\x63tions\x18\n \x01(\x0b\x32\x1a.hashshare.v1.ActionCounts\x12\"\n\x05\x64\x65lay\x18\x0b \x01(\x0b\x32\x13.hashshare.v1.Delay\"\x92\x01\n\x16GetSpreadSeriesRequest\x12$\n\x06period\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Period\x12.\n\x0bgranularity\x18\x02 \x01(\x0e\x32\x19.hashshare.v1.Granularity\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x04 \x01(\t\"\xaa\x01\n\x0bSeriesPoint\x12\r\n\x05start\x18\x01 \x01(\t\x12.\n\x11reupload_attempts\x18\x02 \x01(\x0b\x32\x13.hashshare.v1.Count\x12/\n\x12\x64istinct_platforms\x18\x03 \x01(\x0b\x32\x13.hashshare.v1.Count\x12+\n\x07\x61\x63tions\x18\x04 \x01(\x0b\x32\x1a.hashshare.v1.ActionCounts\"D\n\x17GetSpreadSeriesResponse\x12)\n\x06points\x18\x01 \x03(\x0b\x32\x19.hashshare.v1.SeriesPoint\"_\n\x16ListTopClustersRequest\x12$\n\x06period\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Period\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x9b\x02\n\rClusterSpread\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x34\n\x10\x66irst_removed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x11reupload_attempts\x18\x04 \x01(\x0b\x32\x13.hashshare.v1.Count\x12/\n\x12\x64istinct_platforms\x18\x05 \x01(\x0b\x32\x13.hashshare.v1.Count\x12+\n\x07\x61\x63tions\x18\x06 \x01(\x0b\x32\x1a.hashshare.v1.ActionCounts\x12\"\n\x05\x64\x65lay\x18\x07 \x01(\x0b\x32\x13.hashshare.v1.Delay\"H\n\x17ListTopClustersResponse\x12-\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x1b.hashshare.v1.ClusterSpread\"?\n\x17GetPlatformStatsRequest\x12$\n\x06period\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Period\"\xf6\x01\n\rPlatformStats\x12\x10\n\x08platform\x18\x01 \x01(\t\x12(\n\x0bsubmissions\x18\x02 \x01(\x0b\x32\x13.hashshare.v1.Count\x12+\n\x0e\x63orroborations\x18\x03 \x01(\x0b\x32\x13.hashshare.v1.Count\x12.\n\x11reupload_attempts\x18\x04 \x01(\x0b\x32\x13.hashshare.v1.Count\x12+\n\x07\x61\x63tions\x18\x05 \x01(\x0b\x32\x1a.hashshare.v1.ActionCounts\x12\x1f\n\x17median_hours_to_removal\x18\x06 \x01(\x01\"J\n\x18GetPlatformStatsResponse\x12.\n\tplatforms\x18\x01 \x03(\x0b\x32\x1b.hashshare.v1.PlatformStats\"?\n\x17GetCategoryStatsRequest\x12$\n\x06period\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Period\"\xff\x01\n\rCategoryStats\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12$\n\x07\x65ntries\x18\x02 \x01(\x0b\x32\x13.hashshare.v1.Count\x12(\n\x0bsubmissions\x18\x03 \x01(\x0b\x32\x13.hashshare.v1.Count\x12.\n\x11reupload_attempts\x18\x04 \x01(\x0b\x32\x13.hashshare.v1.Count\x12/\n\x12\x64istinct_platforms\x18\x05 \x01(\x0b\x32\x13.hashshare.v1.Count\x12+\n\x07\x61\x63tions\x18\x06 \x01(\x0b\x32\x1a.hashshare.v1.ActionCounts\"K\n\x18GetCategoryStatsResponse\x12/\n\ncategories\x18\x01 \x03(\x0b\x32\x1b.hashshare.v1.CategoryStats\"=\n\x15GetNoticeStatsRequest\x12$\n\x06period\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Period\"\xd5\x02\n\x0bNoticeStats\x12\x10\n\x08platform\x18\x01 \x01(\t\x12%\n\x08received\x18\x02 \x01(\x0b\x32\x13.hashshare.v1.Count\x12$\n\x07\x64\x65\x63ided\x18\x03 \x01(\x0b\x32\x13.hashshare.v1.Count\x12/\n\x12\x64\x65\x63ided_within_24h\x18\x04 \x01(\x0b\x32\x13.hashshare.v1.Count\x12 \n\x18share_decided_within_24h\x18\x05 \x01(\x01\x12 \n\x18median_hours_to_decision\x18\x06 \x01(\x01\x12$\n\x07removed\x18\x07 \x01(\x0b\x32\x13.hashshare.v1.Count\x12%\n\x08\x64isabled\x18\x08 \x01(\x0b\x32\x13.hashshare.v1.Count\x12%\n\x08rejected\x18\t \x01(\x0b\x32\x13.hashshare.v1.Count\"F\n\x16GetNoticeStatsResponse\x12,\n\tplatforms\x18\x01 \x03(\x0b\x32\x19.hashshare.v1.NoticeStats\"?\n\x17GetFeedbackStatsRequest\x12$\n\x06period\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Period\"\xda\x01\n\rFeedbackStats\x12\x10\n\x08platform\x18\x01 \x01(\t\x12-\n\x10\x61greements_given\x18\x02 \x01(\x0b\x32\x13.hashshare.v1.Count\x12+\n\x0e\x64isputes_given\x18\x03 \x01(\x0b\x32\x13.hashshare.v1.Count\x12.\n\x11\x64isputes_received\x18\x04 \x01(\x0b\x32\x13.hashshare.v1.Count\x12+\n\x0eseen_too_given\x18\x05 \x01(\x0b\x32\x13.hashshare.v1.Count\"J\n\x18GetFeedbackStatsResponse\x12.\n\tplatforms\x18\x01 \x03(\x0b\x32\x1b.hashshare.v1.FeedbackStats*U\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fGRANULARITY_DAY\x10\x01\x12\x14\n\x10GRANULARITY_WEEK\x10\x02\x32\xa5\x05\n\x0fResearchService\x12L\n\tGetSpread\x12\x1e.hashshare.v1.GetSpreadRequest\x1a\x1f.hashshare.v1.GetSpreadResponse\x12^\n\x0fGetSpreadSeries\x12$.hashshare.v1.GetSpreadSeriesRequest\x1a%.hashshare.v1.GetSpreadSeriesResponse\x12^\n\x0fListTopClusters\x12$.hashshare.v1.ListTopClustersRequest\x1a%.hashshare.v1.ListTopClustersResponse\x12\x61\n\x10GetPlatformStats\x12%.hashshare.v1.GetPlatformStatsRequest\x1a&.hashshare.v1.GetPlatformStatsResponse\x12\x61\n\x10GetCategoryStats\x12%.hashshare.v1.GetCategoryStatsRequest\x1a&.hashshare.v1.GetCategoryStatsResponse\x12[\n\x0eGetNoticeStats\x12#.hashshare.v1.GetNoticeStatsRequest\x1a$.hashshare.v1.GetNoticeStatsResponse\x12\x61\n\x10GetFeedbackStats\x12%.hashshare.v1.GetFeedbackStatsRequest\x1a&.hashshare.v1.GetFeedbackStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashshare.v1.research_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSPREADREQUEST']._serialized_start=78
-  _globals['_GETSPREADREQUEST']._serialized_end=114
-  _globals['_DAILYCOUNT']._serialized_start=116
-  _globals['_DAILYCOUNT']._serialized_end=160
-  _globals['_PLATFORMSPREAD']._serialized_start=163
-  _globals['_PLATFORMSPREAD']._serialized_end=311
-  _globals['_GETSPREADRESPONSE']._serialized_start=314
-  _globals['_GETSPREADRESPONSE']._serialized_end=583
-  _globals['_RESEARCHSERVICE']._serialized_start=585
-  _globals['_RESEARCHSERVICE']._serialized_end=680
+  _globals['_GRANULARITY']._serialized_start=3671
+  _globals['_GRANULARITY']._serialized_end=3756
+  _globals['_PERIOD']._serialized_start=78
+  _globals['_PERIOD']._serialized_end=170
+  _globals['_COUNT']._serialized_start=172
+  _globals['_COUNT']._serialized_end=214
+  _globals['_GETSPREADREQUEST']._serialized_start=216
+  _globals['_GETSPREADREQUEST']._serialized_end=252
+  _globals['_DAILYCOUNT']._serialized_start=254
+  _globals['_DAILYCOUNT']._serialized_end=298
+  _globals['_PLATFORMSPREAD']._serialized_start=301
+  _globals['_PLATFORMSPREAD']._serialized_end=449
+  _globals['_ACTIONCOUNTS']._serialized_start=452
+  _globals['_ACTIONCOUNTS']._serialized_end=674
+  _globals['_DELAY']._serialized_start=676
+  _globals['_DELAY']._serialized_end=764
+  _globals['_GETSPREADRESPONSE']._serialized_start=767
+  _globals['_GETSPREADRESPONSE']._serialized_end=1189
+  _globals['_GETSPREADSERIESREQUEST']._serialized_start=1192
+  _globals['_GETSPREADSERIESREQUEST']._serialized_end=1338
+  _globals['_SERIESPOINT']._serialized_start=1341
+  _globals['_SERIESPOINT']._serialized_end=1511
+  _globals['_GETSPREADSERIESRESPONSE']._serialized_start=1513
+  _globals['_GETSPREADSERIESRESPONSE']._serialized_end=1581
+  _globals['_LISTTOPCLUSTERSREQUEST']._serialized_start=1583
+  _globals['_LISTTOPCLUSTERSREQUEST']._serialized_end=1678
+  _globals['_CLUSTERSPREAD']._serialized_start=1681
+  _globals['_CLUSTERSPREAD']._serialized_end=1964
+  _globals['_LISTTOPCLUSTERSRESPONSE']._serialized_start=1966
+  _globals['_LISTTOPCLUSTERSRESPONSE']._serialized_end=2038
+  _globals['_GETPLATFORMSTATSREQUEST']._serialized_start=2040
+  _globals['_GETPLATFORMSTATSREQUEST']._serialized_end=2103
+  _globals['_PLATFORMSTATS']._serialized_start=2106
+  _globals['_PLATFORMSTATS']._serialized_end=2352
+  _globals['_GETPLATFORMSTATSRESPONSE']._serialized_start=2354
+  _globals['_GETPLATFORMSTATSRESPONSE']._serialized_end=2428
+  _globals['_GETCATEGORYSTATSREQUEST']._serialized_start=2430
+  _globals['_GETCATEGORYSTATSREQUEST']._serialized_end=2493
+  _globals['_CATEGORYSTATS']._serialized_start=2496
+  _globals['_CATEGORYSTATS']._serialized_end=2751
+  _globals['_GETCATEGORYSTATSRESPONSE']._serialized_start=2753
+  _globals['_GETCATEGORYSTATSRESPONSE']._serialized_end=2828
+  _globals['_GETNOTICESTATSREQUEST']._serialized_start=2830
+  _globals['_GETNOTICESTATSREQUEST']._serialized_end=2891
+  _globals['_NOTICESTATS']._serialized_start=2894
+  _globals['_NOTICESTATS']._serialized_end=3235
+  _globals['_GETNOTICESTATSRESPONSE']._serialized_start=3237
+  _globals['_GETNOTICESTATSRESPONSE']._serialized_end=3307
+  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_start=3309
+  _globals['_GETFEEDBACKSTATSREQUEST']._serialized_end=3372
+  _globals['_FEEDBACKSTATS']._serialized_start=3375
+  _globals['_FEEDBACKSTATS']._serialized_end=3593
+  _globals['_GETFEEDBACKSTATSRESPONSE']._serialized_start=3595
+  _globals['_GETFEEDBACKSTATSRESPONSE']._serialized_end=3669
+  _globals['_RESEARCHSERVICE']._serialized_start=3759
+  _globals['_RESEARCHSERVICE']._serialized_end=4436
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,75 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Granularity:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GranularityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Granularity.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GRANULARITY_UNSPECIFIED: _Granularity.ValueType  # 0
+    GRANULARITY_DAY: _Granularity.ValueType  # 1
+    GRANULARITY_WEEK: _Granularity.ValueType  # 2
+
+class Granularity(_Granularity, metaclass=_GranularityEnumTypeWrapper): ...
+
+GRANULARITY_UNSPECIFIED: Granularity.ValueType  # 0
+GRANULARITY_DAY: Granularity.ValueType  # 1
+GRANULARITY_WEEK: Granularity.ValueType  # 2
+Global___Granularity: _TypeAlias = Granularity  # noqa: Y015
+
+@_typing.final
+class Period(_message.Message):
+    """A half-open interval [start, end) of time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Period: _TypeAlias = Period  # noqa: Y015
+
+@_typing.final
+class Count(_message.Message):
+    """A count that is withheld (suppressed, value 0) when it is below the
+    server's minimum, so that small groups cannot be singled out.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    value: _builtins.int
+    suppressed: _builtins.bool
+    def __init__(
+        self,
+        *,
+        value: _builtins.int = ...,
+        suppressed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["suppressed", b"suppressed", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Count: _TypeAlias = Count  # noqa: Y015
 
 @_typing.final
 class GetSpreadRequest(_message.Message):
@@ -46,7 +116,6 @@ class DailyCount(_message.Message):
     DAY_FIELD_NUMBER: _builtins.int
     SIGHTINGS_FIELD_NUMBER: _builtins.int
     day: _builtins.str
-    """UTC day, YYYY-MM-DD."""
     sightings: _builtins.int
     def __init__(
         self,
@@ -71,7 +140,6 @@ class PlatformSpread(_message.Message):
     FIRST_SEEN_FIELD_NUMBER: _builtins.int
     LAST_SEEN_FIELD_NUMBER: _builtins.int
     platform: _builtins.str
-    """A stable pseudonym of the member, the same in every answer of this bank."""
     sightings: _builtins.int
     @_builtins.property
     def first_seen(self) -> _timestamp_pb2.Timestamp: ...
@@ -94,6 +162,74 @@ class PlatformSpread(_message.Message):
 Global___PlatformSpread: _TypeAlias = PlatformSpread  # noqa: Y015
 
 @_typing.final
+class ActionCounts(_message.Message):
+    """What platforms reported doing with matched uploads (MatchService.ReportAction)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCKED_FIELD_NUMBER: _builtins.int
+    SENT_TO_REVIEW_FIELD_NUMBER: _builtins.int
+    ALLOWED_AFTER_REVIEW_FIELD_NUMBER: _builtins.int
+    REMOVED_AFTER_REVIEW_FIELD_NUMBER: _builtins.int
+    SHARE_BLOCKED_FIELD_NUMBER: _builtins.int
+    share_blocked: _builtins.float
+    """blocked + removed_after_review over all reported actions; 0 when none."""
+    @_builtins.property
+    def blocked(self) -> Global___Count: ...
+    @_builtins.property
+    def sent_to_review(self) -> Global___Count: ...
+    @_builtins.property
+    def allowed_after_review(self) -> Global___Count: ...
+    @_builtins.property
+    def removed_after_review(self) -> Global___Count: ...
+    def __init__(
+        self,
+        *,
+        blocked: Global___Count | None = ...,
+        sent_to_review: Global___Count | None = ...,
+        allowed_after_review: Global___Count | None = ...,
+        removed_after_review: Global___Count | None = ...,
+        share_blocked: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allowed_after_review", b"allowed_after_review", "blocked", b"blocked", "removed_after_review", b"removed_after_review", "sent_to_review", b"sent_to_review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_after_review", b"allowed_after_review", "blocked", b"blocked", "removed_after_review", b"removed_after_review", "sent_to_review", b"sent_to_review", "share_blocked", b"share_blocked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActionCounts: _TypeAlias = ActionCounts  # noqa: Y015
+
+@_typing.final
+class Delay(_message.Message):
+    """Hours from an entry's first removal to its re-uploads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIAN_HOURS_FIELD_NUMBER: _builtins.int
+    P90_HOURS_FIELD_NUMBER: _builtins.int
+    HISTOGRAM_FIELD_NUMBER: _builtins.int
+    median_hours: _builtins.float
+    p90_hours: _builtins.float
+    @_builtins.property
+    def histogram(self) -> _containers.RepeatedCompositeFieldContainer[Global___Count]:
+        """Re-uploads within 1 hour, 1 day, 7 days, 30 days, and later."""
+
+    def __init__(
+        self,
+        *,
+        median_hours: _builtins.float = ...,
+        p90_hours: _builtins.float = ...,
+        histogram: _abc.Iterable[Global___Count] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "median_hours", b"median_hours", "p90_hours", b"p90_hours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Delay: _TypeAlias = Delay  # noqa: Y015
+
+@_typing.final
 class GetSpreadResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -104,9 +240,14 @@ class GetSpreadResponse(_message.Message):
     LAST_SEEN_FIELD_NUMBER: _builtins.int
     DAILY_FIELD_NUMBER: _builtins.int
     PLATFORMS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    FIRST_REMOVED_AT_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     sightings: _builtins.int
     distinct_platforms: _builtins.int
+    category: _builtins.str
     @_builtins.property
     def first_seen(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -115,6 +256,12 @@ class GetSpreadResponse(_message.Message):
     def daily(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailyCount]: ...
     @_builtins.property
     def platforms(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlatformSpread]: ...
+    @_builtins.property
+    def first_removed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def actions(self) -> Global___ActionCounts: ...
+    @_builtins.property
+    def delay(self) -> Global___Delay: ...
     def __init__(
         self,
         *,
@@ -125,11 +272,515 @@ class GetSpreadResponse(_message.Message):
         last_seen: _timestamp_pb2.Timestamp | None = ...,
         daily: _abc.Iterable[Global___DailyCount] | None = ...,
         platforms: _abc.Iterable[Global___PlatformSpread] | None = ...,
+        category: _builtins.str = ...,
+        first_removed_at: _timestamp_pb2.Timestamp | None = ...,
+        actions: Global___ActionCounts | None = ...,
+        delay: Global___Delay | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "delay", b"delay", "first_removed_at", b"first_removed_at", "first_seen", b"first_seen", "last_seen", b"last_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily", b"daily", "distinct_platforms", b"distinct_platforms", "entry_id", b"entry_id", "first_seen", b"first_seen", "last_seen", b"last_seen", "platforms", b"platforms", "sightings", b"sightings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "category", b"category", "daily", b"daily", "delay", b"delay", "distinct_platforms", b"distinct_platforms", "entry_id", b"entry_id", "first_removed_at", b"first_removed_at", "first_seen", b"first_seen", "last_seen", b"last_seen", "platforms", b"platforms", "sightings", b"sightings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSpreadResponse: _TypeAlias = GetSpreadResponse  # noqa: Y015
+
+@_typing.final
+class GetSpreadSeriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    GRANULARITY_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    granularity: Global___Granularity.ValueType
+    category: _builtins.str
+    """Empty for the whole bank."""
+    entry_id: _builtins.str
+    @_builtins.property
+    def period(self) -> Global___Period: ...
+    def __init__(
+        self,
+        *,
+        period: Global___Period | None = ...,
+        granularity: Global___Granularity.ValueType = ...,
+        category: _builtins.str = ...,
+        entry_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "entry_id", b"entry_id", "granularity", b"granularity", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpreadSeriesRequest: _TypeAlias = GetSpreadSeriesRequest  # noqa: Y015
+
+@_typing.final
+class SeriesPoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    REUPLOAD_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DISTINCT_PLATFORMS_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    start: _builtins.str
+    """The bucket's first day, YYYY-MM-DD (UTC)."""
+    @_builtins.property
+    def reupload_attempts(self) -> Global___Count: ...
+    @_builtins.property
+    def distinct_platforms(self) -> Global___Count: ...
+    @_builtins.property
+    def actions(self) -> Global___ActionCounts: ...
+    def __init__(
+        self,
+        *,
+        start: _builtins.str = ...,
+        reupload_attempts: Global___Count | None = ...,
+        distinct_platforms: Global___Count | None = ...,
+        actions: Global___ActionCounts | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "distinct_platforms", b"distinct_platforms", "reupload_attempts", b"reupload_attempts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "distinct_platforms", b"distinct_platforms", "reupload_attempts", b"reupload_attempts", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesPoint: _TypeAlias = SeriesPoint  # noqa: Y015
+
+@_typing.final
+class GetSpreadSeriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesPoint]: ...
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___SeriesPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpreadSeriesResponse: _TypeAlias = GetSpreadSeriesResponse  # noqa: Y015
+
+@_typing.final
+class ListTopClustersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    limit: _builtins.int
+    """At most this many (default 10, at most 100)."""
+    @_builtins.property
+    def period(self) -> Global___Period: ...
+    def __init__(
+        self,
+        *,
+        period: Global___Period | None = ...,
+        category: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "limit", b"limit", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTopClustersRequest: _TypeAlias = ListTopClustersRequest  # noqa: Y015
+
+@_typing.final
+class ClusterSpread(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    FIRST_REMOVED_AT_FIELD_NUMBER: _builtins.int
+    REUPLOAD_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DISTINCT_PLATFORMS_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    category: _builtins.str
+    @_builtins.property
+    def first_removed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reupload_attempts(self) -> Global___Count: ...
+    @_builtins.property
+    def distinct_platforms(self) -> Global___Count: ...
+    @_builtins.property
+    def actions(self) -> Global___ActionCounts: ...
+    @_builtins.property
+    def delay(self) -> Global___Delay: ...
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        category: _builtins.str = ...,
+        first_removed_at: _timestamp_pb2.Timestamp | None = ...,
+        reupload_attempts: Global___Count | None = ...,
+        distinct_platforms: Global___Count | None = ...,
+        actions: Global___ActionCounts | None = ...,
+        delay: Global___Delay | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "delay", b"delay", "distinct_platforms", b"distinct_platforms", "first_removed_at", b"first_removed_at", "reupload_attempts", b"reupload_attempts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "category", b"category", "delay", b"delay", "distinct_platforms", b"distinct_platforms", "entry_id", b"entry_id", "first_removed_at", b"first_removed_at", "reupload_attempts", b"reupload_attempts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterSpread: _TypeAlias = ClusterSpread  # noqa: Y015
+
+@_typing.final
+class ListTopClustersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterSpread]: ...
+    def __init__(
+        self,
+        *,
+        clusters: _abc.Iterable[Global___ClusterSpread] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTopClustersResponse: _TypeAlias = ListTopClustersResponse  # noqa: Y015
+
+@_typing.final
+class GetPlatformStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period(self) -> Global___Period: ...
+    def __init__(
+        self,
+        *,
+        period: Global___Period | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlatformStatsRequest: _TypeAlias = GetPlatformStatsRequest  # noqa: Y015
+
+@_typing.final
+class PlatformStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    CORROBORATIONS_FIELD_NUMBER: _builtins.int
+    REUPLOAD_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    MEDIAN_HOURS_TO_REMOVAL_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    median_hours_to_removal: _builtins.float
+    """Median hours from notice (or discovery) to removal over its submissions."""
+    @_builtins.property
+    def submissions(self) -> Global___Count: ...
+    @_builtins.property
+    def corroborations(self) -> Global___Count:
+        """Its submissions that joined an entry another member had submitted."""
+
+    @_builtins.property
+    def reupload_attempts(self) -> Global___Count:
+        """Re-upload attempts it saw (Match hits) and what it reported doing."""
+
+    @_builtins.property
+    def actions(self) -> Global___ActionCounts: ...
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        submissions: Global___Count | None = ...,
+        corroborations: Global___Count | None = ...,
+        reupload_attempts: Global___Count | None = ...,
+        actions: Global___ActionCounts | None = ...,
+        median_hours_to_removal: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "corroborations", b"corroborations", "reupload_attempts", b"reupload_attempts", "submissions", b"submissions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "corroborations", b"corroborations", "median_hours_to_removal", b"median_hours_to_removal", "platform", b"platform", "reupload_attempts", b"reupload_attempts", "submissions", b"submissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlatformStats: _TypeAlias = PlatformStats  # noqa: Y015
+
+@_typing.final
+class GetPlatformStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def platforms(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlatformStats]: ...
+    def __init__(
+        self,
+        *,
+        platforms: _abc.Iterable[Global___PlatformStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["platforms", b"platforms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlatformStatsResponse: _TypeAlias = GetPlatformStatsResponse  # noqa: Y015
+
+@_typing.final
+class GetCategoryStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period(self) -> Global___Period: ...
+    def __init__(
+        self,
+        *,
+        period: Global___Period | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCategoryStatsRequest: _TypeAlias = GetCategoryStatsRequest  # noqa: Y015
+
+@_typing.final
+class CategoryStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    REUPLOAD_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DISTINCT_PLATFORMS_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    @_builtins.property
+    def entries(self) -> Global___Count: ...
+    @_builtins.property
+    def submissions(self) -> Global___Count: ...
+    @_builtins.property
+    def reupload_attempts(self) -> Global___Count: ...
+    @_builtins.property
+    def distinct_platforms(self) -> Global___Count: ...
+    @_builtins.property
+    def actions(self) -> Global___ActionCounts: ...
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        entries: Global___Count | None = ...,
+        submissions: Global___Count | None = ...,
+        reupload_attempts: Global___Count | None = ...,
+        distinct_platforms: Global___Count | None = ...,
+        actions: Global___ActionCounts | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "distinct_platforms", b"distinct_platforms", "entries", b"entries", "reupload_attempts", b"reupload_attempts", "submissions", b"submissions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "category", b"category", "distinct_platforms", b"distinct_platforms", "entries", b"entries", "reupload_attempts", b"reupload_attempts", "submissions", b"submissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryStats: _TypeAlias = CategoryStats  # noqa: Y015
+
+@_typing.final
+class GetCategoryStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryStats]: ...
+    def __init__(
+        self,
+        *,
+        categories: _abc.Iterable[Global___CategoryStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCategoryStatsResponse: _TypeAlias = GetCategoryStatsResponse  # noqa: Y015
+
+@_typing.final
+class GetNoticeStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period(self) -> Global___Period: ...
+    def __init__(
+        self,
+        *,
+        period: Global___Period | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNoticeStatsRequest: _TypeAlias = GetNoticeStatsRequest  # noqa: Y015
+
+@_typing.final
+class NoticeStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    DECIDED_FIELD_NUMBER: _builtins.int
+    DECIDED_WITHIN_24H_FIELD_NUMBER: _builtins.int
+    SHARE_DECIDED_WITHIN_24H_FIELD_NUMBER: _builtins.int
+    MEDIAN_HOURS_TO_DECISION_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    share_decided_within_24h: _builtins.float
+    """decided_within_24h / received; 0 when none."""
+    median_hours_to_decision: _builtins.float
+    @_builtins.property
+    def received(self) -> Global___Count: ...
+    @_builtins.property
+    def decided(self) -> Global___Count: ...
+    @_builtins.property
+    def decided_within_24h(self) -> Global___Count: ...
+    @_builtins.property
+    def removed(self) -> Global___Count: ...
+    @_builtins.property
+    def disabled(self) -> Global___Count: ...
+    @_builtins.property
+    def rejected(self) -> Global___Count: ...
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        received: Global___Count | None = ...,
+        decided: Global___Count | None = ...,
+        decided_within_24h: Global___Count | None = ...,
+        share_decided_within_24h: _builtins.float = ...,
+        median_hours_to_decision: _builtins.float = ...,
+        removed: Global___Count | None = ...,
+        disabled: Global___Count | None = ...,
+        rejected: Global___Count | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided", b"decided", "decided_within_24h", b"decided_within_24h", "disabled", b"disabled", "received", b"received", "rejected", b"rejected", "removed", b"removed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided", b"decided", "decided_within_24h", b"decided_within_24h", "disabled", b"disabled", "median_hours_to_decision", b"median_hours_to_decision", "platform", b"platform", "received", b"received", "rejected", b"rejected", "removed", b"removed", "share_decided_within_24h", b"share_decided_within_24h"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoticeStats: _TypeAlias = NoticeStats  # noqa: Y015
+
+@_typing.final
+class GetNoticeStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def platforms(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoticeStats]: ...
+    def __init__(
+        self,
+        *,
+        platforms: _abc.Iterable[Global___NoticeStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["platforms", b"platforms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNoticeStatsResponse: _TypeAlias = GetNoticeStatsResponse  # noqa: Y015
+
+@_typing.final
+class GetFeedbackStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period(self) -> Global___Period: ...
+    def __init__(
+        self,
+        *,
+        period: Global___Period | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeedbackStatsRequest: _TypeAlias = GetFeedbackStatsRequest  # noqa: Y015
+
+@_typing.final
+class FeedbackStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    AGREEMENTS_GIVEN_FIELD_NUMBER: _builtins.int
+    DISPUTES_GIVEN_FIELD_NUMBER: _builtins.int
+    DISPUTES_RECEIVED_FIELD_NUMBER: _builtins.int
+    SEEN_TOO_GIVEN_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    @_builtins.property
+    def agreements_given(self) -> Global___Count: ...
+    @_builtins.property
+    def disputes_given(self) -> Global___Count: ...
+    @_builtins.property
+    def disputes_received(self) -> Global___Count:
+        """Disputes other members raised against entries this platform submitted."""
+
+    @_builtins.property
+    def seen_too_given(self) -> Global___Count: ...
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        agreements_given: Global___Count | None = ...,
+        disputes_given: Global___Count | None = ...,
+        disputes_received: Global___Count | None = ...,
+        seen_too_given: Global___Count | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agreements_given", b"agreements_given", "disputes_given", b"disputes_given", "disputes_received", b"disputes_received", "seen_too_given", b"seen_too_given"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements_given", b"agreements_given", "disputes_given", b"disputes_given", "disputes_received", b"disputes_received", "platform", b"platform", "seen_too_given", b"seen_too_given"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackStats: _TypeAlias = FeedbackStats  # noqa: Y015
+
+@_typing.final
+class GetFeedbackStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def platforms(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeedbackStats]: ...
+    def __init__(
+        self,
+        *,
+        platforms: _abc.Iterable[Global___FeedbackStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["platforms", b"platforms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeedbackStatsResponse: _TypeAlias = GetFeedbackStatsResponse  # noqa: Y015

@@ -27,8 +27,10 @@ if _version_not_supported:
 
 
 class ResearchServiceStub:
-    """Spread analytics for researchers and the authority (role "researcher").
-    Members appear only under stable pseudonyms.
+    """Spread analytics for researchers and the authority (roles "researcher",
+    "authority", "admin"). Members appear only under stable pseudonyms
+    ("platform-3f2a..."), never by name or id; no answer carries a raw hash;
+    counts below the server's minimum are suppressed.
     """
 
     def __init__(self, channel):
@@ -42,16 +44,90 @@ class ResearchServiceStub:
                 request_serializer=hashshare_dot_v1_dot_research__pb2.GetSpreadRequest.SerializeToString,
                 response_deserializer=hashshare_dot_v1_dot_research__pb2.GetSpreadResponse.FromString,
                 _registered_method=True)
+        self.GetSpreadSeries = channel.unary_unary(
+                '/hashshare.v1.ResearchService/GetSpreadSeries',
+                request_serializer=hashshare_dot_v1_dot_research__pb2.GetSpreadSeriesRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_research__pb2.GetSpreadSeriesResponse.FromString,
+                _registered_method=True)
+        self.ListTopClusters = channel.unary_unary(
+                '/hashshare.v1.ResearchService/ListTopClusters',
+                request_serializer=hashshare_dot_v1_dot_research__pb2.ListTopClustersRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_research__pb2.ListTopClustersResponse.FromString,
+                _registered_method=True)
+        self.GetPlatformStats = channel.unary_unary(
+                '/hashshare.v1.ResearchService/GetPlatformStats',
+                request_serializer=hashshare_dot_v1_dot_research__pb2.GetPlatformStatsRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_research__pb2.GetPlatformStatsResponse.FromString,
+                _registered_method=True)
+        self.GetCategoryStats = channel.unary_unary(
+                '/hashshare.v1.ResearchService/GetCategoryStats',
+                request_serializer=hashshare_dot_v1_dot_research__pb2.GetCategoryStatsRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_research__pb2.GetCategoryStatsResponse.FromString,
+                _registered_method=True)
+        self.GetNoticeStats = channel.unary_unary(
+                '/hashshare.v1.ResearchService/GetNoticeStats',
+                request_serializer=hashshare_dot_v1_dot_research__pb2.GetNoticeStatsRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_research__pb2.GetNoticeStatsResponse.FromString,
+                _registered_method=True)
+        self.GetFeedbackStats = channel.unary_unary(
+                '/hashshare.v1.ResearchService/GetFeedbackStats',
+                request_serializer=hashshare_dot_v1_dot_research__pb2.GetFeedbackStatsRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_research__pb2.GetFeedbackStatsResponse.FromString,
+                _registered_method=True)
 
 
 class ResearchServiceServicer:
-    """Spread analytics for researchers and the authority (role "researcher").
-    Members appear only under stable pseudonyms.
+    """Spread analytics for researchers and the authority (roles "researcher",
+    "authority", "admin"). Members appear only under stable pseudonyms
+    ("platform-3f2a..."), never by name or id; no answer carries a raw hash;
+    counts below the server's minimum are suppressed.
     """
 
     def GetSpread(self, request, context):
-        """How one entry's content kept spreading after its removal: every Match hit
-        is a sighting.
+        """One cluster (bank entry): re-uploads over time and platforms reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSpreadSeries(self, request, context):
+        """Re-upload attempts and platform actions per day or week, for the whole
+        bank, one category or one cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTopClusters(self, request, context):
+        """The clusters with the most re-upload attempts in a period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlatformStats(self, request, context):
+        """Per platform: submissions, corroborations, re-uploads and actions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCategoryStats(self, request, context):
+        """Per category: entries, submissions, re-uploads and actions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNoticeStats(self, request, context):
+        """Per platform: notices received and how fast they were decided.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFeedbackStats(self, request, context):
+        """Per platform: feedback given and received (agreements, disputes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -65,6 +141,36 @@ def add_ResearchServiceServicer_to_server(servicer, server):
                     request_deserializer=hashshare_dot_v1_dot_research__pb2.GetSpreadRequest.FromString,
                     response_serializer=hashshare_dot_v1_dot_research__pb2.GetSpreadResponse.SerializeToString,
             ),
+            'GetSpreadSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpreadSeries,
+                    request_deserializer=hashshare_dot_v1_dot_research__pb2.GetSpreadSeriesRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_research__pb2.GetSpreadSeriesResponse.SerializeToString,
+            ),
+            'ListTopClusters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopClusters,
+                    request_deserializer=hashshare_dot_v1_dot_research__pb2.ListTopClustersRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_research__pb2.ListTopClustersResponse.SerializeToString,
+            ),
+            'GetPlatformStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlatformStats,
+                    request_deserializer=hashshare_dot_v1_dot_research__pb2.GetPlatformStatsRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_research__pb2.GetPlatformStatsResponse.SerializeToString,
+            ),
+            'GetCategoryStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCategoryStats,
+                    request_deserializer=hashshare_dot_v1_dot_research__pb2.GetCategoryStatsRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_research__pb2.GetCategoryStatsResponse.SerializeToString,
+            ),
+            'GetNoticeStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNoticeStats,
+                    request_deserializer=hashshare_dot_v1_dot_research__pb2.GetNoticeStatsRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_research__pb2.GetNoticeStatsResponse.SerializeToString,
+            ),
+            'GetFeedbackStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeedbackStats,
+                    request_deserializer=hashshare_dot_v1_dot_research__pb2.GetFeedbackStatsRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_research__pb2.GetFeedbackStatsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'hashshare.v1.ResearchService', rpc_method_handlers)
@@ -74,8 +180,10 @@ def add_ResearchServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ResearchService:
-    """Spread analytics for researchers and the authority (role "researcher").
-    Members appear only under stable pseudonyms.
+    """Spread analytics for researchers and the authority (roles "researcher",
+    "authority", "admin"). Members appear only under stable pseudonyms
+    ("platform-3f2a..."), never by name or id; no answer carries a raw hash;
+    counts below the server's minimum are suppressed.
     """
 
     @staticmethod
@@ -95,6 +203,168 @@ class ResearchService:
             '/hashshare.v1.ResearchService/GetSpread',
             hashshare_dot_v1_dot_research__pb2.GetSpreadRequest.SerializeToString,
             hashshare_dot_v1_dot_research__pb2.GetSpreadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpreadSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.ResearchService/GetSpreadSeries',
+            hashshare_dot_v1_dot_research__pb2.GetSpreadSeriesRequest.SerializeToString,
+            hashshare_dot_v1_dot_research__pb2.GetSpreadSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTopClusters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.ResearchService/ListTopClusters',
+            hashshare_dot_v1_dot_research__pb2.ListTopClustersRequest.SerializeToString,
+            hashshare_dot_v1_dot_research__pb2.ListTopClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlatformStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.ResearchService/GetPlatformStats',
+            hashshare_dot_v1_dot_research__pb2.GetPlatformStatsRequest.SerializeToString,
+            hashshare_dot_v1_dot_research__pb2.GetPlatformStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCategoryStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.ResearchService/GetCategoryStats',
+            hashshare_dot_v1_dot_research__pb2.GetCategoryStatsRequest.SerializeToString,
+            hashshare_dot_v1_dot_research__pb2.GetCategoryStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNoticeStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.ResearchService/GetNoticeStats',
+            hashshare_dot_v1_dot_research__pb2.GetNoticeStatsRequest.SerializeToString,
+            hashshare_dot_v1_dot_research__pb2.GetNoticeStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeedbackStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.ResearchService/GetFeedbackStats',
+            hashshare_dot_v1_dot_research__pb2.GetFeedbackStatsRequest.SerializeToString,
+            hashshare_dot_v1_dot_research__pb2.GetFeedbackStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,8 +28,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ResearchServiceStub:
-    """Spread analytics for researchers and the authority (role "researcher").
-    Members appear only under stable pseudonyms.
+    """Spread analytics for researchers and the authority (roles "researcher",
+    "authority", "admin"). Members appear only under stable pseudonyms
+    ("platform-3f2a..."), never by name or id; no answer carries a raw hash;
+    counts below the server's minimum are suppressed.
     """
 
     @_typing.overload
@@ -37,25 +39,53 @@ class ResearchServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ResearchServiceAsyncStub: ...
     GetSpread: _grpc.UnaryUnaryMultiCallable[_research_pb2.GetSpreadRequest, _research_pb2.GetSpreadResponse]
-    """How one entry's content kept spreading after its removal: every Match hit
-    is a sighting.
+    """One cluster (bank entry): re-uploads over time and platforms reached."""
+    GetSpreadSeries: _grpc.UnaryUnaryMultiCallable[_research_pb2.GetSpreadSeriesRequest, _research_pb2.GetSpreadSeriesResponse]
+    """Re-upload attempts and platform actions per day or week, for the whole
+    bank, one category or one cluster.
     """
+    ListTopClusters: _grpc.UnaryUnaryMultiCallable[_research_pb2.ListTopClustersRequest, _research_pb2.ListTopClustersResponse]
+    """The clusters with the most re-upload attempts in a period."""
+    GetPlatformStats: _grpc.UnaryUnaryMultiCallable[_research_pb2.GetPlatformStatsRequest, _research_pb2.GetPlatformStatsResponse]
+    """Per platform: submissions, corroborations, re-uploads and actions."""
+    GetCategoryStats: _grpc.UnaryUnaryMultiCallable[_research_pb2.GetCategoryStatsRequest, _research_pb2.GetCategoryStatsResponse]
+    """Per category: entries, submissions, re-uploads and actions."""
+    GetNoticeStats: _grpc.UnaryUnaryMultiCallable[_research_pb2.GetNoticeStatsRequest, _research_pb2.GetNoticeStatsResponse]
+    """Per platform: notices received and how fast they were decided."""
+    GetFeedbackStats: _grpc.UnaryUnaryMultiCallable[_research_pb2.GetFeedbackStatsRequest, _research_pb2.GetFeedbackStatsResponse]
+    """Per platform: feedback given and received (agreements, disputes)."""
 
 @_typing.type_check_only
 class ResearchServiceAsyncStub(ResearchServiceStub):
-    """Spread analytics for researchers and the authority (role "researcher").
-    Members appear only under stable pseudonyms.
+    """Spread analytics for researchers and the authority (roles "researcher",
+    "authority", "admin"). Members appear only under stable pseudonyms
+    ("platform-3f2a..."), never by name or id; no answer carries a raw hash;
+    counts below the server's minimum are suppressed.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetSpread: _aio.UnaryUnaryMultiCallable[_research_pb2.GetSpreadRequest, _research_pb2.GetSpreadResponse]  # type: ignore[assignment]
-    """How one entry's content kept spreading after its removal: every Match hit
-    is a sighting.
+    """One cluster (bank entry): re-uploads over time and platforms reached."""
+    GetSpreadSeries: _aio.UnaryUnaryMultiCallable[_research_pb2.GetSpreadSeriesRequest, _research_pb2.GetSpreadSeriesResponse]  # type: ignore[assignment]
+    """Re-upload attempts and platform actions per day or week, for the whole
+    bank, one category or one cluster.
     """
+    ListTopClusters: _aio.UnaryUnaryMultiCallable[_research_pb2.ListTopClustersRequest, _research_pb2.ListTopClustersResponse]  # type: ignore[assignment]
+    """The clusters with the most re-upload attempts in a period."""
+    GetPlatformStats: _aio.UnaryUnaryMultiCallable[_research_pb2.GetPlatformStatsRequest, _research_pb2.GetPlatformStatsResponse]  # type: ignore[assignment]
+    """Per platform: submissions, corroborations, re-uploads and actions."""
+    GetCategoryStats: _aio.UnaryUnaryMultiCallable[_research_pb2.GetCategoryStatsRequest, _research_pb2.GetCategoryStatsResponse]  # type: ignore[assignment]
+    """Per category: entries, submissions, re-uploads and actions."""
+    GetNoticeStats: _aio.UnaryUnaryMultiCallable[_research_pb2.GetNoticeStatsRequest, _research_pb2.GetNoticeStatsResponse]  # type: ignore[assignment]
+    """Per platform: notices received and how fast they were decided."""
+    GetFeedbackStats: _aio.UnaryUnaryMultiCallable[_research_pb2.GetFeedbackStatsRequest, _research_pb2.GetFeedbackStatsResponse]  # type: ignore[assignment]
+    """Per platform: feedback given and received (agreements, disputes)."""
 
 class ResearchServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Spread analytics for researchers and the authority (role "researcher").
-    Members appear only under stable pseudonyms.
+    """Spread analytics for researchers and the authority (roles "researcher",
+    "authority", "admin"). Members appear only under stable pseudonyms
+    ("platform-3f2a..."), never by name or id; no answer carries a raw hash;
+    counts below the server's minimum are suppressed.
     """
 
     @_abc_1.abstractmethod
@@ -64,8 +94,56 @@ class ResearchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _research_pb2.GetSpreadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_research_pb2.GetSpreadResponse, _abc.Awaitable[_research_pb2.GetSpreadResponse]]:
-        """How one entry's content kept spreading after its removal: every Match hit
-        is a sighting.
+        """One cluster (bank entry): re-uploads over time and platforms reached."""
+
+    @_abc_1.abstractmethod
+    def GetSpreadSeries(
+        self,
+        request: _research_pb2.GetSpreadSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_research_pb2.GetSpreadSeriesResponse, _abc.Awaitable[_research_pb2.GetSpreadSeriesResponse]]:
+        """Re-upload attempts and platform actions per day or week, for the whole
+        bank, one category or one cluster.
         """
+
+    @_abc_1.abstractmethod
+    def ListTopClusters(
+        self,
+        request: _research_pb2.ListTopClustersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_research_pb2.ListTopClustersResponse, _abc.Awaitable[_research_pb2.ListTopClustersResponse]]:
+        """The clusters with the most re-upload attempts in a period."""
+
+    @_abc_1.abstractmethod
+    def GetPlatformStats(
+        self,
+        request: _research_pb2.GetPlatformStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_research_pb2.GetPlatformStatsResponse, _abc.Awaitable[_research_pb2.GetPlatformStatsResponse]]:
+        """Per platform: submissions, corroborations, re-uploads and actions."""
+
+    @_abc_1.abstractmethod
+    def GetCategoryStats(
+        self,
+        request: _research_pb2.GetCategoryStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_research_pb2.GetCategoryStatsResponse, _abc.Awaitable[_research_pb2.GetCategoryStatsResponse]]:
+        """Per category: entries, submissions, re-uploads and actions."""
+
+    @_abc_1.abstractmethod
+    def GetNoticeStats(
+        self,
+        request: _research_pb2.GetNoticeStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_research_pb2.GetNoticeStatsResponse, _abc.Awaitable[_research_pb2.GetNoticeStatsResponse]]:
+        """Per platform: notices received and how fast they were decided."""
+
+    @_abc_1.abstractmethod
+    def GetFeedbackStats(
+        self,
+        request: _research_pb2.GetFeedbackStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_research_pb2.GetFeedbackStatsResponse, _abc.Awaitable[_research_pb2.GetFeedbackStatsResponse]]:
+        """Per platform: feedback given and received (agreements, disputes)."""
 
 def add_ResearchServiceServicer_to_server(servicer: ResearchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

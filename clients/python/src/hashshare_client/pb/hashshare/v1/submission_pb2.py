@@ -27,41 +27,73 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hashshare_client.pb.hashshare.v1 import signal_pb2 as hashshare_dot_v1_dot_signal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhashshare/v1/submission.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hashshare/v1/signal.proto\"\xc6\x02\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07signals\x18\x02 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12-\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.LegalBasis\x12\x37\n\x10\x64iscovery_method\x18\x05 \x01(\x0e\x32\x1d.hashshare.v1.DiscoveryMethod\x12\x18\n\x10notice_reference\x18\x06 \x01(\t\x12\x36\n\x12notice_received_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nremoved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x0eSubmitResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x15\n\rsubmission_id\x18\x02 \x01(\t\x12\x17\n\x0fjoined_existing\x18\x03 \x01(\x08\x12\x16\n\x0e\x63orroborations\x18\x04 \x01(\x05\"@\n\x12SubmitBatchRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.hashshare.v1.SubmitRequest\"z\n\x11SubmitBatchResult\x12\x31\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.hashshare.v1.SubmitResponseH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.hashshare.v1.ItemErrorH\x00\x42\x08\n\x06result\"G\n\x13SubmitBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.hashshare.v1.SubmitBatchResult\"F\n\x0eRetractRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"X\n\x0fRetractResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x1d\n\x15retracted_submissions\x18\x02 \x01(\x05\x12\x14\n\x0c\x65ntry_active\x18\x03 \x01(\x08\"#\n\x0fGetEntryRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\"\xac\x03\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12-\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.LegalBasis\x12\x37\n\x10\x64iscovery_method\x18\x05 \x01(\x0e\x32\x1d.hashshare.v1.DiscoveryMethod\x12\x18\n\x10notice_reference\x18\x06 \x01(\t\x12\x36\n\x12notice_received_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nremoved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cretracted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eretract_reason\x18\x0b \x01(\t\"\x8f\x02\n\x05\x45ntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x16\n\x0e\x63orroborations\x18\x04 \x01(\x05\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x66irst_removed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07signals\x18\x07 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12-\n\x0bsubmissions\x18\x08 \x03(\x0b\x32\x18.hashshare.v1.Submission\"6\n\x10GetEntryResponse\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.hashshare.v1.Entry\"\x17\n\x15ListCategoriesRequest\":\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"D\n\x16ListCategoriesResponse\x12*\n\ncategories\x18\x01 \x03(\x0b\x32\x16.hashshare.v1.Category2\x9c\x03\n\x11SubmissionService\x12\x43\n\x06Submit\x12\x1b.hashshare.v1.SubmitRequest\x1a\x1c.hashshare.v1.SubmitResponse\x12R\n\x0bSubmitBatch\x12 .hashshare.v1.SubmitBatchRequest\x1a!.hashshare.v1.SubmitBatchResponse\x12\x46\n\x07Retract\x12\x1c.hashshare.v1.RetractRequest\x1a\x1d.hashshare.v1.RetractResponse\x12I\n\x08GetEntry\x12\x1d.hashshare.v1.GetEntryRequest\x1a\x1e.hashshare.v1.GetEntryResponse\x12[\n\x0eListCategories\x12#.hashshare.v1.ListCategoriesRequest\x1a$.hashshare.v1.ListCategoriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhashshare/v1/submission.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hashshare/v1/signal.proto\"\xb3\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12&\n\x07opinion\x18\x02 \x01(\x0e\x32\x15.hashshare.v1.Opinion\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.hashshare.v1.DisputeReason\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc6\x02\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07signals\x18\x02 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12-\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.LegalBasis\x12\x37\n\x10\x64iscovery_method\x18\x05 \x01(\x0e\x32\x1d.hashshare.v1.DiscoveryMethod\x12\x18\n\x10notice_reference\x18\x06 \x01(\t\x12\x36\n\x12notice_received_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nremoved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x0eSubmitResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x15\n\rsubmission_id\x18\x02 \x01(\t\x12\x17\n\x0fjoined_existing\x18\x03 \x01(\x08\x12\x16\n\x0e\x63orroborations\x18\x04 \x01(\x05\"@\n\x12SubmitBatchRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.hashshare.v1.SubmitRequest\"z\n\x11SubmitBatchResult\x12\x31\n\tsubmitted\x18\x01 \x01(\x0b\x32\x1c.hashshare.v1.SubmitResponseH\x00\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.hashshare.v1.ItemErrorH\x00\x42\x08\n\x06result\"G\n\x13SubmitBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.hashshare.v1.SubmitBatchResult\"F\n\x0eRetractRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"X\n\x0fRetractResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x1d\n\x15retracted_submissions\x18\x02 \x01(\x05\x12\x14\n\x0c\x65ntry_active\x18\x03 \x01(\x08\"#\n\x0fGetEntryRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\"\xac\x03\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12-\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.LegalBasis\x12\x37\n\x10\x64iscovery_method\x18\x05 \x01(\x0e\x32\x1d.hashshare.v1.DiscoveryMethod\x12\x18\n\x10notice_reference\x18\x06 \x01(\t\x12\x36\n\x12notice_received_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nremoved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cretracted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eretract_reason\x18\x0b \x01(\t\"\x8f\x02\n\x05\x45ntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x16\n\x0e\x63orroborations\x18\x04 \x01(\x05\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x66irst_removed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07signals\x18\x07 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12-\n\x0bsubmissions\x18\x08 \x03(\x0b\x32\x18.hashshare.v1.Submission\"6\n\x10GetEntryResponse\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.hashshare.v1.Entry\"\x17\n\x15ListCategoriesRequest\":\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"D\n\x16ListCategoriesResponse\x12*\n\ncategories\x18\x01 \x03(\x0b\x32\x16.hashshare.v1.Category\"\xa1\x01\n\x13GiveFeedbackRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12&\n\x07opinion\x18\x03 \x01(\x0e\x32\x15.hashshare.v1.Opinion\x12+\n\x06reason\x18\x04 \x01(\x0e\x32\x1b.hashshare.v1.DisputeReason\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\"\x9e\x01\n\x14GiveFeedbackResponse\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x12\n\nagreements\x18\x02 \x01(\x05\x12\x10\n\x08\x64isputes\x18\x03 \x01(\x05\x12\x10\n\x08seen_too\x18\x04 \x01(\x05\x12&\n\x07verdict\x18\x05 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12\x14\n\x0cheld_reasons\x18\x06 \x03(\t\"z\n\x12ReviewEntryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12.\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x1c.hashshare.v1.ReviewDecision\x12\x0e\n\x06reason\x18\x04 \x01(\t\"9\n\x13ReviewEntryResponse\x12\"\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x13.hashshare.v1.Entry\"\x97\x01\n\x0b\x41llowedItem\x12\x10\n\x08\x61llow_id\x18\x01 \x01(\t\x12%\n\x07signals\x18\x02 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12\r\n\x05label\x18\x03 \x01(\t\x12\x10\n\x08\x61\x64\x64\x65\x64_by\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x15\x41\x64\x64ToAllowListRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07signals\x18\x02 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12\r\n\x05label\x18\x03 \x01(\t\"A\n\x16\x41\x64\x64ToAllowListResponse\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.hashshare.v1.AllowedItem\"R\n\x1aRemoveFromAllowListRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x61llow_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x1bRemoveFromAllowListResponse\x12\x10\n\x08\x61llow_id\x18\x01 \x01(\t\"=\n\x14ListAllowListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x15ListAllowListResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.hashshare.v1.AllowedItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*a\n\x07Opinion\x12\x17\n\x13OPINION_UNSPECIFIED\x10\x00\x12\x11\n\rOPINION_AGREE\x10\x01\x12\x14\n\x10OPINION_DISAGREE\x10\x02\x12\x14\n\x10OPINION_SEEN_TOO\x10\x03*\xaa\x01\n\rDisputeReason\x12\x1e\n\x1a\x44ISPUTE_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44ISPUTE_REASON_NOT_HATEFUL\x10\x01\x12!\n\x1d\x44ISPUTE_REASON_WRONG_CATEGORY\x10\x02\x12\x19\n\x15\x44ISPUTE_REASON_LAWFUL\x10\x03\x12\x1b\n\x17\x44ISPUTE_REASON_BAD_HASH\x10\x04*{\n\x0b\x45ntryStatus\x12\x1c\n\x18\x45NTRY_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NTRY_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16\x45NTRY_STATUS_RETRACTED\x10\x02\x12\x19\n\x15\x45NTRY_STATUS_DISABLED\x10\x03*\x87\x01\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_CONFIRM\x10\x01\x12\x1b\n\x17REVIEW_DECISION_DISABLE\x10\x02\x12\x1a\n\x16REVIEW_DECISION_ENABLE\x10\x03\x32\xea\x06\n\x11SubmissionService\x12\x43\n\x06Submit\x12\x1b.hashshare.v1.SubmitRequest\x1a\x1c.hashshare.v1.SubmitResponse\x12R\n\x0bSubmitBatch\x12 .hashshare.v1.SubmitBatchRequest\x1a!.hashshare.v1.SubmitBatchResponse\x12\x46\n\x07Retract\x12\x1c.hashshare.v1.RetractRequest\x1a\x1d.hashshare.v1.RetractResponse\x12I\n\x08GetEntry\x12\x1d.hashshare.v1.GetEntryRequest\x1a\x1e.hashshare.v1.GetEntryResponse\x12[\n\x0eListCategories\x12#.hashshare.v1.ListCategoriesRequest\x1a$.hashshare.v1.ListCategoriesResponse\x12U\n\x0cGiveFeedback\x12!.hashshare.v1.GiveFeedbackRequest\x1a\".hashshare.v1.GiveFeedbackResponse\x12R\n\x0bReviewEntry\x12 .hashshare.v1.ReviewEntryRequest\x1a!.hashshare.v1.ReviewEntryResponse\x12[\n\x0e\x41\x64\x64ToAllowList\x12#.hashshare.v1.AddToAllowListRequest\x1a$.hashshare.v1.AddToAllowListResponse\x12j\n\x13RemoveFromAllowList\x12(.hashshare.v1.RemoveFromAllowListRequest\x1a).hashshare.v1.RemoveFromAllowListResponse\x12X\n\rListAllowList\x12\".hashshare.v1.ListAllowListRequest\x1a#.hashshare.v1.ListAllowListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashshare.v1.submission_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITREQUEST']._serialized_start=108
-  _globals['_SUBMITREQUEST']._serialized_end=434
-  _globals['_SUBMITRESPONSE']._serialized_start=436
-  _globals['_SUBMITRESPONSE']._serialized_end=542
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=544
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=608
-  _globals['_SUBMITBATCHRESULT']._serialized_start=610
-  _globals['_SUBMITBATCHRESULT']._serialized_end=732
-  _globals['_SUBMITBATCHRESPONSE']._serialized_start=734
-  _globals['_SUBMITBATCHRESPONSE']._serialized_end=805
-  _globals['_RETRACTREQUEST']._serialized_start=807
-  _globals['_RETRACTREQUEST']._serialized_end=877
-  _globals['_RETRACTRESPONSE']._serialized_start=879
-  _globals['_RETRACTRESPONSE']._serialized_end=967
-  _globals['_GETENTRYREQUEST']._serialized_start=969
-  _globals['_GETENTRYREQUEST']._serialized_end=1004
-  _globals['_SUBMISSION']._serialized_start=1007
-  _globals['_SUBMISSION']._serialized_end=1435
-  _globals['_ENTRY']._serialized_start=1438
-  _globals['_ENTRY']._serialized_end=1709
-  _globals['_GETENTRYRESPONSE']._serialized_start=1711
-  _globals['_GETENTRYRESPONSE']._serialized_end=1765
-  _globals['_LISTCATEGORIESREQUEST']._serialized_start=1767
-  _globals['_LISTCATEGORIESREQUEST']._serialized_end=1790
-  _globals['_CATEGORY']._serialized_start=1792
-  _globals['_CATEGORY']._serialized_end=1850
-  _globals['_LISTCATEGORIESRESPONSE']._serialized_start=1852
-  _globals['_LISTCATEGORIESRESPONSE']._serialized_end=1920
-  _globals['_SUBMISSIONSERVICE']._serialized_start=1923
-  _globals['_SUBMISSIONSERVICE']._serialized_end=2335
+  _globals['_OPINION']._serialized_start=3220
+  _globals['_OPINION']._serialized_end=3317
+  _globals['_DISPUTEREASON']._serialized_start=3320
+  _globals['_DISPUTEREASON']._serialized_end=3490
+  _globals['_ENTRYSTATUS']._serialized_start=3492
+  _globals['_ENTRYSTATUS']._serialized_end=3615
+  _globals['_REVIEWDECISION']._serialized_start=3618
+  _globals['_REVIEWDECISION']._serialized_end=3753
+  _globals['_FEEDBACK']._serialized_start=108
+  _globals['_FEEDBACK']._serialized_end=287
+  _globals['_SUBMITREQUEST']._serialized_start=290
+  _globals['_SUBMITREQUEST']._serialized_end=616
+  _globals['_SUBMITRESPONSE']._serialized_start=618
+  _globals['_SUBMITRESPONSE']._serialized_end=724
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=726
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=790
+  _globals['_SUBMITBATCHRESULT']._serialized_start=792
+  _globals['_SUBMITBATCHRESULT']._serialized_end=914
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=916
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=987
+  _globals['_RETRACTREQUEST']._serialized_start=989
+  _globals['_RETRACTREQUEST']._serialized_end=1059
+  _globals['_RETRACTRESPONSE']._serialized_start=1061
+  _globals['_RETRACTRESPONSE']._serialized_end=1149
+  _globals['_GETENTRYREQUEST']._serialized_start=1151
+  _globals['_GETENTRYREQUEST']._serialized_end=1186
+  _globals['_SUBMISSION']._serialized_start=1189
+  _globals['_SUBMISSION']._serialized_end=1617
+  _globals['_ENTRY']._serialized_start=1620
+  _globals['_ENTRY']._serialized_end=1891
+  _globals['_GETENTRYRESPONSE']._serialized_start=1893
+  _globals['_GETENTRYRESPONSE']._serialized_end=1947
+  _globals['_LISTCATEGORIESREQUEST']._serialized_start=1949
+  _globals['_LISTCATEGORIESREQUEST']._serialized_end=1972
+  _globals['_CATEGORY']._serialized_start=1974
+  _globals['_CATEGORY']._serialized_end=2032
+  _globals['_LISTCATEGORIESRESPONSE']._serialized_start=2034
+  _globals['_LISTCATEGORIESRESPONSE']._serialized_end=2102
+  _globals['_GIVEFEEDBACKREQUEST']._serialized_start=2105
+  _globals['_GIVEFEEDBACKREQUEST']._serialized_end=2266
+  _globals['_GIVEFEEDBACKRESPONSE']._serialized_start=2269
+  _globals['_GIVEFEEDBACKRESPONSE']._serialized_end=2427
+  _globals['_REVIEWENTRYREQUEST']._serialized_start=2429
+  _globals['_REVIEWENTRYREQUEST']._serialized_end=2551
+  _globals['_REVIEWENTRYRESPONSE']._serialized_start=2553
+  _globals['_REVIEWENTRYRESPONSE']._serialized_end=2610
+  _globals['_ALLOWEDITEM']._serialized_start=2613
+  _globals['_ALLOWEDITEM']._serialized_end=2764
+  _globals['_ADDTOALLOWLISTREQUEST']._serialized_start=2766
+  _globals['_ADDTOALLOWLISTREQUEST']._serialized_end=2863
+  _globals['_ADDTOALLOWLISTRESPONSE']._serialized_start=2865
+  _globals['_ADDTOALLOWLISTRESPONSE']._serialized_end=2930
+  _globals['_REMOVEFROMALLOWLISTREQUEST']._serialized_start=2932
+  _globals['_REMOVEFROMALLOWLISTREQUEST']._serialized_end=3014
+  _globals['_REMOVEFROMALLOWLISTRESPONSE']._serialized_start=3016
+  _globals['_REMOVEFROMALLOWLISTRESPONSE']._serialized_end=3063
+  _globals['_LISTALLOWLISTREQUEST']._serialized_start=3065
+  _globals['_LISTALLOWLISTREQUEST']._serialized_end=3126
+  _globals['_LISTALLOWLISTRESPONSE']._serialized_start=3128
+  _globals['_LISTALLOWLISTRESPONSE']._serialized_end=3218
+  _globals['_SUBMISSIONSERVICE']._serialized_start=3756
+  _globals['_SUBMISSIONSERVICE']._serialized_end=4630
 # @@protoc_insertion_point(module_scope)

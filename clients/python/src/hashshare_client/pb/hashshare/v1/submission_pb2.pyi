@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from hashshare_client.pb.hashshare.v1 import signal_pb2 as _signal_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,134 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Opinion:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OpinionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Opinion.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPINION_UNSPECIFIED: _Opinion.ValueType  # 0
+    OPINION_AGREE: _Opinion.ValueType  # 1
+    """The content is what the entry says and should be blocked."""
+    OPINION_DISAGREE: _Opinion.ValueType  # 2
+    """The entry is wrong; a reason is required."""
+    OPINION_SEEN_TOO: _Opinion.ValueType  # 3
+    """The member found and removed the same content too."""
+
+class Opinion(_Opinion, metaclass=_OpinionEnumTypeWrapper): ...
+
+OPINION_UNSPECIFIED: Opinion.ValueType  # 0
+OPINION_AGREE: Opinion.ValueType  # 1
+"""The content is what the entry says and should be blocked."""
+OPINION_DISAGREE: Opinion.ValueType  # 2
+"""The entry is wrong; a reason is required."""
+OPINION_SEEN_TOO: Opinion.ValueType  # 3
+"""The member found and removed the same content too."""
+Global___Opinion: _TypeAlias = Opinion  # noqa: Y015
+
+class _DisputeReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DisputeReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DisputeReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISPUTE_REASON_UNSPECIFIED: _DisputeReason.ValueType  # 0
+    DISPUTE_REASON_NOT_HATEFUL: _DisputeReason.ValueType  # 1
+    DISPUTE_REASON_WRONG_CATEGORY: _DisputeReason.ValueType  # 2
+    DISPUTE_REASON_LAWFUL: _DisputeReason.ValueType  # 3
+    DISPUTE_REASON_BAD_HASH: _DisputeReason.ValueType  # 4
+
+class DisputeReason(_DisputeReason, metaclass=_DisputeReasonEnumTypeWrapper): ...
+
+DISPUTE_REASON_UNSPECIFIED: DisputeReason.ValueType  # 0
+DISPUTE_REASON_NOT_HATEFUL: DisputeReason.ValueType  # 1
+DISPUTE_REASON_WRONG_CATEGORY: DisputeReason.ValueType  # 2
+DISPUTE_REASON_LAWFUL: DisputeReason.ValueType  # 3
+DISPUTE_REASON_BAD_HASH: DisputeReason.ValueType  # 4
+Global___DisputeReason: _TypeAlias = DisputeReason  # noqa: Y015
+
+class _EntryStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EntryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENTRY_STATUS_UNSPECIFIED: _EntryStatus.ValueType  # 0
+    ENTRY_STATUS_ACTIVE: _EntryStatus.ValueType  # 1
+    """Matches; its verdict depends on signals, trust and feedback."""
+    ENTRY_STATUS_RETRACTED: _EntryStatus.ValueType  # 2
+    """Every submission was retracted."""
+    ENTRY_STATUS_DISABLED: _EntryStatus.ValueType  # 3
+    """Disabled by a reviewer: matches nothing until re-enabled."""
+
+class EntryStatus(_EntryStatus, metaclass=_EntryStatusEnumTypeWrapper): ...
+
+ENTRY_STATUS_UNSPECIFIED: EntryStatus.ValueType  # 0
+ENTRY_STATUS_ACTIVE: EntryStatus.ValueType  # 1
+"""Matches; its verdict depends on signals, trust and feedback."""
+ENTRY_STATUS_RETRACTED: EntryStatus.ValueType  # 2
+"""Every submission was retracted."""
+ENTRY_STATUS_DISABLED: EntryStatus.ValueType  # 3
+"""Disabled by a reviewer: matches nothing until re-enabled."""
+Global___EntryStatus: _TypeAlias = EntryStatus  # noqa: Y015
+
+class _ReviewDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReviewDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVIEW_DECISION_UNSPECIFIED: _ReviewDecision.ValueType  # 0
+    REVIEW_DECISION_CONFIRM: _ReviewDecision.ValueType  # 1
+    """Confirmed by an authority or admin reviewer: blocks even from a
+    provisional member and despite disputes.
+    """
+    REVIEW_DECISION_DISABLE: _ReviewDecision.ValueType  # 2
+    REVIEW_DECISION_ENABLE: _ReviewDecision.ValueType  # 3
+
+class ReviewDecision(_ReviewDecision, metaclass=_ReviewDecisionEnumTypeWrapper): ...
+
+REVIEW_DECISION_UNSPECIFIED: ReviewDecision.ValueType  # 0
+REVIEW_DECISION_CONFIRM: ReviewDecision.ValueType  # 1
+"""Confirmed by an authority or admin reviewer: blocks even from a
+provisional member and despite disputes.
+"""
+REVIEW_DECISION_DISABLE: ReviewDecision.ValueType  # 2
+REVIEW_DECISION_ENABLE: ReviewDecision.ValueType  # 3
+Global___ReviewDecision: _TypeAlias = ReviewDecision  # noqa: Y015
+
+@_typing.final
+class Feedback(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    OPINION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    member_id: _builtins.str
+    opinion: Global___Opinion.ValueType
+    reason: Global___DisputeReason.ValueType
+    comment: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        member_id: _builtins.str = ...,
+        opinion: Global___Opinion.ValueType = ...,
+        reason: Global___DisputeReason.ValueType = ...,
+        comment: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "created_at", b"created_at", "member_id", b"member_id", "opinion", b"opinion", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Feedback: _TypeAlias = Feedback  # noqa: Y015
 
 @_typing.final
 class SubmitRequest(_message.Message):
@@ -443,3 +572,287 @@ class ListCategoriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCategoriesResponse: _TypeAlias = ListCategoriesResponse  # noqa: Y015
+
+@_typing.final
+class GiveFeedbackRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    OPINION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    entry_id: _builtins.str
+    opinion: Global___Opinion.ValueType
+    reason: Global___DisputeReason.ValueType
+    """Required with OPINION_DISAGREE."""
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        entry_id: _builtins.str = ...,
+        opinion: Global___Opinion.ValueType = ...,
+        reason: Global___DisputeReason.ValueType = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "entry_id", b"entry_id", "opinion", b"opinion", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GiveFeedbackRequest: _TypeAlias = GiveFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class GiveFeedbackResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    AGREEMENTS_FIELD_NUMBER: _builtins.int
+    DISPUTES_FIELD_NUMBER: _builtins.int
+    SEEN_TOO_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    HELD_REASONS_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    agreements: _builtins.int
+    disputes: _builtins.int
+    seen_too: _builtins.int
+    verdict: _signal_pb2.Verdict.ValueType
+    @_builtins.property
+    def held_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        agreements: _builtins.int = ...,
+        disputes: _builtins.int = ...,
+        seen_too: _builtins.int = ...,
+        verdict: _signal_pb2.Verdict.ValueType = ...,
+        held_reasons: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements", b"agreements", "disputes", b"disputes", "entry_id", b"entry_id", "held_reasons", b"held_reasons", "seen_too", b"seen_too", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GiveFeedbackResponse: _TypeAlias = GiveFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class ReviewEntryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    entry_id: _builtins.str
+    decision: Global___ReviewDecision.ValueType
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        entry_id: _builtins.str = ...,
+        decision: Global___ReviewDecision.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "entry_id", b"entry_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewEntryRequest: _TypeAlias = ReviewEntryRequest  # noqa: Y015
+
+@_typing.final
+class ReviewEntryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___Entry: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___Entry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewEntryResponse: _TypeAlias = ReviewEntryResponse  # noqa: Y015
+
+@_typing.final
+class AllowedItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOW_ID_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    ADDED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    allow_id: _builtins.str
+    label: _builtins.str
+    """What it is, for example "national flag" or "news photo: flood in Hue"."""
+    added_by: _builtins.str
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedCompositeFieldContainer[_signal_pb2.Signal]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        allow_id: _builtins.str = ...,
+        signals: _abc.Iterable[_signal_pb2.Signal] | None = ...,
+        label: _builtins.str = ...,
+        added_by: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_by", b"added_by", "allow_id", b"allow_id", "created_at", b"created_at", "label", b"label", "signals", b"signals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AllowedItem: _TypeAlias = AllowedItem  # noqa: Y015
+
+@_typing.final
+class AddToAllowListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    label: _builtins.str
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedCompositeFieldContainer[_signal_pb2.Signal]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        signals: _abc.Iterable[_signal_pb2.Signal] | None = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "request_id", b"request_id", "signals", b"signals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddToAllowListRequest: _TypeAlias = AddToAllowListRequest  # noqa: Y015
+
+@_typing.final
+class AddToAllowListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item(self) -> Global___AllowedItem: ...
+    def __init__(
+        self,
+        *,
+        item: Global___AllowedItem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddToAllowListResponse: _TypeAlias = AddToAllowListResponse  # noqa: Y015
+
+@_typing.final
+class RemoveFromAllowListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ALLOW_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    allow_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        allow_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_id", b"allow_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveFromAllowListRequest: _TypeAlias = RemoveFromAllowListRequest  # noqa: Y015
+
+@_typing.final
+class RemoveFromAllowListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOW_ID_FIELD_NUMBER: _builtins.int
+    allow_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        allow_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_id", b"allow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveFromAllowListResponse: _TypeAlias = RemoveFromAllowListResponse  # noqa: Y015
+
+@_typing.final
+class ListAllowListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAllowListRequest: _TypeAlias = ListAllowListRequest  # noqa: Y015
+
+@_typing.final
+class ListAllowListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___AllowedItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___AllowedItem] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAllowListResponse: _TypeAlias = ListAllowListResponse  # noqa: Y015

@@ -62,6 +62,31 @@ class SubmissionServiceStub:
                 request_serializer=hashshare_dot_v1_dot_submission__pb2.ListCategoriesRequest.SerializeToString,
                 response_deserializer=hashshare_dot_v1_dot_submission__pb2.ListCategoriesResponse.FromString,
                 _registered_method=True)
+        self.GiveFeedback = channel.unary_unary(
+                '/hashshare.v1.SubmissionService/GiveFeedback',
+                request_serializer=hashshare_dot_v1_dot_submission__pb2.GiveFeedbackRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_submission__pb2.GiveFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ReviewEntry = channel.unary_unary(
+                '/hashshare.v1.SubmissionService/ReviewEntry',
+                request_serializer=hashshare_dot_v1_dot_submission__pb2.ReviewEntryRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_submission__pb2.ReviewEntryResponse.FromString,
+                _registered_method=True)
+        self.AddToAllowList = channel.unary_unary(
+                '/hashshare.v1.SubmissionService/AddToAllowList',
+                request_serializer=hashshare_dot_v1_dot_submission__pb2.AddToAllowListRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_submission__pb2.AddToAllowListResponse.FromString,
+                _registered_method=True)
+        self.RemoveFromAllowList = channel.unary_unary(
+                '/hashshare.v1.SubmissionService/RemoveFromAllowList',
+                request_serializer=hashshare_dot_v1_dot_submission__pb2.RemoveFromAllowListRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_submission__pb2.RemoveFromAllowListResponse.FromString,
+                _registered_method=True)
+        self.ListAllowList = channel.unary_unary(
+                '/hashshare.v1.SubmissionService/ListAllowList',
+                request_serializer=hashshare_dot_v1_dot_submission__pb2.ListAllowListRequest.SerializeToString,
+                response_deserializer=hashshare_dot_v1_dot_submission__pb2.ListAllowListResponse.FromString,
+                _registered_method=True)
 
 
 class SubmissionServiceServicer:
@@ -110,6 +135,42 @@ class SubmissionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GiveFeedback(self, request, context):
+        """A member's opinion of an entry, once per member and entry (a second call
+        replaces the first). Entries disputed by enough distinct members drop
+        from VERDICT_BLOCK to VERDICT_REVIEW.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewEntry(self, request, context):
+        """An authority or admin reviewer confirms, disables or re-enables an entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddToAllowList(self, request, context):
+        """The allow-list bank: known-benign content that never matches at
+        VERDICT_BLOCK (news photos, national symbols, common memes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveFromAllowList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAllowList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubmissionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +198,31 @@ def add_SubmissionServiceServicer_to_server(servicer, server):
                     servicer.ListCategories,
                     request_deserializer=hashshare_dot_v1_dot_submission__pb2.ListCategoriesRequest.FromString,
                     response_serializer=hashshare_dot_v1_dot_submission__pb2.ListCategoriesResponse.SerializeToString,
+            ),
+            'GiveFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.GiveFeedback,
+                    request_deserializer=hashshare_dot_v1_dot_submission__pb2.GiveFeedbackRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_submission__pb2.GiveFeedbackResponse.SerializeToString,
+            ),
+            'ReviewEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewEntry,
+                    request_deserializer=hashshare_dot_v1_dot_submission__pb2.ReviewEntryRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_submission__pb2.ReviewEntryResponse.SerializeToString,
+            ),
+            'AddToAllowList': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddToAllowList,
+                    request_deserializer=hashshare_dot_v1_dot_submission__pb2.AddToAllowListRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_submission__pb2.AddToAllowListResponse.SerializeToString,
+            ),
+            'RemoveFromAllowList': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveFromAllowList,
+                    request_deserializer=hashshare_dot_v1_dot_submission__pb2.RemoveFromAllowListRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_submission__pb2.RemoveFromAllowListResponse.SerializeToString,
+            ),
+            'ListAllowList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAllowList,
+                    request_deserializer=hashshare_dot_v1_dot_submission__pb2.ListAllowListRequest.FromString,
+                    response_serializer=hashshare_dot_v1_dot_submission__pb2.ListAllowListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -276,6 +362,141 @@ class SubmissionService:
             '/hashshare.v1.SubmissionService/ListCategories',
             hashshare_dot_v1_dot_submission__pb2.ListCategoriesRequest.SerializeToString,
             hashshare_dot_v1_dot_submission__pb2.ListCategoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GiveFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.SubmissionService/GiveFeedback',
+            hashshare_dot_v1_dot_submission__pb2.GiveFeedbackRequest.SerializeToString,
+            hashshare_dot_v1_dot_submission__pb2.GiveFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.SubmissionService/ReviewEntry',
+            hashshare_dot_v1_dot_submission__pb2.ReviewEntryRequest.SerializeToString,
+            hashshare_dot_v1_dot_submission__pb2.ReviewEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddToAllowList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.SubmissionService/AddToAllowList',
+            hashshare_dot_v1_dot_submission__pb2.AddToAllowListRequest.SerializeToString,
+            hashshare_dot_v1_dot_submission__pb2.AddToAllowListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveFromAllowList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.SubmissionService/RemoveFromAllowList',
+            hashshare_dot_v1_dot_submission__pb2.RemoveFromAllowListRequest.SerializeToString,
+            hashshare_dot_v1_dot_submission__pb2.RemoveFromAllowListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAllowList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashshare.v1.SubmissionService/ListAllowList',
+            hashshare_dot_v1_dot_submission__pb2.ListAllowListRequest.SerializeToString,
+            hashshare_dot_v1_dot_submission__pb2.ListAllowListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,19 @@ class SubmissionServiceStub:
     """Reads one entry. Platforms never learn which member submitted it."""
     ListCategories: _grpc.UnaryUnaryMultiCallable[_submission_pb2.ListCategoriesRequest, _submission_pb2.ListCategoriesResponse]
     """The taxonomy of categories this bank accepts."""
+    GiveFeedback: _grpc.UnaryUnaryMultiCallable[_submission_pb2.GiveFeedbackRequest, _submission_pb2.GiveFeedbackResponse]
+    """A member's opinion of an entry, once per member and entry (a second call
+    replaces the first). Entries disputed by enough distinct members drop
+    from VERDICT_BLOCK to VERDICT_REVIEW.
+    """
+    ReviewEntry: _grpc.UnaryUnaryMultiCallable[_submission_pb2.ReviewEntryRequest, _submission_pb2.ReviewEntryResponse]
+    """An authority or admin reviewer confirms, disables or re-enables an entry."""
+    AddToAllowList: _grpc.UnaryUnaryMultiCallable[_submission_pb2.AddToAllowListRequest, _submission_pb2.AddToAllowListResponse]
+    """The allow-list bank: known-benign content that never matches at
+    VERDICT_BLOCK (news photos, national symbols, common memes).
+    """
+    RemoveFromAllowList: _grpc.UnaryUnaryMultiCallable[_submission_pb2.RemoveFromAllowListRequest, _submission_pb2.RemoveFromAllowListResponse]
+    ListAllowList: _grpc.UnaryUnaryMultiCallable[_submission_pb2.ListAllowListRequest, _submission_pb2.ListAllowListResponse]
 
 @_typing.type_check_only
 class SubmissionServiceAsyncStub(SubmissionServiceStub):
@@ -82,6 +95,19 @@ class SubmissionServiceAsyncStub(SubmissionServiceStub):
     """Reads one entry. Platforms never learn which member submitted it."""
     ListCategories: _aio.UnaryUnaryMultiCallable[_submission_pb2.ListCategoriesRequest, _submission_pb2.ListCategoriesResponse]  # type: ignore[assignment]
     """The taxonomy of categories this bank accepts."""
+    GiveFeedback: _aio.UnaryUnaryMultiCallable[_submission_pb2.GiveFeedbackRequest, _submission_pb2.GiveFeedbackResponse]  # type: ignore[assignment]
+    """A member's opinion of an entry, once per member and entry (a second call
+    replaces the first). Entries disputed by enough distinct members drop
+    from VERDICT_BLOCK to VERDICT_REVIEW.
+    """
+    ReviewEntry: _aio.UnaryUnaryMultiCallable[_submission_pb2.ReviewEntryRequest, _submission_pb2.ReviewEntryResponse]  # type: ignore[assignment]
+    """An authority or admin reviewer confirms, disables or re-enables an entry."""
+    AddToAllowList: _aio.UnaryUnaryMultiCallable[_submission_pb2.AddToAllowListRequest, _submission_pb2.AddToAllowListResponse]  # type: ignore[assignment]
+    """The allow-list bank: known-benign content that never matches at
+    VERDICT_BLOCK (news photos, national symbols, common memes).
+    """
+    RemoveFromAllowList: _aio.UnaryUnaryMultiCallable[_submission_pb2.RemoveFromAllowListRequest, _submission_pb2.RemoveFromAllowListResponse]  # type: ignore[assignment]
+    ListAllowList: _aio.UnaryUnaryMultiCallable[_submission_pb2.ListAllowListRequest, _submission_pb2.ListAllowListResponse]  # type: ignore[assignment]
 
 class SubmissionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Confirmed removals, submitted by trust-and-safety teams (role
@@ -136,5 +162,48 @@ class SubmissionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_submission_pb2.ListCategoriesResponse, _abc.Awaitable[_submission_pb2.ListCategoriesResponse]]:
         """The taxonomy of categories this bank accepts."""
+
+    @_abc_1.abstractmethod
+    def GiveFeedback(
+        self,
+        request: _submission_pb2.GiveFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_submission_pb2.GiveFeedbackResponse, _abc.Awaitable[_submission_pb2.GiveFeedbackResponse]]:
+        """A member's opinion of an entry, once per member and entry (a second call
+        replaces the first). Entries disputed by enough distinct members drop
+        from VERDICT_BLOCK to VERDICT_REVIEW.
+        """
+
+    @_abc_1.abstractmethod
+    def ReviewEntry(
+        self,
+        request: _submission_pb2.ReviewEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_submission_pb2.ReviewEntryResponse, _abc.Awaitable[_submission_pb2.ReviewEntryResponse]]:
+        """An authority or admin reviewer confirms, disables or re-enables an entry."""
+
+    @_abc_1.abstractmethod
+    def AddToAllowList(
+        self,
+        request: _submission_pb2.AddToAllowListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_submission_pb2.AddToAllowListResponse, _abc.Awaitable[_submission_pb2.AddToAllowListResponse]]:
+        """The allow-list bank: known-benign content that never matches at
+        VERDICT_BLOCK (news photos, national symbols, common memes).
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveFromAllowList(
+        self,
+        request: _submission_pb2.RemoveFromAllowListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_submission_pb2.RemoveFromAllowListResponse, _abc.Awaitable[_submission_pb2.RemoveFromAllowListResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAllowList(
+        self,
+        request: _submission_pb2.ListAllowListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_submission_pb2.ListAllowListResponse, _abc.Awaitable[_submission_pb2.ListAllowListResponse]]: ...
 
 def add_SubmissionServiceServicer_to_server(servicer: SubmissionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
