@@ -59,6 +59,9 @@ class Settings:
     snapshot_seconds: float = _setting(
         300.0, "How often the index snapshot is rewritten if the bank changed (also at shutdown); 0: only at shutdown."
     )
+    research_min_count: int = _setting(
+        5, "Research answers withhold (suppress) any count below this, so that small groups cannot be singled out."
+    )
     dev_admin_token_file: str = _setting(
         "", "Development only: create an admin member if the bank has none and write its token to this file."
     )
