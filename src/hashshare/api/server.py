@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from ..settings import Settings
 from ..store import open_store
 from ..taxonomy import Taxonomy
 from .services import AdminService, MatchService, ResearchService, SubmissionService
+from .workers import WorkerFailed, WorkerHeader, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def start(settings: Settings, worker: int | None = None) -> RunningServer:
     bank = Bank(store, settings, taxonomy)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="hashshare-rpc"),
+        interceptors=() if worker is None else (WorkerHeader(worker),),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -149,43 +151,29 @@ def serve(settings: Settings) -> None:
 
 
 def _serve_workers(settings: Settings, token_file: Path | None) -> None:
-    """Fork the workers before any gRPC object exists (gRPC does not survive a
-    fork), each serving the same port; forward SIGTERM and wait for them."""
+    """Run ``settings.workers`` processes on one port until SIGTERM (see api/workers.py)."""
     if settings.listen.rsplit(":", 1)[-1] == "0":
         raise ValueError("--workers needs a fixed port: the workers must share it")
-    children = []
-    for worker in range(settings.workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                _serve_worker(settings, worker)
-            except BaseException:
-                log.exception("worker %d failed", worker)
-                code = 1
-            os._exit(code)
-        children.append(pid)
-    print(
-        f"hashshare serving on {settings.listen} with {settings.workers} workers (store {settings.store})", flush=True
-    )
-    if token_file is not None:
-        print(f"development admin token written to {token_file.resolve()}", flush=True)
 
-    def forward(signum: int, frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+    def serving() -> None:
+        print(
+            f"hashshare serving on {settings.listen} with {settings.workers} workers (store {settings.store})",
+            flush=True,
+        )
+        if token_file is not None:
+            print(f"development admin token written to {token_file.resolve()}", flush=True)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for pid in children:
-        os.waitpid(pid, 0)
+    try:
+        WorkerPool(settings, _serve_worker).run(on_serving=serving)
+    except WorkerFailed as error:
+        log.error("%s", error)
+        raise SystemExit(1) from error
 
 
-def _serve_worker(settings: Settings, worker: int) -> None:
+def _serve_worker(settings: Settings, worker: int, ready: Callable[[], None]) -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGINT as SIGTERM
     running = start(settings, worker=worker)
+    ready()
     stopping.wait()
     running.stop()
