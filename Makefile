@@ -8,7 +8,7 @@ VAR ?= var
 SIZES ?= 100k,1M,10M
 E2E_SIZES ?= 100k,1M
 
-.PHONY: install serve test eval bench check lint typecheck lint-proto proto clean
+.PHONY: install serve test eval bench bench-workers check lint typecheck lint-proto proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ eval: install
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m hashshare.bench --sizes $(SIZES) --e2e-sizes $(E2E_SIZES) --out $(VAR)/bench
+
+# Match throughput with --workers 2 against 1 on this machine, in one run;
+# uses nghttp2's h2load as a second, lighter client when it is installed.
+WORKERS_SIZE ?= 20k
+bench-workers: install
+	$(BIN)/python -m hashshare.bench.workers_bench --size $(WORKERS_SIZE) --json $(VAR)/bench/workers.json
 
 lint: install
 	$(BIN)/ruff format --check src clients/python/src tests proto/generate.py
