@@ -144,7 +144,9 @@ def test_a_killed_worker_is_replaced_and_a_killed_parent_takes_the_workers_along
     os.kill(first[0], signal.SIGKILL)
     replaced = _wait_children(server.process.pid, 2, exclude=(first[0],))
     assert first[1] in replaced and server.process.poll() is None
-    # The replacement builds its index from the store and answers under the same number.
+    # While the replacement loads, new connections go to its sibling: no call
+    # fails (a failed call raises here), and the replacement answers under the
+    # same number once it has built its index from the store.
     assert set(_answers_by_worker(server.target, token, entry_id, 2)) == {"0", "1"}
 
     server.process.kill()

@@ -64,10 +64,14 @@ class RunningServer:
         self.bank.store.close()
 
 
-def start(settings: Settings, worker: int | None = None) -> RunningServer:
+def start(settings: Settings, worker: int | None = None, listen_after_load: bool = False) -> RunningServer:
     """Start serving; returns once the index is loaded and health is SERVING.
 
-    ``worker`` numbers one of several processes sharing the port."""
+    ``worker`` numbers one of several processes sharing the port. The port is
+    bound before the index loads, so that health answers NOT_SERVING meanwhile;
+    with ``listen_after_load`` (a worker replacing one that died, while its
+    siblings serve) only once it can answer, since the kernel would otherwise
+    hand it new connections whose calls fail until then."""
     store = open_store(settings.store)
     taxonomy = Taxonomy.from_file(settings.taxonomy) if settings.taxonomy else Taxonomy()
     bank = Bank(store, settings, taxonomy)
@@ -92,11 +96,14 @@ def start(settings: Settings, worker: int | None = None) -> RunningServer:
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if listen_after_load:
+        bank.start(writes_snapshots=not worker)
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     server.start()
-    bank.start(writes_snapshots=not worker)
+    if not listen_after_load:
+        bank.start(writes_snapshots=not worker)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving on port %d, store %s, index %s", port, settings.store, bank.index.sizes())
@@ -170,10 +177,10 @@ def _serve_workers(settings: Settings, token_file: Path | None) -> None:
         raise SystemExit(1) from error
 
 
-def _serve_worker(settings: Settings, worker: int, ready: Callable[[], None]) -> None:
+def _serve_worker(settings: Settings, worker: int, ready: Callable[[], None], replacing: bool) -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
-    running = start(settings, worker=worker)
+    running = start(settings, worker=worker, listen_after_load=replacing)
     ready()
     stopping.wait()
     running.stop()

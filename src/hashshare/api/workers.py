@@ -16,8 +16,9 @@ What the parent does, and why:
   inside one container.
 - A worker that dies after it served (a crash, the OOM killer, a stray
   SIGKILL) is logged and replaced under the same worker number, so the
-  process keeps its capacity; the replacement must serve in turn, or the
-  parent exits 1 as above.
+  process keeps its capacity; the replacement binds the port only once its
+  index is loaded (its siblings answer meanwhile), and must serve in turn, or
+  the parent exits 1 as above.
 - SIGTERM or SIGINT to the parent is forwarded as SIGTERM to every worker,
   each of which drains its calls (``--grace-seconds``); the parent exits 0
   when every worker stopped cleanly, 1 otherwise.
@@ -97,9 +98,12 @@ class _Worker:
 class WorkerPool:
     """Forks the workers, waits until they serve, replaces those that die, and stops them."""
 
-    def __init__(self, settings: Settings, serve_one: Callable[[Settings, int, Callable[[], None]], None]) -> None:
-        """``serve_one(settings, number, ready)`` runs one worker until SIGTERM, calling
-        ``ready()`` once it serves."""
+    def __init__(
+        self, settings: Settings, serve_one: Callable[[Settings, int, Callable[[], None], bool], None]
+    ) -> None:
+        """``serve_one(settings, number, ready, replacing)`` runs one worker until SIGTERM,
+        calling ``ready()`` once it serves; ``replacing`` when it replaces one that died
+        while the others serve."""
         self._settings = settings
         self._serve_one = serve_one
         self._workers: dict[int, _Worker] = {}  # by pid
@@ -111,7 +115,7 @@ class WorkerPool:
         or did not stop cleanly."""
         for sig in _STOP_SIGNALS:
             signal.signal(sig, self._request_stop)
-        started = [self._fork(number) for number in range(self._settings.workers)]
+        started = [self._fork(number, replacing=False) for number in range(self._settings.workers)]
         if all(self._wait_ready(worker) for worker in started) and not self._stopping.is_set():
             on_serving()
         while self._workers:
@@ -126,7 +130,7 @@ class WorkerPool:
                     self._failed = True
                 continue
             log.error("worker %d (pid %d) died with status %d; starting a new one", worker.number, pid, code)
-            replacement = self._fork(worker.number)
+            replacement = self._fork(worker.number, replacing=True)
             if self._wait_ready(replacement):
                 log.info("worker %d serves again (pid %d)", worker.number, replacement.pid)
         if self._failed:
@@ -138,7 +142,7 @@ class WorkerPool:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    def _fork(self, number: int) -> _Worker:
+    def _fork(self, number: int, replacing: bool) -> _Worker:
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
         # Blocked across the fork, so that a SIGTERM arriving now is not handled
@@ -147,7 +151,7 @@ class WorkerPool:
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            self._run_child(number, write_fd, parent)
+            self._run_child(number, write_fd, parent, replacing)
         os.close(write_fd)
         worker = _Worker(number, pid, read_fd)
         self._workers[pid] = worker
@@ -157,7 +161,7 @@ class WorkerPool:
                 os.kill(pid, signal.SIGTERM)
         return worker
 
-    def _run_child(self, number: int, ready_fd: int, parent: int) -> None:
+    def _run_child(self, number: int, ready_fd: int, parent: int, replacing: bool) -> None:
         code = 0
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until serve_one installs its own
@@ -169,7 +173,7 @@ class WorkerPool:
                 os.write(ready_fd, b"1")
                 os.close(ready_fd)
 
-            self._serve_one(self._settings, number, ready)
+            self._serve_one(self._settings, number, ready, replacing)
         except BaseException:
             log.exception("worker %d failed", number)
             code = 1

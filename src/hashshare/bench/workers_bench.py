@@ -257,16 +257,20 @@ def run_once(
     target = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "hashshare.cli", "serve", "--listen", target, "--store", store_url,
                "--workers", str(workers), "--threads", str(args.server_threads)]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_serving(target, timeout=300)
-        deadline = time.monotonic() + 60
-        while len(server_processes(server.pid)) < workers and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # `serve` prints its line once every worker serves (health answers as soon as one does).
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line.startswith("hashshare serving"):
+            raise RuntimeError(f"the server did not start: {line!r}")
+        wait_serving(target, timeout=60)
         raw = measure(target, server.pid, token, requests, load, args.seconds)
     finally:
         server.terminate()
         server.wait(timeout=60)
+        if server.stdout is not None:
+            server.stdout.close()
     seconds = args.seconds
     server_cpu = sum(raw["server_cpu_s"])
     return Run(
