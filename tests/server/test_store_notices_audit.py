@@ -4,6 +4,7 @@ trail (issue 6), on the SQLite store and a real Redis server."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sqlite3
 import threading
@@ -137,7 +138,7 @@ def test_audit_events_form_a_chain_and_are_listed_with_filters(store: Store) -> 
     events = first + rest
     assert [e.sequence for e in events] == [1, 2, 3, 4]
     assert events[0].previous_hash == audit.GENESIS
-    assert all(b.previous_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+    assert all(b.previous_hash == a.hash for a, b in itertools.pairwise(events))
     assert store.list_audit(0, 100) == events
     assert store.list_audit(2, 100) == events[2:]
     assert store.list_audit(0, 2) == events[:2]
