@@ -61,6 +61,12 @@ AUDITED: frozenset[str] = frozenset(
 )
 
 
+def event_time(now: float) -> float:
+    """``now`` to the microsecond: the API's timestamps then show an event's
+    time exactly, so that since/until filters agree with what callers saw."""
+    return round(now, 6)
+
+
 def canonical(sequence: int, draft: AuditDraft) -> bytes:
     """The bytes an event's hash covers, besides the previous hash."""
     fields = {

@@ -66,7 +66,16 @@ _OFFLINE_AUDITED = ("create-member", "issue-token", "revoke-token")
 
 
 def _audit_offline(store: Store, command: str, target: str, detail: str, result: str) -> None:
-    draft = AuditDraft(time.time(), audit.OFFLINE, (), f"hashshare-server admin {command}", "", target, result, detail)
+    draft = AuditDraft(
+        audit.event_time(time.time()),
+        audit.OFFLINE,
+        (),
+        f"hashshare-server admin {command}",
+        "",
+        target,
+        result,
+        detail,
+    )
     store.append_audit([draft])
 
 

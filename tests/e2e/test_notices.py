@@ -261,3 +261,18 @@ def test_notice_stats_suppress_small_counts_and_hide_names(server_factory: Serve
     # Without a period the notices outside the quarter count too.
     assert everything[a.platform].received == 7 and everything[b.platform].received == 6
     assert all(s.platform.startswith("platform-") for s in stats.values())
+
+
+def test_notice_service_is_in_reflection_and_health(server_factory: ServerFactory) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    server = server_factory()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        listed = next(reflection.ServerReflectionInfo(iter([request]))).list_services_response.service
+        health = health_pb2_grpc.HealthStub(channel)
+        status = health.Check(health_pb2.HealthCheckRequest(service="hashshare.v1.NoticeService")).status
+    assert "hashshare.v1.NoticeService" in {s.name for s in listed}
+    assert status == health_pb2.HealthCheckResponse.SERVING

@@ -13,6 +13,7 @@ import re
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from ..audit import event_time
 from ..model import AuditDraft, IdKind, Principal, format_id
 
 # An id as the API spells them (ent_42, mem_3, ...): anything else is not copied.
@@ -84,7 +85,7 @@ def draft_of(
 ) -> AuditDraft:
     request_id = getattr(request, "request_id", "")
     return AuditDraft(
-        at=at,
+        at=event_time(at),
         member=format_id(IdKind.MEMBER, principal.member_id) if principal is not None else "",
         roles=tuple(sorted(r.value for r in principal.roles)) if principal is not None else (),
         method=method,

@@ -61,13 +61,17 @@ def abort(context: grpc.ServicerContext, error: HashshareError) -> NoReturn:
 
 
 def _authorise(servicer: Servicer, context: grpc.ServicerContext, method: str) -> Principal:
+    principal = _authenticate(servicer, context)
+    servicer.bank.auth.authorize(principal, method)
+    return principal
+
+
+def _authenticate(servicer: Servicer, context: grpc.ServicerContext) -> Principal:
     if not servicer.bank.feed.loaded.is_set():
         raise Unavailable("the index is still loading; retry shortly")
     metadata = dict(context.invocation_metadata())
     authorization = metadata.get("authorization")
-    principal = servicer.bank.auth.authenticate(authorization if isinstance(authorization, str) else None)
-    servicer.bank.auth.authorize(principal, method)
-    return principal
+    return servicer.bank.auth.authenticate(authorization if isinstance(authorization, str) else None)
 
 
 def _internal(context: grpc.ServicerContext, method: str) -> NoReturn:
@@ -119,7 +123,8 @@ def _audited(
     """A mutating call: as ``unary``, and its outcome appended to the audit trail."""
     principal: Principal | None = None
     try:
-        principal = _authorise(servicer, context, method)
+        principal = _authenticate(servicer, context)
+        servicer.bank.auth.authorize(principal, method)  # a refusal is audited with its caller
         response = fn(servicer, request, context, principal)
     except HashshareError as error:
         _record(servicer, method, principal, request, None, error.code)
