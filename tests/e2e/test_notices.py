@@ -276,3 +276,34 @@ def test_notice_service_is_in_reflection_and_health(server_factory: ServerFactor
         status = health.Check(health_pb2.HealthCheckRequest(service="hashshare.v1.NoticeService")).status
     assert "hashshare.v1.NoticeService" in {s.name for s in listed}
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_async_client_files_lists_and_answers_notices(parties: Parties) -> None:
+    import asyncio
+
+    from hashshare_client import AsyncClient
+
+    platform_a = parties.ids["Platform A"]
+    text = signals.from_text("Hãy đuổi hết bọn chúng ra khỏi thành phố này, chúng không đáng được sống ở đây")
+
+    async def scenario() -> tuple[str, str, int, int]:
+        async with (
+            AsyncClient(parties.target, parties.tokens["authority"]) as authority,
+            AsyncClient(parties.target, parties.tokens["a"]) as platform,
+            AsyncClient(parties.target, parties.tokens["admin"]) as admin,
+        ):
+            await admin.set_contact_points(platform_a, [DESK])
+            filed = await authority.file_notice(platform_a, text, category="hate_speech", content_reference="p/7")
+            listed = await platform.list_notices()
+            answered = await platform.answer_notice(filed.notice_id, "disabled")
+            directory = await platform.contact_points()
+            audit = await admin.audit_events(method="/hashshare.v1.NoticeService/AnswerNotice")
+            stats = await authority.notice_stats()
+            assert [n.notice_id for n in listed.notices] == [filed.notice_id] and filed.routed_to == (DESK,)
+            assert (await authority.get_notice(filed.notice_id)) == answered
+            assert len(stats) == 1 and stats[0].received is None  # one notice: suppressed
+            return answered.state, answered.entry_id, len(directory), len(audit.events)
+
+    state, entry_id, members, answers = asyncio.run(scenario())
+    assert state is NoticeState.DISABLED and entry_id.startswith("ent_")
+    assert members == 5 and answers == 1
