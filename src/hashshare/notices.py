@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ def sees_every_notice(principal: Principal) -> bool:
 class NoticeDesk:
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
+        # Two answers to one notice racing in this process must not both
+        # store an entry before one of them is refused. (Across processes the
+        # store still refuses the second answer; its entry would remain.)
+        self._answering = threading.Lock()
 
     def file(self, principal: Principal, request_id: str, request_digest: bytes, draft: NoticeDraft) -> Notice:
         store = self.bank.store
@@ -75,6 +80,19 @@ class NoticeDesk:
         return store.file_notice(principal.member_id, request_id, request_digest, draft, routed_to, self.bank.now())
 
     def answer(
+        self,
+        principal: Principal,
+        request_id: str,
+        request_digest: bytes,
+        notice_id: int,
+        state: NoticeState,
+        reason: str,
+        removed_at: float | None,
+    ) -> Notice:
+        with self._answering:
+            return self._answer(principal, request_id, request_digest, notice_id, state, reason, removed_at)
+
+    def _answer(
         self,
         principal: Principal,
         request_id: str,

@@ -14,12 +14,12 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from ..audit import event_time
-from ..model import AuditDraft, IdKind, Principal, format_id
+from ..model import AuditDraft, IdKind, Principal, Role, format_id
 
 # An id as the API spells them (ent_42, mem_3, ...): anything else is not copied.
 _ID = re.compile(r"^[a-z]{2,5}_[0-9]{1,18}$")
 _CATEGORY = re.compile(r"^[a-z0-9_.]{1,64}$")
-_ROLE = re.compile(r"^[a-z_]{1,32}$")
+_ROLES = frozenset(r.value for r in Role)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # as convert.check_request_id accepts
 _NOT_TARGETS = frozenset({"request_id", "item_id"})
 MAX_DETAIL = 500
@@ -50,12 +50,14 @@ def target_of(request: Message, response: Message | None) -> str:
     return _first_id(request, 1)
 
 
-def detail_of(request: Message) -> str:
+def detail_of(request: Message, validated: bool) -> str:
+    """Enum names, numbers, counts, role names and, once the call succeeded
+    (so it is a known one), the category id."""
     parts = []
     for field, value in request.ListFields():
         if field.is_repeated:
             if field.name == "roles":
-                parts.append("roles=" + ",".join(r for r in value if _ROLE.match(r)))
+                parts.append("roles=" + ",".join(r for r in value if r in _ROLES))
             else:
                 parts.append(f"{field.name}={len(value)}")
         elif field.type == FieldDescriptor.TYPE_ENUM:
@@ -70,7 +72,7 @@ def detail_of(request: Message) -> str:
             FieldDescriptor.CPPTYPE_FLOAT,
         ):
             parts.append(f"{field.name}={value}")
-        elif field.name == "category" and _CATEGORY.match(value):
+        elif field.name == "category" and validated and _CATEGORY.match(value):
             parts.append(f"category={value}")
     return " ".join(parts)[:MAX_DETAIL]
 
@@ -92,5 +94,5 @@ def draft_of(
         request_id=request_id if isinstance(request_id, str) and _REQUEST_ID.match(request_id) else "",
         target=target_of(request, response),
         result=result,
-        detail=detail_of(request),
+        detail=detail_of(request, validated=result == "OK"),
     )
