@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from hashshare_client import Signal, Verdict
 
+from .audit import AuditLog
 from .auth import Authenticator
 from .errors import InvalidArgument, NotFound
 from .feed import FeedFollower, SnapshotWriter
@@ -71,6 +72,7 @@ class Bank:
         # of the same content through this process land in one entry.
         self._submit_lock = threading.Lock()
         self._pseudonym_key = b""
+        self.audit_log = AuditLog(store, clock)
 
     def start(self, writes_snapshots: bool = True) -> None:
         """Load the index; the server reports SERVING only after this returns.

@@ -10,9 +10,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import bankfile, members, settings
+from . import audit, bankfile, members, settings
 from .errors import HashshareError
-from .model import IdKind, Member, format_id, parse_id
+from .model import AuditDraft, IdKind, Member, format_id, parse_id
 from .store import open_store
 from .store.base import Store
 
@@ -36,39 +36,99 @@ def _resolve_member(store: Store, text: str) -> Member:
     return members.find_member(store, text)
 
 
+def _verify_audit(store: Store, as_json: bool) -> int:
+    result = audit.verify(audit.all_events(store))
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "checked": result.checked,
+                    "head_hash": result.head_hash,
+                    "broken_at": result.broken_at,
+                    "problem": result.problem,
+                }
+            )
+        )
+    elif result.ok:
+        print(f"audit trail intact: {result.checked} events, head {result.head_hash}")
+    else:
+        print(
+            f"audit trail broken at event {result.broken_at}: {result.problem} "
+            f"({result.checked} events before it are intact)",
+            file=sys.stderr,
+        )
+    return 0 if result.ok else 1
+
+
+# What an offline command did, for the audit trail: (target, detail).
+_OFFLINE_AUDITED = ("create-member", "issue-token", "revoke-token")
+
+
+def _audit_offline(store: Store, command: str, target: str, detail: str, result: str) -> None:
+    draft = AuditDraft(
+        audit.event_time(time.time()),
+        audit.OFFLINE,
+        (),
+        f"hashshare-server admin {command}",
+        "",
+        target,
+        result,
+        detail,
+    )
+    store.append_audit([draft])
+
+
 def _admin(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     try:
-        now = time.time()
-        if args.admin_command == "create-member":
-            member, token, secret = members.create_member(store, args.name, args.role, now)
-            out = {**_member_json(member), "token": secret, "token_id": format_id(IdKind.TOKEN, token.token_id)}
-            text = f"created {out['member_id']} {member.name!r}; its token (shown once):\n{secret}"
-        elif args.admin_command == "issue-token":
-            member = _resolve_member(store, args.member)
-            token, secret = members.issue_token(store, member.member_id, args.role, now)
-            out = {
-                "member_id": format_id(IdKind.MEMBER, member.member_id),
-                "token": secret,
-                "token_id": format_id(IdKind.TOKEN, token.token_id),
-            }
-            text = f"new token {out['token_id']} for {member.name!r} (shown once):\n{secret}"
-        elif args.admin_command == "revoke-token":
-            token, _ = store.revoke_token(parse_id(IdKind.TOKEN, args.token_id, "token_id"), now)
-            out = {"token_id": format_id(IdKind.TOKEN, token.token_id), "revoked": True}
-            text = f"revoked {out['token_id']}"
-        else:  # list-members
-            listed = store.list_members()
-            if args.json:
-                print(json.dumps([_member_json(m) for m in listed], indent=2))
-            else:
-                for m in listed:
-                    print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{','.join(sorted(m.roles))}")
-            return 0
-        print(json.dumps(out) if args.json else text)
-        return 0
+        if args.admin_command == "verify-audit":
+            return _verify_audit(store, args.json)
+        if args.admin_command not in _OFFLINE_AUDITED:
+            return _admin_command(store, args)
+        try:
+            code = _admin_command(store, args)
+        except HashshareError as error:
+            _audit_offline(store, args.admin_command, "", "", error.code)
+            raise
+        return code
     finally:
         store.close()
+
+
+def _admin_command(store: Store, args: argparse.Namespace) -> int:
+    now = time.time()
+    if args.admin_command == "create-member":
+        member, token, secret = members.create_member(store, args.name, args.role, now)
+        out = {**_member_json(member), "token": secret, "token_id": format_id(IdKind.TOKEN, token.token_id)}
+        roles = ",".join(sorted(r.value for r in member.roles))
+        _audit_offline(store, args.admin_command, str(out["member_id"]), f"roles={roles}", "OK")
+        text = f"created {out['member_id']} {member.name!r}; its token (shown once):\n{secret}"
+    elif args.admin_command == "issue-token":
+        member = _resolve_member(store, args.member)
+        token, secret = members.issue_token(store, member.member_id, args.role, now)
+        out = {
+            "member_id": format_id(IdKind.MEMBER, member.member_id),
+            "token": secret,
+            "token_id": format_id(IdKind.TOKEN, token.token_id),
+        }
+        text = f"new token {out['token_id']} for {member.name!r} (shown once):\n{secret}"
+        _audit_offline(store, args.admin_command, str(out["token_id"]), f"member={out['member_id']}", "OK")
+    elif args.admin_command == "revoke-token":
+        token, _ = store.revoke_token(parse_id(IdKind.TOKEN, args.token_id, "token_id"), now)
+        out = {"token_id": format_id(IdKind.TOKEN, token.token_id), "revoked": True}
+        text = f"revoked {out['token_id']}"
+        _audit_offline(store, args.admin_command, str(out["token_id"]), "", "OK")
+    else:  # list-members
+        listed = store.list_members()
+        if args.json:
+            print(json.dumps([_member_json(m) for m in listed], indent=2))
+        else:
+            for m in listed:
+                print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{','.join(sorted(m.roles))}")
+        return 0
+    print(json.dumps(out) if args.json else text)
+    return 0
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -141,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = admin_command("revoke-token", "revoke a token at once, on every server")
     revoke.add_argument("token_id", help="tok_N")
     admin_command("list-members", "list members and their roles")
+    admin_command("verify-audit", "check the audit trail's hash chain; exit 1 naming the first broken event")
 
     importing = commands.add_parser(
         "import", help="import a bank file (JSONL or a hash list) straight into a store; see hashshare.bankfile"

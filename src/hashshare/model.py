@@ -3,6 +3,7 @@ inside the server and prefixed strings ("ent_42") on the API."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ class IdKind(enum.StrEnum):
     SUBMISSION = "sub"
     MEMBER = "mem"
     TOKEN = "tok"
+    NOTICE = "ntc"
 
 
 def format_id(kind: IdKind, number: int) -> str:
@@ -221,3 +223,140 @@ class EntryChanged:
 
 
 Change = SignalsAdded | SignalsRemoved | TokenRevoked | EntryChanged
+
+
+# Notices, the member directory and the audit trail (issue 6).
+
+
+@dataclass(frozen=True)
+class ContactPoint:
+    """A person or desk of a member that notices are routed to."""
+
+    name: str
+    role: str
+    email: str = ""
+    phone: str = ""
+
+
+class NoticeState(enum.StrEnum):
+    OPEN = "open"
+    REMOVED = "removed"
+    DISABLED = "disabled"  # made unavailable in the country, not deleted
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class NoticeDraft:
+    """A validated FileNotice request, before it is stored."""
+
+    platform_id: int
+    content_reference: str
+    signals: tuple[Signal, ...]
+    category: str
+    legal_basis: LegalBasis
+    legal_reference: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notice the authority filed to a platform, and the platform's answer."""
+
+    notice_id: int
+    authority_id: int
+    draft: NoticeDraft
+    filed_at: float
+    routed_to: tuple[ContactPoint, ...]
+    state: NoticeState = NoticeState.OPEN
+    decided_at: float | None = None
+    decided_by: int | None = None
+    decision_reason: str = ""
+    entry_id: int | None = None
+
+    @property
+    def platform_id(self) -> int:
+        return self.draft.platform_id
+
+    @property
+    def seconds_to_decision(self) -> float | None:
+        return None if self.decided_at is None else self.decided_at - self.filed_at
+
+    def answered(self, decision: NoticeDecision) -> Notice:
+        return dataclasses.replace(
+            self,
+            state=decision.state,
+            decided_at=decision.decided_at,
+            decided_by=decision.decided_by,
+            decision_reason=decision.reason,
+            entry_id=decision.entry_id,
+        )
+
+
+@dataclass(frozen=True)
+class NoticeDecision:
+    """A platform's answer to a notice, as the store records it."""
+
+    state: NoticeState
+    reason: str
+    decided_by: int
+    decided_at: float
+    entry_id: int | None
+
+
+@dataclass(frozen=True)
+class NoticeFilter:
+    """Which notices a listing returns; None means any."""
+
+    platform_id: int | None = None
+    state: NoticeState | None = None
+    filed_since: float | None = None  # inclusive
+    filed_until: float | None = None  # exclusive
+
+    def admits(self, notice: Notice) -> bool:
+        return (
+            (self.platform_id is None or notice.platform_id == self.platform_id)
+            and (self.state is None or notice.state is self.state)
+            and (self.filed_since is None or notice.filed_at >= self.filed_since)
+            and (self.filed_until is None or notice.filed_at < self.filed_until)
+        )
+
+
+@dataclass(frozen=True)
+class AuditDraft:
+    """One mutating call, before the store gives it its place in the chain."""
+
+    at: float
+    member: str  # "mem_3", "offline", or "" when the caller was not authenticated
+    roles: tuple[str, ...]
+    method: str
+    request_id: str
+    target: str
+    result: str  # "OK" or a gRPC status code name
+    detail: str  # content-free: never signals, tokens, reasons or comments
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """An audit record in its place: ``hash`` covers its fields and ``previous_hash``."""
+
+    sequence: int
+    draft: AuditDraft
+    previous_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    member: str | None = None
+    method: str | None = None
+    since: float | None = None  # inclusive
+    until: float | None = None  # exclusive
+
+    def admits(self, event: AuditEvent) -> bool:
+        draft = event.draft
+        return (
+            (self.member is None or draft.member == self.member)
+            and (self.method is None or draft.method == self.method)
+            and (self.since is None or draft.at >= self.since)
+            and (self.until is None or draft.at < self.until)
+        )

@@ -14,9 +14,11 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from ..audit import AUDITED
 from ..bank import Bank
 from ..errors import HashshareError, InvalidArgument, Unavailable
 from ..model import Principal
+from . import auditing
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,17 @@ def abort(context: grpc.ServicerContext, error: HashshareError) -> NoReturn:
 
 
 def _authorise(servicer: Servicer, context: grpc.ServicerContext, method: str) -> Principal:
+    principal = _authenticate(servicer, context)
+    servicer.bank.auth.authorize(principal, method)
+    return principal
+
+
+def _authenticate(servicer: Servicer, context: grpc.ServicerContext) -> Principal:
     if not servicer.bank.feed.loaded.is_set():
         raise Unavailable("the index is still loading; retry shortly")
     metadata = dict(context.invocation_metadata())
     authorization = metadata.get("authorization")
-    principal = servicer.bank.auth.authenticate(authorization if isinstance(authorization, str) else None)
-    servicer.bank.auth.authorize(principal, method)
-    return principal
+    return servicer.bank.auth.authenticate(authorization if isinstance(authorization, str) else None)
 
 
 def _internal(context: grpc.ServicerContext, method: str) -> NoReturn:
@@ -98,6 +104,8 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def unary(self: _S, request: Any, context: grpc.ServicerContext) -> Any:
         method = f"/{self.SERVICE}/{fn.__name__}"
+        if method in AUDITED:
+            return _audited(self, fn, request, context, method)
         try:
             principal = _authorise(self, context, method)
             return fn(self, request, context, principal)
@@ -107,3 +115,41 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
             _internal(context, method)
 
     return unary
+
+
+def _audited(
+    servicer: Servicer, fn: Callable[..., Any], request: Any, context: grpc.ServicerContext, method: str
+) -> Any:
+    """A mutating call: as ``unary``, and its outcome appended to the audit trail."""
+    principal: Principal | None = None
+    try:
+        principal = _authenticate(servicer, context)
+        servicer.bank.auth.authorize(principal, method)  # a refusal is audited with its caller
+        response = fn(servicer, request, context, principal)
+    except HashshareError as error:
+        _record(servicer, method, principal, request, None, error.code)
+        abort(context, error)
+    except Exception:
+        _record(servicer, method, principal, request, None, "INTERNAL")
+        _internal(context, method)
+    try:
+        servicer.bank.audit_log.append(
+            auditing.draft_of(method, principal, request, response, "OK", servicer.bank.now())
+        )
+    except Exception:
+        # Applied but not audited: the caller retries with its request_id,
+        # the replay changes nothing and is audited then.
+        log.exception("%s: could not append to the audit trail", method)
+        abort(context, Unavailable("the call was applied but could not be audited; retry with the same request_id"))
+    return response
+
+
+def _record(
+    servicer: Servicer, method: str, principal: Principal | None, request: Any, response: Any, result: str
+) -> None:
+    try:
+        servicer.bank.audit_log.append(
+            auditing.draft_of(method, principal, request, response, result, servicer.bank.now())
+        )
+    except Exception:
+        log.exception("%s: could not audit a failed call", method)

@@ -21,6 +21,8 @@ from hashshare_client.pb.hashshare.v1 import (
     admin_pb2_grpc,
     match_pb2,
     match_pb2_grpc,
+    notice_pb2,
+    notice_pb2_grpc,
     research_pb2,
     research_pb2_grpc,
     submission_pb2,
@@ -34,6 +36,7 @@ from ..model import Role
 from ..settings import Settings
 from ..store import open_store
 from ..taxonomy import Taxonomy
+from .notices import NoticeService
 from .services import AdminService, MatchService, ResearchService, SubmissionService
 from .workers import WorkerFailed, WorkerHeader, WorkerPool
 
@@ -44,6 +47,7 @@ SERVICE_NAMES = (
     submission_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name,
     research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    notice_pb2.DESCRIPTOR.services_by_name["NoticeService"].full_name,
 )
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEV_ADMIN_NAME = "dev-admin"
@@ -91,6 +95,7 @@ def start(settings: Settings, worker: int | None = None, listen_after_load: bool
     submission_pb2_grpc.add_SubmissionServiceServicer_to_server(SubmissionService(bank), server)
     research_pb2_grpc.add_ResearchServiceServicer_to_server(ResearchService(bank), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(bank), server)
+    notice_pb2_grpc.add_NoticeServiceServicer_to_server(NoticeService(bank), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

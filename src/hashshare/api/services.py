@@ -24,7 +24,7 @@ from .. import members
 from ..bank import Bank
 from ..errors import FieldViolation, InvalidArgument
 from ..model import IdKind, Member, Principal, Role, SubmissionDraft, format_id, parse_id
-from . import convert
+from . import audit_events, convert, directory, notice_stats
 from .rpc import rpc
 
 # The most items one SubmitBatch call may carry (documented in submission.proto).
@@ -248,6 +248,12 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
             ],
         )
 
+    @rpc
+    def GetNoticeStats(
+        self, request: research_pb2.GetNoticeStatsRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> research_pb2.GetNoticeStatsResponse:
+        return notice_stats.notice_stats(self.bank, request)
+
 
 def _member_message(member: Member) -> admin_pb2.Member:
     return admin_pb2.Member(
@@ -275,16 +281,25 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.CreateMemberRequest, context: grpc.ServicerContext, principal: Principal
     ) -> admin_pb2.CreateMemberResponse:
         self._check_request_id(request.request_id)
+        violations: list[FieldViolation] = []
+        points = directory.contact_points_from_proto(request.contact_points, "contact_points", violations)
+        if violations:
+            raise InvalidArgument(violations)
         member, token, secret = members.create_member(self.bank.store, request.name, request.roles, self.bank.now())
+        if points:
+            self.bank.store.set_contact_points(member.member_id, points, self.bank.now())
         return admin_pb2.CreateMemberResponse(
-            member=_member_message(member), token=secret, token_id=format_id(IdKind.TOKEN, token.token_id)
+            member=directory.with_contact_points(self.bank, [_member_message(member)])[0],
+            token=secret,
+            token_id=format_id(IdKind.TOKEN, token.token_id),
         )
 
     @rpc
     def ListMembers(
         self, request: admin_pb2.ListMembersRequest, context: grpc.ServicerContext, principal: Principal
     ) -> admin_pb2.ListMembersResponse:
-        return admin_pb2.ListMembersResponse(members=[_member_message(m) for m in self.bank.store.list_members()])
+        listed = [_member_message(m) for m in self.bank.store.list_members()]
+        return admin_pb2.ListMembersResponse(members=directory.with_contact_points(self.bank, listed))
 
     @rpc
     def IssueToken(
@@ -304,3 +319,26 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         _, token_hash = self.bank.store.revoke_token(token_id, self.bank.now())
         self.bank.auth.forget(token_hash)
         return admin_pb2.RevokeTokenResponse(token_id=request.token_id)
+
+    @rpc
+    def SetContactPoints(
+        self, request: admin_pb2.SetContactPointsRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> admin_pb2.SetContactPointsResponse:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request.request_id, violations)
+        points = directory.contact_points_from_proto(request.contact_points, "contact_points", violations)
+        if violations:
+            raise InvalidArgument(violations)
+        member_id = parse_id(IdKind.MEMBER, request.member_id, "member_id")
+        self.bank.store.set_contact_points(member_id, points, self.bank.now())
+        member = self.bank.store.get_member(member_id)
+        assert member is not None  # members are never deleted
+        return admin_pb2.SetContactPointsResponse(
+            member=directory.with_contact_points(self.bank, [_member_message(member)])[0]
+        )
+
+    @rpc
+    def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> admin_pb2.ListAuditEventsResponse:
+        return audit_events.list_audit_events(self.bank, request)

@@ -15,11 +15,19 @@ from dataclasses import dataclass
 
 from ..errors import InvalidArgument
 from ..model import (
+    AuditDraft,
+    AuditEvent,
+    AuditFilter,
     Change,
+    ContactPoint,
     Entry,
     EntrySummary,
     IndexedSignal,
     Member,
+    Notice,
+    NoticeDecision,
+    NoticeDraft,
+    NoticeFilter,
     RetractOutcome,
     Role,
     Sighting,
@@ -172,3 +180,59 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    # The member directory (issue 6)
+
+    @abc.abstractmethod
+    def set_contact_points(self, member_id: int, points: Sequence[ContactPoint], now: float) -> None:
+        """Replace a member's contact points; NotFound for an unknown member."""
+
+    @abc.abstractmethod
+    def contact_points(self, member_ids: Iterable[int]) -> dict[int, tuple[ContactPoint, ...]]:
+        """The contact points of each of these members that has any."""
+
+    # Notices (issue 6)
+
+    @abc.abstractmethod
+    def file_notice(
+        self,
+        authority_id: int,
+        request_id: str,
+        request_digest: bytes,
+        draft: NoticeDraft,
+        routed_to: Sequence[ContactPoint],
+        now: float,
+    ) -> Notice:
+        """Store an open notice filed at ``now``.
+
+        A replayed (authority_id, request_id) returns the notice it filed
+        (as it is now) and stores nothing; with another digest it is
+        InvalidArgument."""
+
+    @abc.abstractmethod
+    def answer_notice(self, notice_id: int, request_id: str, request_digest: bytes, decision: NoticeDecision) -> Notice:
+        """Record the decision on an open notice.
+
+        NotFound for an unknown notice, FailedPrecondition when it was
+        decided before. A replayed (decision.decided_by, request_id) returns
+        the notice and stores nothing; with another digest it is
+        InvalidArgument."""
+
+    @abc.abstractmethod
+    def get_notice(self, notice_id: int) -> Notice | None: ...
+
+    @abc.abstractmethod
+    def list_notices(self, after_id: int, limit: int, where: NoticeFilter) -> list[Notice]:
+        """Notices with ids above ``after_id`` that pass ``where``, at most ``limit``, by id."""
+
+    # The audit trail (issue 6)
+
+    @abc.abstractmethod
+    def append_audit(self, drafts: Sequence[AuditDraft]) -> list[AuditEvent]:
+        """Append events to the chain in one transaction (hashshare.audit.chain),
+        linear and without gaps even when several processes append at once."""
+
+    @abc.abstractmethod
+    def list_audit(self, after_sequence: int, limit: int, where: AuditFilter | None = None) -> list[AuditEvent]:
+        """Events with sequence numbers above ``after_sequence`` that pass
+        ``where``, at most ``limit``, oldest first, exactly as stored."""

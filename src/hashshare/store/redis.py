@@ -28,14 +28,24 @@ from redis.typing import EncodableT, FieldT
 
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from .. import audit
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..model import (
+    AuditDraft,
+    AuditEvent,
+    AuditFilter,
     Change,
+    ContactPoint,
     Entry,
     EntrySummary,
     IndexedSignal,
     Member,
     MemberSightings,
+    Notice,
+    NoticeDecision,
+    NoticeDraft,
+    NoticeFilter,
+    NoticeState,
     RetractOutcome,
     Role,
     Sighting,
@@ -49,7 +59,7 @@ from ..model import (
     Token,
     TokenRevoked,
 )
-from . import changes
+from . import changes, codecs
 from . import redis_keys as keys
 from .base import BatchOutcome, BatchSubmission, Replayed, Store, submitted
 
@@ -585,6 +595,163 @@ class RedisStore(Store):
         # NX: when two processes race at first use, the first value wins for both.
         self._redis.set(key, secrets.token_bytes(32), nx=True)
         return _bytes(self._redis.get(key))
+
+    # The member directory (issue 6)
+
+    def set_contact_points(self, member_id: int, points: Sequence[ContactPoint], now: float) -> None:
+        def plan(pipe: Pipeline) -> tuple[None, Writes]:
+            if not pipe.exists(keys.member(member_id)):
+                raise NotFound(f"no member {member_id}")
+
+            def writes(tx: Pipeline) -> None:
+                tx.set(keys.contact_points(member_id), codecs.contact_points_json(points))
+
+            return None, writes
+
+        self._atomically([keys.member(member_id)], plan)
+
+    def contact_points(self, member_ids: Iterable[int]) -> dict[int, tuple[ContactPoint, ...]]:
+        ids = list(dict.fromkeys(member_ids))
+        with self._redis.pipeline(transaction=False) as pipe:
+            for member_id in ids:
+                pipe.get(keys.contact_points(member_id))
+            replies = pipe.execute()
+        found = {}
+        for member_id, reply in zip(ids, replies, strict=True):
+            if reply is not None and (points := codecs.contact_points_from_json(_bytes(reply))):
+                found[member_id] = points
+        return found
+
+    # Notices (issue 6)
+
+    def _notice_replay(self, pipe: Pipeline | redis.Redis, request_key: str, kind: str, digest: bytes) -> Notice | None:
+        stored = pipe.get(request_key)
+        if stored is None:
+            return None
+        record = json.loads(_bytes(stored))
+        if record["digest"] != digest.hex() or record["kind"] != kind:
+            raise InvalidArgument.field("request_id", "already used for a different request")
+        notice = self._read_notice(pipe, record["notice_id"])
+        if notice is None:
+            raise NotFound(f"no notice {record['notice_id']}")
+        return notice
+
+    @staticmethod
+    def _read_notice(pipe: Pipeline | redis.Redis, notice_id: int) -> Notice | None:
+        reply = pipe.get(keys.notice(notice_id))
+        return None if reply is None else codecs.notice_from_json(notice_id, _bytes(reply))
+
+    def file_notice(
+        self,
+        authority_id: int,
+        request_id: str,
+        request_digest: bytes,
+        draft: NoticeDraft,
+        routed_to: Sequence[ContactPoint],
+        now: float,
+    ) -> Notice:
+        request_key = keys.notice_request(authority_id, request_id)
+        replay = self._notice_replay(self._redis, request_key, "file_notice", request_digest)
+        if replay is not None:
+            return replay
+        # The id is taken before the transaction (a lost race wastes one).
+        notice = Notice(int(self._redis.incr(keys.NEXT_NOTICE)), authority_id, draft, now, tuple(routed_to))
+
+        def plan(pipe: Pipeline) -> tuple[Notice, Writes | None]:
+            replay = self._notice_replay(pipe, request_key, "file_notice", request_digest)
+            if replay is not None:
+                return replay, None
+            record = {"kind": "file_notice", "digest": request_digest.hex(), "notice_id": notice.notice_id}
+
+            def writes(tx: Pipeline) -> None:
+                tx.set(keys.notice(notice.notice_id), codecs.notice_json(notice))
+                tx.zadd(keys.NOTICE_IDS, {str(notice.notice_id): notice.notice_id})
+                tx.set(request_key, json.dumps(record))
+
+            return notice, writes
+
+        return self._atomically([request_key], plan)
+
+    def answer_notice(self, notice_id: int, request_id: str, request_digest: bytes, decision: NoticeDecision) -> Notice:
+        request_key = keys.notice_request(decision.decided_by, request_id)
+
+        def plan(pipe: Pipeline) -> tuple[Notice, Writes | None]:
+            replay = self._notice_replay(pipe, request_key, "answer_notice", request_digest)
+            if replay is not None:
+                return replay, None
+            notice = self._read_notice(pipe, notice_id)
+            if notice is None:
+                raise NotFound(f"no notice {notice_id}")
+            if notice.state is not NoticeState.OPEN:
+                raise FailedPrecondition(f"notice {notice_id} was already answered ({notice.state.value})")
+            answered = notice.answered(decision)
+            record = {"kind": "answer_notice", "digest": request_digest.hex(), "notice_id": notice_id}
+
+            def writes(tx: Pipeline) -> None:
+                tx.set(keys.notice(notice_id), codecs.notice_json(answered))
+                tx.set(request_key, json.dumps(record))
+
+            return answered, writes
+
+        return self._atomically([request_key, keys.notice(notice_id)], plan)
+
+    def get_notice(self, notice_id: int) -> Notice | None:
+        return self._read_notice(self._redis, notice_id)
+
+    def list_notices(self, after_id: int, limit: int, where: NoticeFilter) -> list[Notice]:
+        found: list[Notice] = []
+        while len(found) < limit:
+            ids = [
+                int(_bytes(i))
+                for i in self._redis.zrangebyscore(keys.NOTICE_IDS, f"({after_id}", "+inf", 0, _SCAN_BATCH)
+            ]
+            if not ids:
+                break
+            replies = self._redis.mget([keys.notice(i) for i in ids])
+            for notice_id, reply in zip(ids, replies, strict=True):
+                if reply is not None and len(found) < limit:
+                    notice = codecs.notice_from_json(notice_id, _bytes(reply))
+                    if where.admits(notice):
+                        found.append(notice)
+            after_id = ids[-1]
+        return found
+
+    # The audit trail (issue 6)
+
+    def append_audit(self, drafts: Sequence[AuditDraft]) -> list[AuditEvent]:
+        if not drafts:
+            return []
+
+        def plan(pipe: Pipeline) -> tuple[list[AuditEvent], Writes]:
+            head = pipe.get(keys.AUDIT_HEAD)
+            sequence, previous = json.loads(_bytes(head)) if head is not None else (0, audit.GENESIS)
+            events = audit.chain((sequence, previous), drafts)
+
+            def writes(tx: Pipeline) -> None:
+                tx.hset(keys.AUDIT_EVENTS, mapping={e.sequence: codecs.audit_json(e) for e in events})
+                tx.set(keys.AUDIT_HEAD, json.dumps([events[-1].sequence, events[-1].hash]))
+
+            return events, writes
+
+        # WATCH on the head: a concurrent append makes this one plan again on the new head.
+        return self._atomically([keys.AUDIT_HEAD], plan)
+
+    def list_audit(self, after_sequence: int, limit: int, where: AuditFilter | None = None) -> list[AuditEvent]:
+        where = where or AuditFilter()
+        head = self._redis.get(keys.AUDIT_HEAD)
+        last = int(json.loads(_bytes(head))[0]) if head is not None else 0
+        found: list[AuditEvent] = []
+        sequence = after_sequence
+        while len(found) < limit and sequence < last:
+            wanted = list(range(sequence + 1, min(sequence + _SCAN_BATCH, last) + 1))
+            for reply in self._redis.hmget(keys.AUDIT_EVENTS, wanted):
+                if reply is None:  # a removed event: the caller's verify sees the gap
+                    continue
+                event = codecs.audit_from_json(_bytes(reply))
+                if where.admits(event) and len(found) < limit:
+                    found.append(event)
+            sequence = wanted[-1]
+        return found
 
 
 def _by_id(records: dict[str, bytes]) -> list[str]:

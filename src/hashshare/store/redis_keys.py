@@ -22,6 +22,13 @@ seconds written with ``repr(float)`` so they read back exactly)::
     hs:signals:active                HASH    signal row id -> JSON row of every active signal
     hs:feed                          STREAM  the change feed: field ``change`` = changes.encode()
     hs:secret:<name>                 STRING  32 random bytes
+    hs:{m:<member>}:contacts         STRING  JSON list of the member's contact points
+    hs:next:notice                   STRING  last notice id handed out (INCR, before the write)
+    hs:{notices}:notice:<id>         STRING  JSON record of one notice
+    hs:{notices}:ids                 ZSET    notice id scored by itself: the listing order
+    hs:{notices}:req:<member>:<rid>  STRING  JSON idempotency record of a FileNotice or AnswerNotice
+    hs:{audit}:head                  STRING  JSON [sequence, hash] of the newest audit event
+    hs:{audit}:events                HASH    sequence -> JSON audit event (hashshare.audit)
 
 Cluster readiness: every key of one entry carries the hash tag ``{e:<id>}``
 (likewise ``{m:<id>}`` for a member, ``{t:<id>}`` for a token), so an
@@ -117,3 +124,29 @@ def sightings_last(entry_id: int) -> str:
 def secret(name: str) -> str:
     """STRING: 32 random bytes, written once with SET NX."""
     return f"hs:secret:{name}"
+
+
+# The member directory, notices and the audit trail (issue 6). Notices are
+# few (the authority's), so all of them share one slot: filing and answering
+# are single-slot transactions. The audit chain is one slot too: appending
+# WATCHes its head.
+
+NEXT_NOTICE = "hs:next:notice"  # STRING: last notice id; INCR before the transaction that stores it
+NOTICE_IDS = "hs:{notices}:ids"  # ZSET: notice id scored by itself
+AUDIT_HEAD = "hs:{audit}:head"  # STRING: JSON [sequence, hash] of the newest event
+AUDIT_EVENTS = "hs:{audit}:events"  # HASH: sequence -> JSON event
+
+
+def contact_points(member_id: int) -> str:
+    """STRING: JSON list of [name, role, email, phone], in the member's slot."""
+    return f"hs:{{m:{member_id}}}:contacts"
+
+
+def notice(notice_id: int) -> str:
+    """STRING: JSON record of one notice (hashshare.store.codecs)."""
+    return f"hs:{{notices}}:notice:{notice_id}"
+
+
+def notice_request(member_id: int, request_id: str) -> str:
+    """STRING: JSON {kind, digest, notice_id} of a FileNotice or AnswerNotice, for replays."""
+    return f"hs:{{notices}}:req:{member_id}:{request_id}"

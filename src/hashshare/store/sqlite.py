@@ -22,14 +22,24 @@ from typing import Any
 
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound
+from .. import audit
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ..model import (
+    AuditDraft,
+    AuditEvent,
+    AuditFilter,
     Change,
+    ContactPoint,
     Entry,
     EntrySummary,
     IndexedSignal,
     Member,
     MemberSightings,
+    Notice,
+    NoticeDecision,
+    NoticeDraft,
+    NoticeFilter,
+    NoticeState,
     RetractOutcome,
     Role,
     Sighting,
@@ -43,7 +53,7 @@ from ..model import (
     Token,
     TokenRevoked,
 )
-from . import changes
+from . import changes, codecs
 from .base import BatchOutcome, BatchSubmission, Replayed, Store, submitted
 
 # Host parameters per statement, under SQLite's limit on every build.
@@ -83,6 +93,22 @@ CREATE INDEX IF NOT EXISTS sightings_by_entry ON sightings(entry_id, at);
 CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL);
 """
 
+# Issue 6: the member directory, notices and the audit trail. Idempotent DDL
+# of new tables only, so it also applies to a bank created before them.
+SCHEMA_NOTICES_AUDIT = """
+CREATE TABLE IF NOT EXISTS contact_points (
+    member_id INTEGER PRIMARY KEY REFERENCES members(id), points TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY, platform_id INTEGER NOT NULL, filed_at REAL NOT NULL, state TEXT NOT NULL,
+    record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS notices_by_platform ON notices(platform_id, id);
+CREATE TABLE IF NOT EXISTS audit_events (
+    seq INTEGER PRIMARY KEY, at REAL NOT NULL, member TEXT NOT NULL, roles TEXT NOT NULL, method TEXT NOT NULL,
+    request_id TEXT NOT NULL, target TEXT NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL,
+    previous_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_member ON audit_events(member, seq);
+"""
+
 
 def _roles_text(roles: frozenset[Role]) -> str:
     return ",".join(sorted(r.value for r in roles))
@@ -110,6 +136,7 @@ class SqliteStore(Store):
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.executescript(SCHEMA)
+        self._writer.executescript(SCHEMA_NOTICES_AUDIT)
         self._check_schema_version()
 
     # Connections
@@ -633,6 +660,162 @@ class SqliteStore(Store):
             value = secrets.token_bytes(32)
             db.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
             return value
+
+    # The member directory (issue 6)
+
+    def set_contact_points(self, member_id: int, points: Sequence[ContactPoint], now: float) -> None:
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM members WHERE id = ?", (member_id,)).fetchone() is None:
+                raise NotFound(f"no member {member_id}")
+            db.execute(
+                "INSERT INTO contact_points (member_id, points, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (member_id) DO UPDATE SET points = excluded.points, updated_at = excluded.updated_at",
+                (member_id, codecs.contact_points_json(points), now),
+            )
+
+    def contact_points(self, member_ids: Iterable[int]) -> dict[int, tuple[ContactPoint, ...]]:
+        ids = list(dict.fromkeys(member_ids))
+        found: dict[int, tuple[ContactPoint, ...]] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for member_id, points in self._reader().execute(
+                f"SELECT member_id, points FROM contact_points WHERE member_id IN ({marks})", chunk
+            ):
+                if parsed := codecs.contact_points_from_json(points):
+                    found[member_id] = parsed
+        return found
+
+    # Notices (issue 6)
+
+    def file_notice(
+        self,
+        authority_id: int,
+        request_id: str,
+        request_digest: bytes,
+        draft: NoticeDraft,
+        routed_to: Sequence[ContactPoint],
+        now: float,
+    ) -> Notice:
+        with self._transaction() as db:
+            replay = self._replay(db, authority_id, request_id, request_digest, "file_notice")
+            if replay is not None:
+                return self._notice(db, replay["notice_id"])
+            notice = Notice(0, authority_id, draft, now, tuple(routed_to))
+            cursor = db.execute(
+                "INSERT INTO notices (platform_id, filed_at, state, record) VALUES (?, ?, ?, ?)",
+                (draft.platform_id, now, notice.state.value, codecs.notice_json(notice)),
+            )
+            assert cursor.lastrowid is not None
+            self._remember(
+                db, authority_id, request_id, request_digest, "file_notice", {"notice_id": cursor.lastrowid}, now
+            )
+            return Notice(cursor.lastrowid, authority_id, draft, now, tuple(routed_to))
+
+    def answer_notice(self, notice_id: int, request_id: str, request_digest: bytes, decision: NoticeDecision) -> Notice:
+        with self._transaction() as db:
+            replay = self._replay(db, decision.decided_by, request_id, request_digest, "answer_notice")
+            if replay is not None:
+                return self._notice(db, replay["notice_id"])
+            notice = self._notice(db, notice_id)
+            if notice.state is not NoticeState.OPEN:
+                raise FailedPrecondition(f"notice {notice_id} was already answered ({notice.state.value})")
+            answered = notice.answered(decision)
+            db.execute(
+                "UPDATE notices SET state = ?, record = ? WHERE id = ?",
+                (answered.state.value, codecs.notice_json(answered), notice_id),
+            )
+            self._remember(
+                db,
+                decision.decided_by,
+                request_id,
+                request_digest,
+                "answer_notice",
+                {"notice_id": notice_id},
+                decision.decided_at,
+            )
+            return answered
+
+    @staticmethod
+    def _notice(db: sqlite3.Connection, notice_id: int) -> Notice:
+        row = db.execute("SELECT record FROM notices WHERE id = ?", (notice_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no notice {notice_id}")
+        return codecs.notice_from_json(notice_id, row[0])
+
+    def get_notice(self, notice_id: int) -> Notice | None:
+        row = self._reader().execute("SELECT record FROM notices WHERE id = ?", (notice_id,)).fetchone()
+        return codecs.notice_from_json(notice_id, row[0]) if row else None
+
+    def list_notices(self, after_id: int, limit: int, where: NoticeFilter) -> list[Notice]:
+        clauses, values = ["id > ?"], [after_id]
+        for clause, value in (
+            ("platform_id = ?", where.platform_id),
+            ("state = ?", where.state.value if where.state is not None else None),
+            ("filed_at >= ?", where.filed_since),
+            ("filed_at < ?", where.filed_until),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                values.append(value)  # type: ignore[arg-type]
+        rows = self._reader().execute(
+            f"SELECT id, record FROM notices WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?", (*values, limit)
+        )
+        return [codecs.notice_from_json(r[0], r[1]) for r in rows]
+
+    # The audit trail (issue 6)
+
+    def append_audit(self, drafts: Sequence[AuditDraft]) -> list[AuditEvent]:
+        if not drafts:
+            return []
+        # BEGIN IMMEDIATE holds SQLite's write lock, across processes too, so
+        # the head read here is still the head at COMMIT.
+        with self._transaction() as db:
+            row = db.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
+            events = audit.chain((row[0], row[1]) if row else (0, audit.GENESIS), drafts)
+            db.executemany(
+                "INSERT INTO audit_events (seq, at, member, roles, method, request_id, target, result, detail,"
+                " previous_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        e.sequence,
+                        e.draft.at,
+                        e.draft.member,
+                        ",".join(e.draft.roles),
+                        e.draft.method,
+                        e.draft.request_id,
+                        e.draft.target,
+                        e.draft.result,
+                        e.draft.detail,
+                        e.previous_hash,
+                        e.hash,
+                    )
+                    for e in events
+                ],
+            )
+            return events
+
+    def list_audit(self, after_sequence: int, limit: int, where: AuditFilter | None = None) -> list[AuditEvent]:
+        where = where or AuditFilter()
+        clauses, values = ["seq > ?"], [after_sequence]
+        for clause, value in (
+            ("member = ?", where.member),
+            ("method = ?", where.method),
+            ("at >= ?", where.since),
+            ("at < ?", where.until),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                values.append(value)  # type: ignore[arg-type]
+        rows = self._reader().execute(
+            "SELECT seq, at, member, roles, method, request_id, target, result, detail, previous_hash, hash"
+            f" FROM audit_events WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
+            (*values, limit),
+        )
+        return [
+            AuditEvent(r[0], AuditDraft(r[1], r[2], tuple(x for x in r[3].split(",") if x), *r[4:9]), r[9], r[10])
+            for r in rows
+        ]
 
 
 def sqlite_path_from_url(url: str) -> str:

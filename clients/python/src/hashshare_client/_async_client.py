@@ -13,19 +13,30 @@ import grpc.aio
 from . import protocol
 from ._config import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, auth_metadata, resolve_target
 from ._models import (
+    AuditPage,
     Category,
+    ContactPoint,
+    DirectoryEntry,
     DiscoveryMethod,
     Entry,
     ItemError,
     LegalBasis,
     MatchResult,
+    Notice,
+    NoticePage,
+    NoticeState,
+    NoticeStats,
     Removal,
     RetractResult,
     Spread,
     SubmitResult,
 )
 from .pb.hashshare.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     match_pb2_grpc,
+    notice_pb2,
+    notice_pb2_grpc,
     research_pb2,
     research_pb2_grpc,
     submission_pb2,
@@ -60,6 +71,8 @@ class AsyncClient:
         self._match = match_pb2_grpc.MatchServiceStub(self._channel)
         self._submission = submission_pb2_grpc.SubmissionServiceStub(self._channel)
         self._research = research_pb2_grpc.ResearchServiceStub(self._channel)
+        self._notice = notice_pb2_grpc.NoticeServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -156,6 +169,114 @@ class AsyncClient:
     async def spread(self, entry_id: str, *, timeout: float | None = None) -> Spread:
         request = research_pb2.GetSpreadRequest(entry_id=entry_id)
         return protocol.spread_result(await self._call(self._research.GetSpread, request, timeout))
+
+    # Notices and the member directory (roles "authority", "trust_safety"; admins manage contact points)
+
+    async def file_notice(
+        self,
+        platform_id: str,
+        signals: Sequence[Signal],
+        *,
+        category: str,
+        content_reference: str,
+        legal_basis: LegalBasis | str = LegalBasis.LOCAL_LAW,
+        legal_reference: str = "",
+        description: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Notice:
+        """File a notice to a platform (role "authority"); routed to its contact points."""
+        request = protocol.file_notice_request(
+            request_id or str(uuid.uuid4()),
+            platform_id,
+            signals,
+            category,
+            content_reference,
+            legal_basis,
+            legal_reference,
+            description,
+        )
+        return protocol.notice_result((await self._call(self._notice.FileNotice, request, timeout)).notice)
+
+    async def answer_notice(
+        self,
+        notice_id: str,
+        decision: NoticeState | str,
+        *,
+        reason: str = "",
+        removed_at: datetime | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Notice:
+        """Decide a notice filed to this platform: "removed", "disabled" or "rejected" (with a reason).
+
+        A removal or disabling becomes a bank entry (``Notice.entry_id``)."""
+        request = protocol.answer_notice_request(
+            request_id or str(uuid.uuid4()), notice_id, decision, reason, removed_at
+        )
+        return protocol.notice_result((await self._call(self._notice.AnswerNotice, request, timeout)).notice)
+
+    async def get_notice(self, notice_id: str, *, timeout: float | None = None) -> Notice:
+        request = notice_pb2.GetNoticeRequest(notice_id=notice_id)
+        return protocol.notice_result((await self._call(self._notice.GetNotice, request, timeout)).notice)
+
+    async def list_notices(
+        self,
+        *,
+        platform_id: str = "",
+        state: NoticeState | str | None = None,
+        filed_since: datetime | None = None,
+        filed_until: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> NoticePage:
+        """One page of notices, oldest first; pass ``next_page_token`` back for the next."""
+        request = protocol.list_notices_request(platform_id, state, filed_since, filed_until, page_size, page_token)
+        return protocol.notice_page(await self._call(self._notice.ListNotices, request, timeout))
+
+    async def contact_points(self, *, timeout: float | None = None) -> list[DirectoryEntry]:
+        """The member directory: every member's name, roles and contact points."""
+        request = notice_pb2.ListContactPointsRequest()
+        return protocol.directory_result(await self._call(self._notice.ListContactPoints, request, timeout))
+
+    async def set_contact_points(
+        self,
+        member_id: str,
+        contact_points: Iterable[ContactPoint],
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> DirectoryEntry:
+        """Replace a member's contact points (role "admin")."""
+        request = admin_pb2.SetContactPointsRequest(
+            request_id=request_id or str(uuid.uuid4()),
+            member_id=member_id,
+            contact_points=protocol.contact_points_to_proto(contact_points),
+        )
+        return protocol.member_entry((await self._call(self._admin.SetContactPoints, request, timeout)).member)
+
+    async def audit_events(
+        self,
+        *,
+        member_id: str = "",
+        method: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> AuditPage:
+        """One page of the audit trail, oldest first (roles "admin", "authority")."""
+        request = protocol.audit_events_request(member_id, method, since, until, page_size, page_token)
+        return protocol.audit_page(await self._call(self._admin.ListAuditEvents, request, timeout))
+
+    async def notice_stats(
+        self, *, start: datetime | None = None, end: datetime | None = None, timeout: float | None = None
+    ) -> list[NoticeStats]:
+        """Per platform (pseudonymous), notices filed in [start, end) and how fast they were decided."""
+        request = protocol.notice_stats_request(start, end)
+        return protocol.notice_stats_result(await self._call(self._research.GetNoticeStats, request, timeout))
 
     async def _call(
         self, method: Callable[..., Awaitable[_Response]], request: Any, timeout: float | None

@@ -11,14 +11,22 @@ from ._exceptions import FieldViolation
 from .signals import Signal
 
 __all__ = [
+    "AuditEvent",
+    "AuditPage",
     "Category",
+    "ContactPoint",
     "DailyCount",
+    "DirectoryEntry",
     "DiscoveryMethod",
     "Entry",
     "ItemError",
     "LegalBasis",
     "MatchResult",
     "MatchedEntry",
+    "Notice",
+    "NoticePage",
+    "NoticeState",
+    "NoticeStats",
     "PlatformSpread",
     "Removal",
     "RetractResult",
@@ -191,6 +199,99 @@ class Spread:
     last_seen: datetime | None
     daily: tuple[DailyCount, ...] = field(default_factory=tuple)
     platforms: tuple[PlatformSpread, ...] = field(default_factory=tuple)
+
+
+# Notices, the member directory and the audit trail
+
+
+@dataclass(frozen=True)
+class ContactPoint:
+    """A person or desk that notices are routed to; give an email, a phone or both."""
+
+    name: str
+    role: str
+    email: str = ""
+    phone: str = ""
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    member_id: str
+    name: str
+    roles: tuple[str, ...]
+    contact_points: tuple[ContactPoint, ...] = ()
+
+
+class NoticeState(enum.StrEnum):
+    UNSPECIFIED = "unspecified"
+    OPEN = "open"
+    REMOVED = "removed"
+    DISABLED = "disabled"  # made unavailable in the country, not deleted
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Notice:
+    notice_id: str
+    authority_id: str
+    platform_id: str
+    content_reference: str
+    category: str
+    legal_basis: LegalBasis
+    legal_reference: str
+    description: str
+    filed_at: datetime | None
+    state: NoticeState
+    decided_at: datetime | None
+    decided_by: str
+    decision_reason: str
+    entry_id: str
+    seconds_to_decision: float
+    signals: tuple[Signal, ...] = ()
+    routed_to: tuple[ContactPoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class NoticePage:
+    notices: tuple[Notice, ...]
+    next_page_token: str  # empty on the last page
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    sequence: int
+    at: datetime | None
+    member_id: str
+    roles: tuple[str, ...]
+    method: str
+    request_id: str
+    target: str
+    result: str
+    detail: str
+    previous_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    events: tuple[AuditEvent, ...]
+    next_page_token: str  # empty on the last page
+
+
+@dataclass(frozen=True)
+class NoticeStats:
+    """One platform's notices in a period; a count is None when the server
+    withheld it (below its minimum), and so are the share and median then."""
+
+    platform: str
+    received: int | None
+    decided: int | None
+    decided_within_24h: int | None
+    share_decided_within_24h: float
+    median_hours_to_decision: float
+    removed: int | None
+    disabled: int | None
+    rejected: int | None
 
 
 def to_jsonable(record: Any) -> Any:

@@ -18,7 +18,7 @@ from . import signals
 from ._client import Client
 from ._config import TARGET_ENV, TOKEN_ENV
 from ._exceptions import ApiError, HashshareError
-from ._models import DiscoveryMethod, LegalBasis, MatchResult, to_jsonable
+from ._models import ContactPoint, DiscoveryMethod, LegalBasis, MatchResult, NoticeState, to_jsonable
 from .signals import Signal
 
 
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     categories = commands.add_parser("categories", help="list the bank's categories")
     _server_arguments(categories)
 
+    _notice_commands(commands)
+
     evaluate = commands.add_parser("eval", help="measure recall per re-upload trick and false matches")
     evaluate.add_argument("--images", type=Path, help="a folder of original images")
     evaluate.add_argument("--texts", type=Path, help="a UTF-8 file of original texts, one per line")
@@ -94,6 +96,106 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--local-only", action="store_true", help="only the per-signal analysis; no server needed")
     _server_arguments(evaluate)
     return parser
+
+
+def _contact_point(text: str) -> ContactPoint:
+    parts = text.split("|")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError("a contact point is NAME|ROLE|EMAIL|PHONE (EMAIL or PHONE may be empty)")
+    return ContactPoint(*(p.strip() for p in parts))
+
+
+def _notice_commands(commands: Any) -> None:
+    notice = commands.add_parser("notice", help="notices under the Code of Conduct (authority and platforms)")
+    notice_commands = notice.add_subparsers(dest="notice_command", required=True)
+    filing = notice_commands.add_parser("file", help="file a notice to a platform (role authority)")
+    _content_arguments(filing)
+    _server_arguments(filing)
+    filing.add_argument("--platform", required=True, help="the platform's member id, mem_N")
+    filing.add_argument("--category", required=True, help="category id, e.g. hate_speech")
+    filing.add_argument("--content-ref", required=True, help="the platform's URL or id of the content")
+    filing.add_argument("--legal-basis", default=LegalBasis.LOCAL_LAW.value, choices=[b.value for b in LegalBasis][1:])
+    filing.add_argument("--legal-ref", default="", help='the provision, e.g. "Decree 72/2013, Article 5"')
+    filing.add_argument("--description", default="")
+    filing.add_argument("--request-id", help="idempotency key; a new one by default")
+    answer = notice_commands.add_parser("answer", help="decide a notice filed to your platform (role trust_safety)")
+    answer.add_argument("notice_id")
+    answer.add_argument("--decision", required=True, choices=["removed", "disabled", "rejected"])
+    answer.add_argument("--reason", default="", help="required for a rejection")
+    answer.add_argument("--removed-at", type=_timestamp, help="ISO 8601 time (UTC if no zone); default now")
+    answer.add_argument("--request-id", help="idempotency key; a new one by default")
+    _server_arguments(answer)
+    show = notice_commands.add_parser("show", help="show a notice")
+    show.add_argument("notice_id")
+    _server_arguments(show)
+    listing = notice_commands.add_parser("list", help="list notices, oldest first, one page")
+    listing.add_argument("--platform", default="", help="only notices to this member id")
+    listing.add_argument("--state", choices=[s.value for s in NoticeState][1:])
+    listing.add_argument("--page-size", type=int, default=0)
+    listing.add_argument("--page-token", default="")
+    _server_arguments(listing)
+    stats = notice_commands.add_parser("stats", help="per platform: notices received, decided within 24 hours")
+    stats.add_argument("--start", type=_timestamp, help="filed at or after (ISO 8601)")
+    stats.add_argument("--end", type=_timestamp, help="filed before (ISO 8601)")
+    _server_arguments(stats)
+
+    contacts = commands.add_parser("contacts", help="the member directory: names, roles and contact points")
+    _server_arguments(contacts)
+    set_contacts = commands.add_parser("set-contacts", help="replace a member's contact points (role admin)")
+    set_contacts.add_argument("member_id")
+    set_contacts.add_argument(
+        "--contact", type=_contact_point, action="append", default=[], help="NAME|ROLE|EMAIL|PHONE; repeat for several"
+    )
+    _server_arguments(set_contacts)
+
+    audit = commands.add_parser("audit", help="the audit trail of mutating calls, one page (roles admin, authority)")
+    audit.add_argument("--member", default="", help="only this caller: mem_N or offline")
+    audit.add_argument(
+        "--method", default="", help="only this full method, e.g. /hashshare.v1.SubmissionService/Submit"
+    )
+    audit.add_argument("--since", type=_timestamp)
+    audit.add_argument("--until", type=_timestamp)
+    audit.add_argument("--page-size", type=int, default=0)
+    audit.add_argument("--page-token", default="")
+    _server_arguments(audit)
+
+
+def _run_notices(args: argparse.Namespace, client: Client) -> Any:
+    if args.command == "contacts":
+        return {"members": client.contact_points()}
+    if args.command == "set-contacts":
+        return client.set_contact_points(args.member_id, args.contact)
+    if args.command == "audit":
+        return client.audit_events(
+            member_id=args.member,
+            method=args.method,
+            since=args.since,
+            until=args.until,
+            page_size=args.page_size,
+            page_token=args.page_token,
+        )
+    if args.notice_command == "file":
+        return client.file_notice(
+            args.platform,
+            _signals(args),
+            category=args.category,
+            content_reference=args.content_ref,
+            legal_basis=args.legal_basis,
+            legal_reference=args.legal_ref,
+            description=args.description,
+            request_id=args.request_id,
+        )
+    if args.notice_command == "answer":
+        return client.answer_notice(
+            args.notice_id, args.decision, reason=args.reason, removed_at=args.removed_at, request_id=args.request_id
+        )
+    if args.notice_command == "show":
+        return client.get_notice(args.notice_id)
+    if args.notice_command == "list":
+        return client.list_notices(
+            platform_id=args.platform, state=args.state, page_size=args.page_size, page_token=args.page_token
+        )
+    return {"platforms": client.notice_stats(start=args.start, end=args.end)}
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -185,6 +287,8 @@ def _run(args: argparse.Namespace) -> Any:
             return client.get_entry(args.entry_id)
         if args.command == "spread":
             return client.spread(args.entry_id)
+        if args.command in ("notice", "contacts", "set-contacts", "audit"):
+            return _run_notices(args, client)
         return {"categories": client.categories()}
 
 

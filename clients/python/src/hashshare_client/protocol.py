@@ -18,14 +18,22 @@ from google.rpc import error_details_pb2, status_pb2
 
 from ._exceptions import API_ERRORS, ApiError, FieldViolation
 from ._models import (
+    AuditEvent,
+    AuditPage,
     Category,
+    ContactPoint,
     DailyCount,
+    DirectoryEntry,
     DiscoveryMethod,
     Entry,
     ItemError,
     LegalBasis,
     MatchedEntry,
     MatchResult,
+    Notice,
+    NoticePage,
+    NoticeState,
+    NoticeStats,
     PlatformSpread,
     Removal,
     RetractResult,
@@ -36,7 +44,7 @@ from ._models import (
     SubmitResult,
     Verdict,
 )
-from .pb.hashshare.v1 import match_pb2, research_pb2, signal_pb2, submission_pb2
+from .pb.hashshare.v1 import admin_pb2, match_pb2, notice_pb2, research_pb2, signal_pb2, submission_pb2
 from .signal_types import view
 from .signals import Signal
 
@@ -313,3 +321,172 @@ def api_error(
     if error_type is ApiError:
         error.code = code.name
     return error
+
+
+# Notices, the member directory and the audit trail
+
+NOTICE_STATES: dict[NoticeState, notice_pb2.NoticeState.ValueType] = {
+    NoticeState.UNSPECIFIED: notice_pb2.NOTICE_STATE_UNSPECIFIED,
+    NoticeState.OPEN: notice_pb2.NOTICE_STATE_OPEN,
+    NoticeState.REMOVED: notice_pb2.NOTICE_STATE_REMOVED,
+    NoticeState.DISABLED: notice_pb2.NOTICE_STATE_DISABLED,
+    NoticeState.REJECTED: notice_pb2.NOTICE_STATE_REJECTED,
+}
+_NOTICE_STATE_OF = {number: state for state, number in NOTICE_STATES.items()}
+_LEGAL_BASIS_OF = {number: basis for basis, number in LEGAL_BASES.items()}
+
+
+def contact_points_to_proto(points: Iterable[ContactPoint]) -> list[admin_pb2.ContactPoint]:
+    return [admin_pb2.ContactPoint(name=p.name, role=p.role, email=p.email, phone=p.phone) for p in points]
+
+
+def _contact_points(messages: Iterable[admin_pb2.ContactPoint]) -> tuple[ContactPoint, ...]:
+    return tuple(ContactPoint(m.name, m.role, m.email, m.phone) for m in messages)
+
+
+def directory_result(response: notice_pb2.ListContactPointsResponse) -> list[DirectoryEntry]:
+    return [
+        DirectoryEntry(m.member_id, m.name, tuple(m.roles), _contact_points(m.contact_points)) for m in response.members
+    ]
+
+
+def member_entry(member: admin_pb2.Member) -> DirectoryEntry:
+    return DirectoryEntry(member.member_id, member.name, tuple(member.roles), _contact_points(member.contact_points))
+
+
+def file_notice_request(
+    request_id: str,
+    platform_id: str,
+    signals: Sequence[Signal],
+    category: str,
+    content_reference: str,
+    legal_basis: LegalBasis | str,
+    legal_reference: str,
+    description: str,
+) -> notice_pb2.FileNoticeRequest:
+    return notice_pb2.FileNoticeRequest(
+        request_id=request_id,
+        platform_id=platform_id,
+        content_reference=content_reference,
+        signals=[signal_to_proto(s) for s in signals if (v := view(s.variant)) is not None and v.stored],
+        category=category,
+        legal_basis=LEGAL_BASES[LegalBasis(legal_basis)],
+        legal_reference=legal_reference,
+        description=description,
+    )
+
+
+def answer_notice_request(
+    request_id: str, notice_id: str, decision: NoticeState | str, reason: str, removed_at: datetime | None
+) -> notice_pb2.AnswerNoticeRequest:
+    return notice_pb2.AnswerNoticeRequest(
+        request_id=request_id,
+        notice_id=notice_id,
+        decision=NOTICE_STATES[NoticeState(decision)],
+        reason=reason,
+        removed_at=timestamp(removed_at),
+    )
+
+
+def notice_result(message: notice_pb2.Notice) -> Notice:
+    return Notice(
+        notice_id=message.notice_id,
+        authority_id=message.authority_id,
+        platform_id=message.platform_id,
+        content_reference=message.content_reference,
+        category=message.category,
+        legal_basis=_LEGAL_BASIS_OF.get(message.legal_basis, LegalBasis.UNSPECIFIED),
+        legal_reference=message.legal_reference,
+        description=message.description,
+        filed_at=from_timestamp(message, "filed_at"),
+        state=_NOTICE_STATE_OF.get(message.state, NoticeState.UNSPECIFIED),
+        decided_at=from_timestamp(message, "decided_at"),
+        decided_by=message.decided_by,
+        decision_reason=message.decision_reason,
+        entry_id=message.entry_id,
+        seconds_to_decision=message.seconds_to_decision,
+        signals=tuple(signal_from_proto(s) for s in message.signals),
+        routed_to=_contact_points(message.routed_to),
+    )
+
+
+def list_notices_request(
+    platform_id: str,
+    state: NoticeState | str | None,
+    filed_since: datetime | None,
+    filed_until: datetime | None,
+    page_size: int,
+    page_token: str,
+) -> notice_pb2.ListNoticesRequest:
+    return notice_pb2.ListNoticesRequest(
+        page_size=page_size,
+        page_token=page_token,
+        platform_id=platform_id,
+        state=NOTICE_STATES[NoticeState(state)] if state else notice_pb2.NOTICE_STATE_UNSPECIFIED,
+        filed_since=timestamp(filed_since),
+        filed_until=timestamp(filed_until),
+    )
+
+
+def notice_page(response: notice_pb2.ListNoticesResponse) -> NoticePage:
+    return NoticePage(tuple(notice_result(n) for n in response.notices), response.next_page_token)
+
+
+def audit_events_request(
+    member_id: str, method: str, since: datetime | None, until: datetime | None, page_size: int, page_token: str
+) -> admin_pb2.ListAuditEventsRequest:
+    return admin_pb2.ListAuditEventsRequest(
+        page_size=page_size,
+        page_token=page_token,
+        member_id=member_id,
+        method=method,
+        since=timestamp(since),
+        until=timestamp(until),
+    )
+
+
+def audit_page(response: admin_pb2.ListAuditEventsResponse) -> AuditPage:
+    return AuditPage(
+        tuple(
+            AuditEvent(
+                sequence=e.sequence,
+                at=from_timestamp(e, "at"),
+                member_id=e.member_id,
+                roles=tuple(e.roles),
+                method=e.method,
+                request_id=e.request_id,
+                target=e.target,
+                result=e.result,
+                detail=e.detail,
+                previous_hash=e.previous_hash,
+                hash=e.hash,
+            )
+            for e in response.events
+        ),
+        response.next_page_token,
+    )
+
+
+def notice_stats_request(start: datetime | None, end: datetime | None) -> research_pb2.GetNoticeStatsRequest:
+    return research_pb2.GetNoticeStatsRequest(period=research_pb2.Period(start=timestamp(start), end=timestamp(end)))
+
+
+def _count(count: research_pb2.Count) -> int | None:
+    return None if count.suppressed else count.value
+
+
+def notice_stats_result(response: research_pb2.GetNoticeStatsResponse) -> list[NoticeStats]:
+    return [
+        NoticeStats(
+            platform=p.platform,
+            received=_count(p.received),
+            decided=_count(p.decided),
+            decided_within_24h=_count(p.decided_within_24h),
+            share_decided_within_24h=p.share_decided_within_24h,
+            median_hours_to_decision=p.median_hours_to_decision,
+            removed=_count(p.removed),
+            disabled=_count(p.disabled),
+            rejected=_count(p.rejected),
+        )
+        for p in response.platforms
+    ]
