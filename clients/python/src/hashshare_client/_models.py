@@ -5,10 +5,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import FieldViolation
 from .signals import Signal
+
+if TYPE_CHECKING:
+    from ._research import ActionCounts, Delay
 
 __all__ = [
     "Category",
@@ -191,6 +194,10 @@ class Spread:
     last_seen: datetime | None
     daily: tuple[DailyCount, ...] = field(default_factory=tuple)
     platforms: tuple[PlatformSpread, ...] = field(default_factory=tuple)
+    category: str = ""
+    first_removed_at: datetime | None = None
+    actions: ActionCounts | None = None
+    delay: Delay | None = None  # from the first removal to the re-uploads
 
 
 def to_jsonable(record: Any) -> Any:

@@ -269,6 +269,8 @@ def categories_result(response: submission_pb2.ListCategoriesResponse) -> list[C
 
 
 def spread_result(response: research_pb2.GetSpreadResponse) -> Spread:
+    from ._research import action_counts, delay  # _research builds on this module
+
     return Spread(
         entry_id=response.entry_id,
         sightings=response.sightings,
@@ -285,6 +287,10 @@ def spread_result(response: research_pb2.GetSpreadResponse) -> Spread:
             )
             for p in response.platforms
         ),
+        category=response.category,
+        first_removed_at=from_timestamp(response, "first_removed_at"),
+        actions=action_counts(response.actions),
+        delay=delay(response.delay),
     )
 
 
