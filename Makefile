@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
-	$(BIN)/pip install --quiet -e clients/python -e '.[dev]'
+	$(BIN)/pip install --quiet -e 'clients/python[report]' -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -113,6 +114,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_seed(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from . import demo
+
+    now = datetime.now(UTC)
+    quarter = args.quarter or f"{now.year}Q{(now.month - 1) // 3 + 1}"
+    store = open_store(args.store)
+    try:
+        bank = demo.seed(store, quarter, args.entries)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"quarter": quarter, **dataclasses.asdict(bank)}))
+    else:
+        print(demo.summary(bank))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hashshare-server", description="The hashshare hash-sharing server.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -163,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--format", default="jsonl", choices=bankfile.FORMATS, help="jsonl (default) or hashlist")
     exporting.add_argument("--type", help="hash lists: which signal type to write, e.g. image/pdq")
 
+    demo = commands.add_parser(
+        "demo-seed", help="fill a store with a made-up bank to try `hashshare report` on (see hashshare.demo)"
+    )
+    demo.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
+    demo.add_argument("--quarter", help="the quarter to fill, with the one before it (default: the current one)")
+    demo.add_argument("--entries", type=int, default=60, help="entries per quarter")
+    demo.add_argument("--json", action="store_true", help="print the tokens as JSON")
+
     evaluate = commands.add_parser(
         "eval", help="run `hashshare eval` against a throwaway server on this machine (options pass through)"
     )
@@ -206,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "demo-seed":
+            return _demo_seed(args)
         return _admin(args)
     except HashshareError as error:
         print(f"hashshare-server: {error.message}", file=sys.stderr)

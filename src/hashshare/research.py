@@ -269,13 +269,15 @@ class Research:
         query = Rollup(by=(bucket,), start=period.start, end=period.end, category=category or None, entry_ids=entries)
         sightings = self.store.sighting_rollup(query)
         actions = self.store.action_rollup(query)
-        starts = sorted({time_key(bucket, day * 24) for day in days_between(period.start, period.end)})
+        days = days_between(period.start, period.end)
+        starts = sorted({time_key(bucket, day * 24) for day in days})
         points = []
         for start in starts:
             tally = sightings.get((start,), SightingTally(0, 0))
             points.append(
                 SeriesPoint(
-                    start=day_text(start),
+                    # A week cut by the period starts where the period does.
+                    start=day_text(max(start, days[0])),
                     reupload_attempts=self.count(tally.sightings),
                     distinct_platforms=self.count(tally.members),
                     actions=self.actions(actions.get((start,))),
