@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, paylo
 CREATE TABLE IF NOT EXISTS sighting_hours (
     entry_id INTEGER NOT NULL, member_id INTEGER NOT NULL, hour INTEGER NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (entry_id, member_id, hour)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sighting_hours_by_hour ON sighting_hours(hour);
+CREATE INDEX IF NOT EXISTS sighting_hours_by_hour ON sighting_hours(hour, count);  -- covering, with the key
 INSERT INTO sighting_hours (entry_id, member_id, hour, count)
     SELECT entry_id, member_id, CAST(at / 3600 AS INTEGER), COUNT(*) FROM sightings
     WHERE NOT EXISTS (SELECT 1 FROM sighting_hours) GROUP BY 1, 2, 3;
@@ -111,7 +111,7 @@ CREATE TABLE IF NOT EXISTS actions (
     acted_at REAL NOT NULL, hour INTEGER NOT NULL, item_key BLOB NOT NULL, created_at REAL NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS actions_once_per_item
     ON actions(member_id, item_key, entry_id, action) WHERE item_key != X'';
-CREATE INDEX IF NOT EXISTS actions_by_hour ON actions(hour);
+CREATE INDEX IF NOT EXISTS actions_by_hour ON actions(hour, entry_id, member_id, action);  -- covering
 CREATE INDEX IF NOT EXISTS actions_by_entry ON actions(entry_id, hour);
 CREATE INDEX IF NOT EXISTS submissions_by_removed_at ON submissions(removed_at);
 """
