@@ -291,5 +291,7 @@ def test_research_questions_are_validated(server_factory: ServerFactory, photos:
             assert "period" in (missing.value.details() or "")
         with pytest.raises(PermissionDeniedError):
             scene.beta.platform_stats(start, end)
+        with Client(scene.target, new_member(scene.server, "Authority", "authority")) as authority:
+            assert len(authority.platform_stats(start, end)) == 1  # the submitter
     finally:
         scene.close()

@@ -41,6 +41,7 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
 
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
+        self.research = Research(bank)
         # Items of a stream are looked up on a pool while the call's own
         # thread goes on reading requests and writing answers, in order.
         self._pool = futures.ThreadPoolExecutor(bank.settings.stream_threads, thread_name_prefix="hashshare-stream")
@@ -83,10 +84,9 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
     def ReportAction(
         self, request: match_pb2.ReportActionRequest, context: grpc.ServicerContext, principal: Principal
     ) -> match_pb2.ReportActionResponse:
-        research = Research(self.bank)
-        drafts = research_messages.action_reports(request, self.bank.now(), research.known_entries)
+        drafts = research_messages.action_reports(request, self.bank.now(), self.research.known_entries)
         digest = convert.request_digest(request)
-        recorded = research.report_actions(principal, request.request_id, digest, drafts)
+        recorded = self.research.report_actions(principal, request.request_id, digest, drafts)
         return match_pb2.ReportActionResponse(recorded=recorded)
 
 
@@ -235,12 +235,13 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
 
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
+        self.research = Research(bank)
 
     @rpc
     def GetSpread(
         self, request: research_pb2.GetSpreadRequest, context: grpc.ServicerContext, principal: Principal
     ) -> research_pb2.GetSpreadResponse:
-        figures = Research(self.bank).spread(parse_id(IdKind.ENTRY, request.entry_id, "entry_id"))
+        figures = self.research.spread(parse_id(IdKind.ENTRY, request.entry_id, "entry_id"))
         return research_messages.spread_response(figures)
 
     @rpc
@@ -256,7 +257,7 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
             raise InvalidArgument.field("granularity", f"unknown value {request.granularity}")
         weekly = request.granularity == research_pb2.GRANULARITY_WEEK
         entry_id = research_messages.optional_entry_id(request.entry_id)
-        points = Research(self.bank).series(period, weekly, request.category, entry_id)
+        points = self.research.series(period, weekly, request.category, entry_id)
         return research_pb2.GetSpreadSeriesResponse(
             points=[
                 research_pb2.SeriesPoint(
@@ -274,7 +275,7 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
         self, request: research_pb2.ListTopClustersRequest, context: grpc.ServicerContext, principal: Principal
     ) -> research_pb2.ListTopClustersResponse:
         period = research_messages.period(request.period, request.HasField("period"))
-        clusters = Research(self.bank).top_clusters(period, request.category, request.limit)
+        clusters = self.research.top_clusters(period, request.category, request.limit)
         return research_pb2.ListTopClustersResponse(clusters=[research_messages.cluster(c) for c in clusters])
 
     @rpc
@@ -292,7 +293,7 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
                     actions=research_messages.actions(p.actions),
                     median_hours_to_removal=p.median_hours_to_removal,
                 )
-                for p in Research(self.bank).platform_stats(period)
+                for p in self.research.platform_stats(period)
             ]
         )
 
@@ -311,7 +312,7 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
                     distinct_platforms=research_messages.count(c.distinct_platforms),
                     actions=research_messages.actions(c.actions),
                 )
-                for c in Research(self.bank).category_stats(period)
+                for c in self.research.category_stats(period)
             ]
         )
 
