@@ -8,7 +8,7 @@ VAR ?= var
 SIZES ?= 100k,1M,10M
 E2E_SIZES ?= 100k,1M
 
-.PHONY: install serve test eval bench check lint typecheck lint-proto proto clean
+.PHONY: install serve test eval bench check lint typecheck lint-proto proto clean demo-report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,3 +57,8 @@ proto: install
 
 clean:
 	rm -rf $(VENV) var
+
+# The quarterly review (`hashshare report`) of a made-up bank, served for the
+# occasion: $(VAR)/demo-report/index.html.
+demo-report: install
+	$(BIN)/hashshare-server demo-report --out $(VAR)/demo-report

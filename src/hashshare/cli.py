@@ -114,13 +114,17 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_seed(args: argparse.Namespace) -> int:
+def _current_quarter() -> str:
     from datetime import UTC, datetime
 
+    now = datetime.now(UTC)
+    return f"{now.year}Q{(now.month - 1) // 3 + 1}"
+
+
+def _demo_seed(args: argparse.Namespace) -> int:
     from . import demo
 
-    now = datetime.now(UTC)
-    quarter = args.quarter or f"{now.year}Q{(now.month - 1) // 3 + 1}"
+    quarter = args.quarter or _current_quarter()
     store = open_store(args.store)
     try:
         bank = demo.seed(store, quarter, args.entries)
@@ -131,6 +135,31 @@ def _demo_seed(args: argparse.Namespace) -> int:
     else:
         print(demo.summary(bank))
     return 0
+
+
+def _demo_report(args: argparse.Namespace) -> int:
+    """Seed a temporary store, serve it on a free port, run `hashshare report` on it."""
+    import tempfile
+
+    from hashshare_client import cli as client_cli
+
+    from . import demo
+    from .api.server import start
+
+    quarter = args.quarter or _current_quarter()
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{scratch}/demo.db"
+        store = open_store(url)
+        try:
+            bank = demo.seed(store, quarter, args.entries)
+        finally:
+            store.close()
+        running = start(settings.Settings(listen="127.0.0.1:0", store=url))
+        try:
+            target = ["--server", f"127.0.0.1:{running.port}", "--token", bank.researcher_token]
+            return client_cli.main(["report", "--quarter", quarter, "--out", args.out, *target])
+        finally:
+            running.stop(grace=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--entries", type=int, default=60, help="entries per quarter")
     demo.add_argument("--json", action="store_true", help="print the tokens as JSON")
 
+    demo_report = commands.add_parser(
+        "demo-report", help="seed a throwaway demo bank, serve it and write its quarterly review (`hashshare report`)"
+    )
+    demo_report.add_argument("--out", default="demo-report", help="folder for index.html, charts and CSVs")
+    demo_report.add_argument("--quarter", help="the quarter to review (default: the current one)")
+    demo_report.add_argument("--entries", type=int, default=60, help="entries per quarter")
+
     evaluate = commands.add_parser(
         "eval", help="run `hashshare eval` against a throwaway server on this machine (options pass through)"
     )
@@ -236,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args)
         if args.command == "demo-seed":
             return _demo_seed(args)
+        if args.command == "demo-report":
+            return _demo_report(args)
         return _admin(args)
     except HashshareError as error:
         print(f"hashshare-server: {error.message}", file=sys.stderr)

@@ -4,6 +4,7 @@ it writes and that their figures are the API's."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import pytest
 from PIL import Image
 
 from hashshare import demo
-from hashshare.store import open_store
 from hashshare_client import Action, ActionReport, Client, signals
 from hashshare_client.report.quarter import Quarter
 from tests.conftest import ServerFactory, encode, new_member
@@ -175,19 +175,34 @@ def test_a_demo_bank_renders_in_one_command(server_factory: ServerFactory, tmp_p
     store = f"sqlite:///{tmp_path / 'demo.db'}"
     now = datetime.now(UTC)
     quarter = Quarter.parse(f"{now.year}Q{(now.month - 1) // 3 + 1}")
-    opened = open_store(store)
-    try:
-        bank = demo.seed(opened, str(quarter), entries_per_quarter=12)
-    finally:
-        opened.close()
-    assert bank.entries == 24 and bank.sightings > 0 and bank.actions > 0
+    seeded = subprocess.run(
+        [str(BIN / "hashshare-server"), "demo-seed", "--store", store, "--entries", "12", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    bank = json.loads(seeded.stdout)
+    assert bank["quarter"] == str(quarter) and bank["entries"] == 24 and bank["sightings"] > 0
     server = server_factory(store)
     out = tmp_path / "review"
-    done = run_report(f"127.0.0.1:{server.port}", bank.researcher_token, quarter, out)
+    done = run_report(f"127.0.0.1:{server.port}", bank["researcher_token"], quarter, out)
     assert done.returncode == 0, done.stderr
     _, platforms = read_csv(out / "platforms.csv")
     assert len(platforms) == len(demo.PLATFORMS)
     assert "index.html" in done.stdout and (out / "top_clusters.png").exists()
+
+
+def test_demo_report_seeds_serves_and_reports_in_one_command(tmp_path: Path) -> None:
+    out = tmp_path / "review"
+    done = subprocess.run(
+        [str(BIN / "hashshare-server"), "demo-report", "--out", str(out), "--entries", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in out.iterdir()} >= {"index.html", "top_clusters.png", "platforms.csv", "series.csv"}
 
 
 def test_a_quarter_is_written_like_2026q4() -> None:
