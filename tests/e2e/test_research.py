@@ -3,6 +3,7 @@ researcher may read, what it may never see, and what is withheld."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from hashshare.api.server import RunningServer
 from hashshare_client import (
     Action,
     ActionReport,
+    AsyncClient,
     Client,
     Count,
     InvalidArgumentError,
@@ -294,5 +296,32 @@ def test_research_questions_are_validated(server_factory: ServerFactory, photos:
             scene.beta.platform_stats(start, end)
         with Client(scene.target, new_member(scene.server, "Authority", "authority")) as authority:
             assert len(authority.platform_stats(start, end)) == 1  # the submitter
+    finally:
+        scene.close()
+
+
+def test_the_async_client_reports_and_reads_the_same_figures(
+    server_factory: ServerFactory, photos: dict[str, Image.Image]
+) -> None:
+    scene = Scene(server_factory(research_min_count=1), photos["astronaut"])
+    start, end = scene.period()
+
+    async def scenario() -> None:
+        async with (
+            AsyncClient(scene.target, scene.beta_token) as beta,
+            AsyncClient(scene.target, scene.researcher_token) as researcher,
+        ):
+            reports = [ActionReport(scene.entry_id, Action.SENT_TO_REVIEW, item_id=f"a{n}") for n in range(2)]
+            assert await beta.report_actions(reports, request_id="async-1") == 2
+            assert await beta.report_actions(reports, request_id="async-1") == 2
+            stats = await researcher.platform_stats(start, end)
+            assert stats == scene.researcher.platform_stats(start, end)
+            assert sorted(p.actions.sent_to_review.value for p in stats) == [0, 2]
+            assert await researcher.category_stats(start, end) == scene.researcher.category_stats(start, end)
+            assert await researcher.spread_series(start, end) == scene.researcher.spread_series(start, end)
+            assert await researcher.top_clusters(start, end) == scene.researcher.top_clusters(start, end)
+
+    try:
+        asyncio.run(scenario())
     finally:
         scene.close()
