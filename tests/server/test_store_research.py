@@ -4,9 +4,13 @@ rollups), run on SQLite and a real Redis server like test_store_contract."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
+import redis
+from redis.crc import key_slot
 
 from hashshare.errors import InvalidArgument
 from hashshare.model import Sighting, SubmissionDraft
@@ -180,3 +184,45 @@ def test_submissions_roll_up_per_member_and_category(store: Store) -> None:
         "violent_extremism": SubmissionTally(1, 0, 1, ()),
     }
     assert store.submission_rollup(MIDNIGHT - DAY, MIDNIGHT, Dimension.MEMBER) == {alpha: SubmissionTally(1, 1, 0, ())}
+
+
+@pytest.mark.redis
+def test_redis_report_actions_is_one_transaction_in_the_members_slot(redis_url: str) -> None:
+    """Redis Cluster readiness: every key a ReportAction watches or writes in
+    its transaction hashes to the reporting member's slot."""
+    store = open_store(redis_url)
+    watcher = redis.Redis.from_url(redis_url)
+    try:
+        _, beta, first, second = two_entries(store)
+        commands: list[list[str]] = []
+        with watcher.monitor() as monitor:
+            done = threading.Event()
+
+            def listen() -> None:
+                for _ in range(1_000):  # bounded: the EXEC comes within a few dozen commands
+                    command = monitor.next_command()["command"]
+                    commands.append(command.split())
+                    if command.startswith("EXEC"):
+                        break
+                done.set()
+
+            listener = threading.Thread(target=listen, daemon=True)
+            listener.start()
+            time.sleep(0.1)  # MONITOR is on before the write
+            report(
+                store,
+                beta,
+                "slot-1",
+                ActionRecord(first, Action.BLOCKED, NOW, digest("i1")[:16]),
+                ActionRecord(second, Action.SENT_TO_REVIEW, NOW - 3 * DAY),
+            )
+            assert done.wait(10)
+        watched = next(c for c in commands if c[0] == "WATCH")
+        begin = next(i for i, c in enumerate(commands) if c[0] == "MULTI")
+        written = [c[1] for c in commands[begin + 1 : -1]]
+        keys = [k.strip('"') for k in [*watched[1:], *written]]
+        assert any("actions:day" in k for k in keys) and any(":req:" in k for k in keys)
+        assert {key_slot(k.encode()) for k in keys} == {key_slot(f"hs:{{m:{beta}}}".encode())}
+    finally:
+        watcher.close()
+        store.close()
