@@ -676,6 +676,14 @@ class RedisStore(Store):
                 replies.extend(_hash_fields(r) for r in pipe.execute())
         return replies
 
+    def _read_fields(self, names: Sequence[str], fields: Sequence[str]) -> list[dict[str, bytes]]:
+        """The given fields of each hash that has them."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(name, fields)
+            replies = pipe.execute()
+        return [{f: _bytes(v) for f, v in zip(fields, reply, strict=True) if v is not None} for reply in replies]
+
     def _categories(self, entry_ids: Iterable[int]) -> dict[int, str]:
         ids = sorted(set(entry_ids))
         found: dict[int, str] = {}
@@ -721,7 +729,13 @@ class RedisStore(Store):
             if any(d in (Dimension.HOUR, Dimension.DAY, Dimension.WEEK) for d in query.by):
                 raise ValueError("actions of all time cannot be grouped by time")
             members = self._member_ids()
-            totals = self._read_hashes([keys.member_actions_total(m) for m in members])
+            if query.entry_ids is not None:  # an entry's spread: its own fields only, no scan
+                totals = self._read_fields(
+                    [keys.member_actions_total(m) for m in members],
+                    [f"{e}:{a.value}" for e in sorted(query.entry_ids) for a in Action],
+                )
+            else:
+                totals = self._read_hashes([keys.member_actions_total(m) for m in members])
             for member_id, fields in zip(members, totals, strict=True):
                 for field, count in fields.items():
                     entry, action = field.split(":")
