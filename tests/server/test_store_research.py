@@ -4,9 +4,11 @@ rollups), run on SQLite and a real Redis server like test_store_contract."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -226,3 +228,24 @@ def test_redis_report_actions_is_one_transaction_in_the_members_slot(redis_url: 
     finally:
         watcher.close()
         store.close()
+
+
+def test_a_sqlite_bank_from_before_the_hour_cells_gets_them_from_its_sightings(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = open_store(url)
+    alpha, _, first, _ = two_entries(store)
+    store.add_sightings([Sighting(first, alpha, MIDNIGHT + n * HOUR, "block") for n in range(3)])
+    store.close()
+    with sqlite3.connect(tmp_path / "old.db") as db:  # as a bank written by the previous version
+        db.execute("DROP TABLE sighting_hours")
+    store = open_store(url)
+    try:
+        query = Rollup(by=(Dimension.HOUR,), start=MIDNIGHT, end=MIDNIGHT + DAY)
+        assert store.sighting_rollup(query) == {(hour_of(MIDNIGHT) + n,): SightingTally(1, 1) for n in range(3)}
+    finally:
+        store.close()
+    reopened = open_store(url)  # the fill happens once
+    try:
+        assert reopened.sighting_rollup(Rollup(start=MIDNIGHT, end=MIDNIGHT + DAY)) == {(): SightingTally(3, 1)}
+    finally:
+        reopened.close()
