@@ -99,7 +99,7 @@ class SpreadFigures:
     distinct_platforms: Counted
     first_seen: float | None
     last_seen: float | None
-    daily: tuple[tuple[str, Counted], ...]
+    daily: tuple[tuple[str, Counted], ...]  # only days with enough sightings to show
     platforms: tuple[PlatformSpread, ...]  # only platforms with enough sightings to show
     actions: ActionFigures
     delay: DelayFigures
@@ -235,15 +235,17 @@ class Research:
         only = frozenset({entry_id})
         hours = self.store.sighting_rollup(Rollup(by=(Dimension.HOUR,), entry_ids=only))
         actions = self.store.action_rollup(Rollup(entry_ids=only)).get(())
+        sightings = self.count(spread.sightings)
         return SpreadFigures(
             entry_id=entry_id,
             category=entry.category,
             first_removed_at=entry.first_removed_at,
-            sightings=self.count(spread.sightings),
+            sightings=sightings,
             distinct_platforms=self.count(len(spread.platforms)),
-            first_seen=spread.first_seen,
-            last_seen=spread.last_seen,
-            daily=tuple((day, self.count(n)) for day, n in spread.daily),
+            # When and on which days would give a withheld count away.
+            first_seen=None if sightings.suppressed else spread.first_seen,
+            last_seen=None if sightings.suppressed else spread.last_seen,
+            daily=tuple((day, self.count(n)) for day, n in spread.daily if self.shown(n)),
             platforms=tuple(p for p in spread.platforms if self.shown(p.sightings)),
             actions=self.actions(actions),
             delay=self.delay({int(k[0]): t.sightings for k, t in hours.items()}, entry.first_removed_at),

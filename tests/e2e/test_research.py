@@ -200,7 +200,7 @@ def test_counts_below_the_minimum_are_withheld_everywhere(
         withheld = Count(0, suppressed=True)
         spread = scene.researcher.spread(scene.entry_id)
         assert (spread.sightings, spread.distinct_platforms, spread.platforms) == (0, 0, ())
-        assert [d.sightings for d in spread.daily] == [0]
+        assert (spread.daily, spread.first_seen, spread.last_seen) == ((), None, None)
         assert spread.actions is not None and spread.actions.blocked == withheld
         assert spread.actions.share_blocked == 0.0
         assert spread.delay is not None and spread.delay.histogram[1] == withheld
