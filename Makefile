@@ -8,14 +8,14 @@ VAR ?= var
 SIZES ?= 100k,1M,10M
 E2E_SIZES ?= 100k,1M
 
-.PHONY: install serve test eval bench bench-workers check lint typecheck lint-proto proto clean
+.PHONY: install serve test eval bench bench-workers check lint typecheck lint-proto proto clean demo-report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
-	$(BIN)/pip install --quiet -e clients/python -e '.[dev]'
+	$(BIN)/pip install --quiet -e 'clients/python[report]' -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -63,3 +63,8 @@ proto: install
 
 clean:
 	rm -rf $(VENV) var
+
+# The quarterly review (`hashshare report`) of a made-up bank, served for the
+# occasion: $(VAR)/demo-report/index.html.
+demo-report: install
+	$(BIN)/hashshare-server demo-report --out $(VAR)/demo-report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -173,6 +174,54 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _current_quarter() -> str:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return f"{now.year}Q{(now.month - 1) // 3 + 1}"
+
+
+def _demo_seed(args: argparse.Namespace) -> int:
+    from . import demo
+
+    quarter = args.quarter or _current_quarter()
+    store = open_store(args.store)
+    try:
+        bank = demo.seed(store, quarter, args.entries)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"quarter": quarter, **dataclasses.asdict(bank)}))
+    else:
+        print(demo.summary(bank))
+    return 0
+
+
+def _demo_report(args: argparse.Namespace) -> int:
+    """Seed a temporary store, serve it on a free port, run `hashshare report` on it."""
+    import tempfile
+
+    from hashshare_client import cli as client_cli
+
+    from . import demo
+    from .api.server import start
+
+    quarter = args.quarter or _current_quarter()
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{scratch}/demo.db"
+        store = open_store(url)
+        try:
+            bank = demo.seed(store, quarter, args.entries)
+        finally:
+            store.close()
+        running = start(settings.Settings(listen="127.0.0.1:0", store=url))
+        try:
+            target = ["--server", f"127.0.0.1:{running.port}", "--token", bank.researcher_token]
+            return client_cli.main(["report", "--quarter", quarter, "--out", args.out, *target])
+        finally:
+            running.stop(grace=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hashshare-server", description="The hashshare hash-sharing server.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -224,6 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--format", default="jsonl", choices=bankfile.FORMATS, help="jsonl (default) or hashlist")
     exporting.add_argument("--type", help="hash lists: which signal type to write, e.g. image/pdq")
 
+    demo = commands.add_parser(
+        "demo-seed", help="fill a store with a made-up bank to try `hashshare report` on (see hashshare.demo)"
+    )
+    demo.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
+    demo.add_argument("--quarter", help="the quarter to fill, with the one before it (default: the current one)")
+    demo.add_argument("--entries", type=int, default=60, help="entries per quarter")
+    demo.add_argument("--json", action="store_true", help="print the tokens as JSON")
+
+    demo_report = commands.add_parser(
+        "demo-report", help="seed a throwaway demo bank, serve it and write its quarterly review (`hashshare report`)"
+    )
+    demo_report.add_argument("--out", default="demo-report", help="folder for index.html, charts and CSVs")
+    demo_report.add_argument("--quarter", help="the quarter to review (default: the current one)")
+    demo_report.add_argument("--entries", type=int, default=60, help="entries per quarter")
+
     evaluate = commands.add_parser(
         "eval", help="run `hashshare eval` against a throwaway server on this machine (options pass through)"
     )
@@ -267,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "demo-seed":
+            return _demo_seed(args)
+        if args.command == "demo-report":
+            return _demo_report(args)
         return _admin(args)
     except HashshareError as error:
         print(f"hashshare-server: {error.message}", file=sys.stderr)

@@ -45,7 +45,9 @@ class Bank:
 
 @pytest.fixture
 def bank(server_factory: ServerFactory, store_url: str) -> Bank:
-    running = Bank(server_factory(store_url))
+    # These flows read exact spread counts of a few sightings; withholding small
+    # counts is tested in test_research.py.
+    running = Bank(server_factory(store_url, research_min_count=1))
     yield running  # type: ignore[misc]
     running.close()
 

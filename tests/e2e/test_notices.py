@@ -14,6 +14,7 @@ from hashshare.api.server import RunningServer
 from hashshare_client import (
     Client,
     ContactPoint,
+    Count,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -242,7 +243,7 @@ def test_notice_stats_share_within_24_hours_equals_the_hand_computed_fixture(ser
         assert row.share_decided_within_24h == pytest.approx(expected["share_decided_within_24h"])
         assert row.median_hours_to_decision == pytest.approx(expected["median_hours_to_decision"])
         for count in ("received", "decided", "decided_within_24h", "removed", "disabled", "rejected"):
-            assert getattr(row, count) == expected[count], (name, count)
+            assert getattr(row, count) == Count(expected[count]), (name, count)
         assert row.platform.startswith("platform-") and name not in row.platform
 
 
@@ -255,11 +256,18 @@ def test_notice_stats_suppress_small_counts_and_hide_names(server_factory: Serve
         everything = {s.platform: s for s in researcher.notice_stats()}
     a = stats[server.bank.pseudonym(seeded.platform_ids["Platform A"])]
     b = stats[server.bank.pseudonym(seeded.platform_ids["Platform B"])]
-    assert (a.received, a.decided, a.decided_within_24h, a.removed, a.rejected) == (6, 5, None, None, None)
+    withheld = Count(0, suppressed=True)
+    assert (a.received, a.decided, a.decided_within_24h, a.removed, a.rejected) == (
+        Count(6),
+        Count(5),
+        withheld,
+        withheld,
+        withheld,
+    )
     assert a.share_decided_within_24h == pytest.approx(0.5)
-    assert (b.received, b.decided, b.decided_within_24h) == (5, None, None)
+    assert (b.received, b.decided, b.decided_within_24h) == (Count(5), withheld, withheld)
     # Without a period the notices outside the quarter count too.
-    assert everything[a.platform].received == 7 and everything[b.platform].received == 6
+    assert everything[a.platform].received == Count(7) and everything[b.platform].received == Count(6)
     assert all(s.platform.startswith("platform-") for s in stats.values())
 
 
@@ -301,7 +309,7 @@ def test_the_async_client_files_lists_and_answers_notices(parties: Parties) -> N
             stats = await authority.notice_stats()
             assert [n.notice_id for n in listed.notices] == [filed.notice_id] and filed.routed_to == (DESK,)
             assert (await authority.get_notice(filed.notice_id)) == answered
-            assert len(stats) == 1 and stats[0].received is None  # one notice: suppressed
+            assert len(stats) == 1 and stats[0].received.suppressed  # one notice: suppressed
             return answered.state, answered.entry_id, len(directory), len(audit.events)
 
     state, entry_id, members, answers = asyncio.run(scenario())

@@ -24,7 +24,8 @@ from .. import members
 from ..bank import Bank
 from ..errors import FieldViolation, InvalidArgument
 from ..model import IdKind, Member, Principal, Role, SubmissionDraft, format_id, parse_id
-from . import audit_events, convert, directory, notice_stats
+from ..research import Research
+from . import audit_events, convert, directory, notice_stats, research_messages
 from .rpc import rpc
 
 # The most items one SubmitBatch call may carry (documented in submission.proto).
@@ -40,6 +41,7 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
 
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
+        self.research = Research(bank)
         # Items of a stream are looked up on a pool while the call's own
         # thread goes on reading requests and writing answers, in order.
         self._pool = futures.ThreadPoolExecutor(bank.settings.stream_threads, thread_name_prefix="hashshare-stream")
@@ -77,6 +79,15 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
         except InvalidArgument as error:
             # One malformed item must not end a backfill of millions.
             return match_pb2.MatchResponse(item_id=request.item_id, error=convert.item_error(error))
+
+    @rpc
+    def ReportAction(
+        self, request: match_pb2.ReportActionRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> match_pb2.ReportActionResponse:
+        drafts = research_messages.action_reports(request, self.bank.now(), self.research.known_entries)
+        digest = convert.request_digest(request)
+        recorded = self.research.report_actions(principal, request.request_id, digest, drafts)
+        return match_pb2.ReportActionResponse(recorded=recorded)
 
 
 class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
@@ -224,28 +235,85 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
 
     def __init__(self, bank: Bank) -> None:
         self.bank = bank
+        self.research = Research(bank)
 
     @rpc
     def GetSpread(
         self, request: research_pb2.GetSpreadRequest, context: grpc.ServicerContext, principal: Principal
     ) -> research_pb2.GetSpreadResponse:
-        spread = self.bank.spread(parse_id(IdKind.ENTRY, request.entry_id, "entry_id"))
-        return research_pb2.GetSpreadResponse(
-            entry_id=request.entry_id,
-            sightings=spread.sightings,
-            distinct_platforms=len(spread.platforms),
-            first_seen=convert.timestamp_of(spread.first_seen),
-            last_seen=convert.timestamp_of(spread.last_seen),
-            daily=[research_pb2.DailyCount(day=day, sightings=count) for day, count in spread.daily],
-            platforms=[
-                research_pb2.PlatformSpread(
-                    platform=p.platform,
-                    sightings=p.sightings,
-                    first_seen=convert.timestamp_of(p.first_seen),
-                    last_seen=convert.timestamp_of(p.last_seen),
+        figures = self.research.spread(parse_id(IdKind.ENTRY, request.entry_id, "entry_id"))
+        return research_messages.spread_response(figures)
+
+    @rpc
+    def GetSpreadSeries(
+        self, request: research_pb2.GetSpreadSeriesRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> research_pb2.GetSpreadSeriesResponse:
+        period = research_messages.period(request.period, request.HasField("period"))
+        if request.granularity not in (
+            research_pb2.GRANULARITY_UNSPECIFIED,
+            research_pb2.GRANULARITY_DAY,
+            research_pb2.GRANULARITY_WEEK,
+        ):
+            raise InvalidArgument.field("granularity", f"unknown value {request.granularity}")
+        weekly = request.granularity == research_pb2.GRANULARITY_WEEK
+        entry_id = research_messages.optional_entry_id(request.entry_id)
+        points = self.research.series(period, weekly, request.category, entry_id)
+        return research_pb2.GetSpreadSeriesResponse(
+            points=[
+                research_pb2.SeriesPoint(
+                    start=p.start,
+                    reupload_attempts=research_messages.count(p.reupload_attempts),
+                    distinct_platforms=research_messages.count(p.distinct_platforms),
+                    actions=research_messages.actions(p.actions),
                 )
-                for p in spread.platforms
-            ],
+                for p in points
+            ]
+        )
+
+    @rpc
+    def ListTopClusters(
+        self, request: research_pb2.ListTopClustersRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> research_pb2.ListTopClustersResponse:
+        period = research_messages.period(request.period, request.HasField("period"))
+        clusters = self.research.top_clusters(period, request.category, request.limit)
+        return research_pb2.ListTopClustersResponse(clusters=[research_messages.cluster(c) for c in clusters])
+
+    @rpc
+    def GetPlatformStats(
+        self, request: research_pb2.GetPlatformStatsRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> research_pb2.GetPlatformStatsResponse:
+        period = research_messages.period(request.period, request.HasField("period"))
+        return research_pb2.GetPlatformStatsResponse(
+            platforms=[
+                research_pb2.PlatformStats(
+                    platform=p.platform,
+                    submissions=research_messages.count(p.submissions),
+                    corroborations=research_messages.count(p.corroborations),
+                    reupload_attempts=research_messages.count(p.reupload_attempts),
+                    actions=research_messages.actions(p.actions),
+                    median_hours_to_removal=p.median_hours_to_removal,
+                )
+                for p in self.research.platform_stats(period)
+            ]
+        )
+
+    @rpc
+    def GetCategoryStats(
+        self, request: research_pb2.GetCategoryStatsRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> research_pb2.GetCategoryStatsResponse:
+        period = research_messages.period(request.period, request.HasField("period"))
+        return research_pb2.GetCategoryStatsResponse(
+            categories=[
+                research_pb2.CategoryStats(
+                    category=c.category,
+                    entries=research_messages.count(c.entries),
+                    submissions=research_messages.count(c.submissions),
+                    reupload_attempts=research_messages.count(c.reupload_attempts),
+                    distinct_platforms=research_messages.count(c.distinct_platforms),
+                    actions=research_messages.actions(c.actions),
+                )
+                for c in self.research.category_stats(period)
+            ]
         )
 
     @rpc

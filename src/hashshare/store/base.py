@@ -36,6 +36,7 @@ from ..model import (
     SubmitOutcome,
     Token,
 )
+from .rollups import ActionRecord, ActionTally, Dimension, Key, Rollup, SightingTally, SubmissionTally
 
 
 @dataclass(frozen=True)
@@ -236,3 +237,31 @@ class Store(abc.ABC):
     def list_audit(self, after_sequence: int, limit: int, where: AuditFilter | None = None) -> list[AuditEvent]:
         """Events with sequence numbers above ``after_sequence`` that pass
         ``where``, at most ``limit``, oldest first, exactly as stored."""
+
+    # Spread analytics (hashshare.research; the cells are described in rollups)
+
+    @abc.abstractmethod
+    def report_actions(
+        self, member_id: int, request_id: str, request_digest: bytes, actions: Sequence[ActionRecord], now: float
+    ) -> int:
+        """Store what a platform did with matched items; how many were recorded.
+
+        All or nothing. A replayed (member_id, request_id) returns the first
+        answer and stores nothing; with another digest it is InvalidArgument.
+        A report whose non-empty item_key, entry and action this member
+        reported before is not recorded again. Entries are not checked here."""
+
+    @abc.abstractmethod
+    def sighting_rollup(self, query: Rollup) -> dict[Key, SightingTally]:
+        """Sightings (hour cells) the query selects, grouped by ``query.by``;
+        groups without sightings are absent."""
+
+    @abc.abstractmethod
+    def action_rollup(self, query: Rollup) -> dict[Key, ActionTally]:
+        """Reported actions (hour cells by acted_at) the query selects, grouped
+        by ``query.by``. A query without a period may not group by time."""
+
+    @abc.abstractmethod
+    def submission_rollup(self, start: float, end: float, by: Dimension) -> dict[int | str, SubmissionTally]:
+        """Active submissions removed in [start, end) per member or per
+        category (the submission's own), as SubmissionTally describes."""

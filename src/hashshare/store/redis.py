@@ -62,6 +62,24 @@ from ..model import (
 from . import changes, codecs
 from . import redis_keys as keys
 from .base import BatchOutcome, BatchSubmission, Replayed, Store, submitted
+from .rollups import (
+    Action,
+    ActionRecord,
+    ActionTally,
+    Dimension,
+    Key,
+    Rollup,
+    SightingTally,
+    SubmissionFacts,
+    SubmissionTally,
+    day_of_hour,
+    day_text,
+    days_between,
+    fold_actions,
+    fold_sightings,
+    hour_of,
+    tally_submissions,
+)
 
 SCHEMA_VERSION = 1
 
@@ -551,6 +569,7 @@ class RedisStore(Store):
                 tx.zadd(keys.sightings_first(entry_id), {str(member_id): min(times)}, lt=True)
                 tx.zadd(keys.sightings_last(entry_id), {str(member_id): max(times)}, gt=True)
             tx.execute()
+        self._add_sighting_cells(sightings)
 
     def sighting_stats(self, entry_id: int) -> SightingStats:
         with self._redis.pipeline(transaction=True) as pipe:
@@ -752,6 +771,175 @@ class RedisStore(Store):
                     found.append(event)
             sequence = wanted[-1]
         return found
+
+    # Spread analytics
+
+    def _add_sighting_cells(self, sightings: Sequence[Sighting]) -> None:
+        # Outside the transaction above: each command touches one slot, and a
+        # lost increment costs analytics only, like a sighting lost in a crash.
+        cells: dict[tuple[int, int, int], int] = defaultdict(int)
+        for s in sightings:
+            cells[s.entry_id, s.member_id, hour_of(s.at)] += 1
+        with self._redis.pipeline(transaction=False) as pipe:
+            for (entry_id, member_id, hour), count in cells.items():
+                pipe.hincrby(keys.sightings_hours(entry_id), f"{member_id}:{hour}", count)
+                day = day_text(day_of_hour(hour))
+                pipe.hincrby(keys.member_sightings_day(member_id, day), f"{entry_id}:{hour}", count)
+            pipe.execute()
+
+    def report_actions(
+        self, member_id: int, request_id: str, request_digest: bytes, actions: Sequence[ActionRecord], now: float
+    ) -> int:
+        request_key = keys.request(member_id, request_id)
+        items_key = keys.member_action_items(member_id)
+        # Every key is in the member's slot: one transaction with the idempotency record.
+
+        def plan(pipe: Pipeline) -> tuple[int, Writes | None]:
+            replay = self._replay(pipe, request_key, "report_actions", request_digest)
+            if replay is not None:
+                return int(replay["recorded"]), None
+            items = [f"{a.item_key.hex()}:{a.entry_id}:{a.action.value}" if a.item_key else "" for a in actions]
+            named = sorted({item for item in items if item})
+            flags = pipe.smismember(items_key, named) if named else []
+            known = {item for item, seen in zip(named, flags, strict=True) if seen}
+            recorded: list[ActionRecord] = []
+            new_items: list[str] = []
+            for action, item in zip(actions, items, strict=True):
+                if item:
+                    if item in known:
+                        continue
+                    known.add(item)
+                    new_items.append(item)
+                recorded.append(action)
+            day_cells: dict[tuple[str, str], int] = defaultdict(int)
+            totals: dict[str, int] = defaultdict(int)
+            for a in recorded:
+                hour = hour_of(a.acted_at)
+                day_cells[day_text(day_of_hour(hour)), f"{a.entry_id}:{hour}:{a.action.value}"] += 1
+                totals[f"{a.entry_id}:{a.action.value}"] += 1
+
+            def writes(tx: Pipeline) -> None:
+                if new_items:
+                    tx.sadd(items_key, *new_items)
+                for (day, cell), count in day_cells.items():
+                    tx.hincrby(keys.member_actions_day(member_id, day), cell, count)
+                for cell, count in totals.items():
+                    tx.hincrby(keys.member_actions_total(member_id), cell, count)
+                self._remember(tx, request_key, "report_actions", request_digest, {"recorded": len(recorded)}, now)
+
+            return len(recorded), writes
+
+        return self._atomically([request_key, items_key], plan)
+
+    def _member_ids(self) -> list[int]:
+        return sorted(int(v) for v in _hash_fields(self._redis.hgetall(keys.MEMBERS_BY_NAME)).values())
+
+    def _read_hashes(self, names: Sequence[str]) -> list[dict[str, bytes]]:
+        replies: list[dict[str, bytes]] = []
+        for start in range(0, len(names), _SCAN_BATCH):
+            with self._redis.pipeline(transaction=False) as pipe:
+                for name in names[start : start + _SCAN_BATCH]:
+                    pipe.hgetall(name)
+                replies.extend(_hash_fields(r) for r in pipe.execute())
+        return replies
+
+    def _read_fields(self, names: Sequence[str], fields: Sequence[str]) -> list[dict[str, bytes]]:
+        """The given fields of each hash that has them."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(name, fields)
+            replies = pipe.execute()
+        return [{f: _bytes(v) for f, v in zip(fields, reply, strict=True) if v is not None} for reply in replies]
+
+    def _categories(self, entry_ids: Iterable[int]) -> dict[int, str]:
+        ids = sorted(set(entry_ids))
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), _SCAN_BATCH):
+            with self._redis.pipeline(transaction=False) as pipe:
+                for entry_id in ids[start : start + _SCAN_BATCH]:
+                    pipe.hget(keys.entry(entry_id), "category")
+                for entry_id, reply in zip(ids[start : start + _SCAN_BATCH], pipe.execute(), strict=True):
+                    if reply is not None:
+                        found[entry_id] = _text(reply)
+        return found
+
+    def _member_days(self, query: Rollup, key: Callable[[int, str], str]) -> list[tuple[int, dict[str, bytes]]]:
+        """Every member's hash of every day of the query's period."""
+        if query.start is None or query.end is None:
+            raise ValueError("a rollup over the whole bank needs a period")
+        days = [day_text(day) for day in days_between(query.start, query.end)]
+        members = self._member_ids()
+        names = [(member_id, key(member_id, day)) for member_id in members for day in days]
+        return list(zip((m for m, _ in names), self._read_hashes([n for _, n in names]), strict=True))
+
+    def sighting_rollup(self, query: Rollup) -> dict[Key, SightingTally]:
+        cells: list[tuple[int, int, int, int]] = []
+        if query.entry_ids is not None:  # an entry's own cells: no period needed, no scan
+            entry_ids = sorted(query.entry_ids)
+            for entry_id, fields in zip(
+                entry_ids, self._read_hashes([keys.sightings_hours(e) for e in entry_ids]), strict=True
+            ):
+                for field, count in fields.items():
+                    member, hour = field.split(":")
+                    cells.append((entry_id, int(member), int(hour), int(count)))
+        else:
+            for member_id, fields in self._member_days(query, keys.member_sightings_day):
+                for field, count in fields.items():
+                    entry, hour = field.split(":")
+                    cells.append((int(entry), member_id, int(hour), int(count)))
+        categories = self._categories(c[0] for c in cells) if query.needs_category else {}
+        return fold_sightings(query, cells, categories.get)
+
+    def action_rollup(self, query: Rollup) -> dict[Key, ActionTally]:
+        cells: list[tuple[int, int, int, Action, int]] = []
+        if query.start is None and query.end is None:
+            if any(d in (Dimension.HOUR, Dimension.DAY, Dimension.WEEK) for d in query.by):
+                raise ValueError("actions of all time cannot be grouped by time")
+            members = self._member_ids()
+            if query.entry_ids is not None:  # an entry's spread: its own fields only, no scan
+                totals = self._read_fields(
+                    [keys.member_actions_total(m) for m in members],
+                    [f"{e}:{a.value}" for e in sorted(query.entry_ids) for a in Action],
+                )
+            else:
+                totals = self._read_hashes([keys.member_actions_total(m) for m in members])
+            for member_id, fields in zip(members, totals, strict=True):
+                for field, count in fields.items():
+                    entry, action = field.split(":")
+                    cells.append((int(entry), member_id, 0, Action(action), int(count)))
+        else:
+            for member_id, fields in self._member_days(query, keys.member_actions_day):
+                for field, count in fields.items():
+                    entry, hour, action = field.split(":")
+                    cells.append((int(entry), member_id, int(hour), Action(action), int(count)))
+        categories = self._categories(c[0] for c in cells) if query.needs_category else {}
+        return fold_actions(query, cells, categories.get)
+
+    def submission_rollup(self, start: float, end: float, by: Dimension) -> dict[int | str, SubmissionTally]:
+        # No index by time: every entry's submissions are read, in pipelined
+        # batches (about one round trip per thousand entries).
+        if by not in (Dimension.MEMBER, Dimension.CATEGORY):
+            raise ValueError(f"submissions roll up by member or category, not {by}")
+        counter = self._redis.get(keys.NEXT_ENTRY)
+        last = int(_bytes(counter)) if counter is not None else 0
+        entries: list[list[SubmissionFacts]] = []
+        for start_id in range(1, last + 1, _SCAN_BATCH):
+            ids = range(start_id, min(start_id + _SCAN_BATCH, last + 1))
+            for records in self._read_hashes([keys.entry_submissions(e) for e in ids]):
+                entries.append(
+                    [
+                        SubmissionFacts(
+                            int(sid),
+                            r["member_id"],
+                            r["category"],
+                            r["removed_at"],
+                            r["notice_received_at"],
+                            r["retracted_at"] is None,
+                        )
+                        for sid, r in ((sid, json.loads(v)) for sid, v in records.items())
+                    ]
+                )
+        return tally_submissions(entries, start, end, by)
 
 
 def _by_id(records: dict[str, bytes]) -> list[str]:

@@ -19,6 +19,13 @@ seconds written with ``repr(float)`` so they read back exactly)::
     hs:{e:<entry>}:sightings:count   ZSET    member id scored by its sightings
     hs:{e:<entry>}:sightings:first   ZSET    member id scored by its first sighting time
     hs:{e:<entry>}:sightings:last    ZSET    member id scored by its last sighting time
+    hs:{e:<entry>}:sightings:hours   HASH    "<member>:<hour>" -> sightings (research)
+    hs:{m:<member>}:sightings:day:<YYYY-MM-DD>
+                                     HASH    "<entry>:<hour>" -> sightings (research)
+    hs:{m:<member>}:actions:day:<YYYY-MM-DD>
+                                     HASH    "<entry>:<hour>:<action>" -> reported actions (research)
+    hs:{m:<member>}:actions:total    HASH    "<entry>:<action>" -> reported actions, all time (research)
+    hs:{m:<member>}:actions:items    SET     "<item key hex>:<entry>:<action>" reported once (research)
     hs:signals:active                HASH    signal row id -> JSON row of every active signal
     hs:feed                          STREAM  the change feed: field ``change`` = changes.encode()
     hs:secret:<name>                 STRING  32 random bytes
@@ -150,3 +157,34 @@ def notice(notice_id: int) -> str:
 def notice_request(member_id: int, request_id: str) -> str:
     """STRING: JSON {kind, digest, notice_id} of a FileNotice or AnswerNotice, for replays."""
     return f"hs:{{notices}}:req:{member_id}:{request_id}"
+
+
+# Spread analytics (hashshare.research; the hour cells are described in store/rollups.py).
+# Sightings are kept twice: per entry for its spread, and per member and day
+# for periods over the whole bank. Actions live in the reporting member's slot
+# only, so that one ReportAction is one transaction with its idempotency record.
+
+
+def sightings_hours(entry_id: int) -> str:
+    """HASH: "<member id>:<hour>" -> sightings of the entry by that member in that hour."""
+    return f"hs:{{e:{entry_id}}}:sightings:hours"
+
+
+def member_sightings_day(member_id: int, day: str) -> str:
+    """HASH: "<entry id>:<hour>" -> the member's sightings of the entry in that hour of UTC day YYYY-MM-DD."""
+    return f"hs:{{m:{member_id}}}:sightings:day:{day}"
+
+
+def member_actions_day(member_id: int, day: str) -> str:
+    """HASH: "<entry id>:<hour>:<action>" -> actions the member reported for hours of UTC day YYYY-MM-DD."""
+    return f"hs:{{m:{member_id}}}:actions:day:{day}"
+
+
+def member_actions_total(member_id: int) -> str:
+    """HASH: "<entry id>:<action>" -> every action the member ever reported on the entry."""
+    return f"hs:{{m:{member_id}}}:actions:total"
+
+
+def member_action_items(member_id: int) -> str:
+    """SET: "<item key hex>:<entry id>:<action>" of every reported item (never the item id itself)."""
+    return f"hs:{{m:{member_id}}}:actions:items"

@@ -13,6 +13,7 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -55,6 +56,18 @@ from ..model import (
 )
 from . import changes, codecs
 from .base import BatchOutcome, BatchSubmission, Replayed, Store, submitted
+from .rollups import (
+    HOUR,
+    Action,
+    ActionRecord,
+    ActionTally,
+    Dimension,
+    Key,
+    Rollup,
+    SightingTally,
+    SubmissionTally,
+    hour_of,
+)
 
 # Host parameters per statement, under SQLite's limit on every build.
 _IN_CHUNK = 900
@@ -91,6 +104,26 @@ CREATE TABLE IF NOT EXISTS sightings (
     at REAL NOT NULL, verdict TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sightings_by_entry ON sightings(entry_id, at);
 CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL);
+
+-- Spread analytics (hashshare.research, store/rollups.py): sightings as hour
+-- cells, platform actions, and the period index of submissions. The INSERT
+-- fills the cells from the sightings of a bank written before they existed;
+-- once there are cells its constant WHERE skips the scan.
+CREATE TABLE IF NOT EXISTS sighting_hours (
+    entry_id INTEGER NOT NULL, member_id INTEGER NOT NULL, hour INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (entry_id, member_id, hour)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sighting_hours_by_hour ON sighting_hours(hour, count);  -- covering, with the key
+INSERT INTO sighting_hours (entry_id, member_id, hour, count)
+    SELECT entry_id, member_id, CAST(at / 3600 AS INTEGER), COUNT(*) FROM sightings
+    WHERE NOT EXISTS (SELECT 1 FROM sighting_hours) GROUP BY 1, 2, 3;
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL, member_id INTEGER NOT NULL, action TEXT NOT NULL,
+    acted_at REAL NOT NULL, hour INTEGER NOT NULL, item_key BLOB NOT NULL, created_at REAL NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS actions_once_per_item
+    ON actions(member_id, item_key, entry_id, action) WHERE item_key != X'';
+CREATE INDEX IF NOT EXISTS actions_by_hour ON actions(hour, entry_id, member_id, action);  -- covering
+CREATE INDEX IF NOT EXISTS actions_by_entry ON actions(entry_id, hour);
+CREATE INDEX IF NOT EXISTS submissions_by_removed_at ON submissions(removed_at);
 """
 
 # Issue 6: the member directory, notices and the audit trail. Idempotent DDL
@@ -604,6 +637,7 @@ class SqliteStore(Store):
                 "INSERT INTO sightings (entry_id, member_id, at, verdict) VALUES (?, ?, ?, ?)",
                 [(s.entry_id, s.member_id, s.at, s.verdict) for s in sightings],
             )
+            self._add_sighting_hours(db, sightings)
 
     def sighting_stats(self, entry_id: int) -> SightingStats:
         db = self._reader()
@@ -816,6 +850,113 @@ class SqliteStore(Store):
             AuditEvent(r[0], AuditDraft(r[1], r[2], tuple(x for x in r[3].split(",") if x), *r[4:9]), r[9], r[10])
             for r in rows
         ]
+
+    # Spread analytics
+
+    def _add_sighting_hours(self, db: sqlite3.Connection, sightings: Sequence[Sighting]) -> None:
+        cells: dict[tuple[int, int, int], int] = defaultdict(int)
+        for s in sightings:
+            cells[s.entry_id, s.member_id, hour_of(s.at)] += 1
+        db.executemany(
+            "INSERT INTO sighting_hours (entry_id, member_id, hour, count) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (entry_id, member_id, hour) DO UPDATE SET count = count + excluded.count",
+            [(*cell, count) for cell, count in cells.items()],
+        )
+
+    def report_actions(
+        self, member_id: int, request_id: str, request_digest: bytes, actions: Sequence[ActionRecord], now: float
+    ) -> int:
+        with self._transaction() as db:
+            replay = self._replay(db, member_id, request_id, request_digest, "report_actions")
+            if replay is not None:
+                return int(replay["recorded"])
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO actions (entry_id, member_id, action, acted_at, hour, item_key, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (a.entry_id, member_id, a.action.value, a.acted_at, hour_of(a.acted_at), a.item_key, now)
+                    for a in actions
+                ],
+            )
+            recorded = db.total_changes - before
+            self._remember(db, member_id, request_id, request_digest, "report_actions", {"recorded": recorded}, now)
+            return recorded
+
+    @staticmethod
+    def _rollup_sql(query: Rollup, table: str) -> tuple[list[str], str, list[object]]:
+        """The GROUP BY expressions, the FROM ... WHERE clause and its parameters."""
+        day = f"({table}.hour / 24)"
+        expressions = {
+            Dimension.ENTRY: f"{table}.entry_id",
+            Dimension.MEMBER: f"{table}.member_id",
+            Dimension.CATEGORY: "e.category",
+            Dimension.HOUR: f"{table}.hour",
+            Dimension.DAY: day,
+            Dimension.WEEK: f"({day} - ({day} + 3) % 7)",
+        }
+        source = "sighting_hours" if table == "h" else "actions"
+        clause = f"FROM {source} {table}"
+        if query.needs_category:
+            clause += f" JOIN entries e ON e.id = {table}.entry_id"
+        conditions: list[str] = ["1"]
+        parameters: list[object] = []
+        first, after = query.hours()
+        if first is not None:
+            conditions.append(f"{table}.hour >= ?")
+            parameters.append(first)
+        if after is not None:
+            conditions.append(f"{table}.hour < ?")
+            parameters.append(after)
+        if query.category is not None:
+            conditions.append("e.category = ?")
+            parameters.append(query.category)
+        if query.entry_ids is not None:
+            conditions.append(f"{table}.entry_id IN (SELECT value FROM json_each(?))")
+            parameters.append(json.dumps(sorted(query.entry_ids)))
+        return [expressions[d] for d in query.by], f"{clause} WHERE {' AND '.join(conditions)}", parameters
+
+    def sighting_rollup(self, query: Rollup) -> dict[Key, SightingTally]:
+        groups, clause, parameters = self._rollup_sql(query, "h")
+        selected = ", ".join([*groups, "SUM(h.count)", "COUNT(DISTINCT h.member_id)"])
+        group_by = f" GROUP BY {', '.join(groups)}" if groups else ""
+        rows = self._reader().execute(f"SELECT {selected} {clause}{group_by}", parameters).fetchall()
+        width = len(groups)
+        return {tuple(r[:width]): SightingTally(int(r[width]), int(r[width + 1])) for r in rows if r[width]}
+
+    def action_rollup(self, query: Rollup) -> dict[Key, ActionTally]:
+        groups, clause, parameters = self._rollup_sql(query, "a")
+        selected = ", ".join([*groups, "a.action", "COUNT(*)"])
+        rows = self._reader().execute(
+            f"SELECT {selected} {clause} GROUP BY {', '.join([*groups, 'a.action'])}", parameters
+        )
+        width = len(groups)
+        counts: dict[Key, dict[Action, int]] = defaultdict(dict)
+        for r in rows:
+            counts[tuple(r[:width])][Action(r[width])] = int(r[width + 1])
+        return {key: ActionTally(by_action) for key, by_action in counts.items()}
+
+    def submission_rollup(self, start: float, end: float, by: Dimension) -> dict[int | str, SubmissionTally]:
+        if by not in (Dimension.MEMBER, Dimension.CATEGORY):
+            raise ValueError(f"submissions roll up by member or category, not {by}")
+        group = "s.member_id" if by is Dimension.MEMBER else "s.category"
+        rows = self._reader().execute(
+            f"SELECT {group}, COUNT(*),"
+            " SUM(EXISTS (SELECT 1 FROM submissions p"
+            "  WHERE p.entry_id = s.entry_id AND p.id < s.id AND p.member_id != s.member_id)),"
+            " SUM(NOT EXISTS (SELECT 1 FROM submissions p WHERE p.entry_id = s.entry_id AND p.id < s.id)),"
+            " json_group_array(s.removed_at - s.notice_received_at) FILTER (WHERE s.notice_received_at IS NOT NULL)"
+            " FROM submissions s"
+            " WHERE s.retracted_at IS NULL AND s.removed_at >= ? AND s.removed_at < ?"
+            f" GROUP BY {group}",
+            (start, end),
+        )
+        return {
+            r[0]: SubmissionTally(
+                int(r[1]), int(r[2]), int(r[3]), tuple(sorted(max(0.0, d) / HOUR for d in json.loads(r[4])))
+            )
+            for r in rows
+        }
 
 
 def sqlite_path_from_url(url: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from . import protocol
+from . import _research, protocol
 from ._config import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, auth_metadata, resolve_target
 from ._models import (
     AuditPage,
@@ -25,11 +25,19 @@ from ._models import (
     Notice,
     NoticePage,
     NoticeState,
-    NoticeStats,
     Removal,
     RetractResult,
     Spread,
     SubmitResult,
+)
+from ._research import (
+    ActionReport,
+    CategoryStats,
+    ClusterSpread,
+    FeedbackStats,
+    NoticeStats,
+    PlatformStats,
+    SeriesPoint,
 )
 from .pb.hashshare.v1 import (
     admin_pb2,
@@ -271,12 +279,65 @@ class AsyncClient:
         request = protocol.audit_events_request(member_id, method, since, until, page_size, page_token)
         return protocol.audit_page(await self._call(self._admin.ListAuditEvents, request, timeout))
 
+    async def report_actions(
+        self, reports: Iterable[ActionReport], *, request_id: str | None = None, timeout: float | None = None
+    ) -> int:
+        recorded = 0
+        for request in _research.report_action_requests(reports, request_id):
+            recorded += (await self._call(self._match.ReportAction, request, timeout)).recorded
+        return recorded
+
+    async def spread_series(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        granularity: str = "day",
+        category: str = "",
+        entry_id: str = "",
+        timeout: float | None = None,
+    ) -> list[SeriesPoint]:
+        request = research_pb2.GetSpreadSeriesRequest(
+            period=_research.period(start, end),
+            granularity=_research.granularity(granularity),
+            category=category,
+            entry_id=entry_id,
+        )
+        return _research.series_result(await self._call(self._research.GetSpreadSeries, request, timeout))
+
+    async def top_clusters(
+        self, start: datetime, end: datetime, *, category: str = "", limit: int = 10, timeout: float | None = None
+    ) -> list[ClusterSpread]:
+        request = research_pb2.ListTopClustersRequest(
+            period=_research.period(start, end), category=category, limit=limit
+        )
+        return _research.clusters_result(await self._call(self._research.ListTopClusters, request, timeout))
+
+    async def platform_stats(
+        self, start: datetime, end: datetime, *, timeout: float | None = None
+    ) -> list[PlatformStats]:
+        request = research_pb2.GetPlatformStatsRequest(period=_research.period(start, end))
+        return _research.platforms_result(await self._call(self._research.GetPlatformStats, request, timeout))
+
+    async def category_stats(
+        self, start: datetime, end: datetime, *, timeout: float | None = None
+    ) -> list[CategoryStats]:
+        request = research_pb2.GetCategoryStatsRequest(period=_research.period(start, end))
+        return _research.categories_result(await self._call(self._research.GetCategoryStats, request, timeout))
+
     async def notice_stats(
-        self, *, start: datetime | None = None, end: datetime | None = None, timeout: float | None = None
+        self, start: datetime | None = None, end: datetime | None = None, *, timeout: float | None = None
     ) -> list[NoticeStats]:
-        """Per platform (pseudonymous), notices filed in [start, end) and how fast they were decided."""
-        request = protocol.notice_stats_request(start, end)
-        return protocol.notice_stats_result(await self._call(self._research.GetNoticeStats, request, timeout))
+        """Per platform (pseudonymous), notices filed in [start, end) (all time when unset) and how fast
+        they were decided."""
+        request = research_pb2.GetNoticeStatsRequest(period=_research.period(start, end))
+        return _research.notices_result(await self._call(self._research.GetNoticeStats, request, timeout))
+
+    async def feedback_stats(
+        self, start: datetime, end: datetime, *, timeout: float | None = None
+    ) -> list[FeedbackStats]:
+        request = research_pb2.GetFeedbackStatsRequest(period=_research.period(start, end))
+        return _research.feedback_result(await self._call(self._research.GetFeedbackStats, request, timeout))
 
     async def _call(
         self, method: Callable[..., Awaitable[_Response]], request: Any, timeout: float | None

@@ -5,10 +5,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import FieldViolation
 from .signals import Signal
+
+if TYPE_CHECKING:
+    from ._research import ActionCounts, Delay
 
 __all__ = [
     "AuditEvent",
@@ -26,7 +29,6 @@ __all__ = [
     "Notice",
     "NoticePage",
     "NoticeState",
-    "NoticeStats",
     "PlatformSpread",
     "Removal",
     "RetractResult",
@@ -199,6 +201,10 @@ class Spread:
     last_seen: datetime | None
     daily: tuple[DailyCount, ...] = field(default_factory=tuple)
     platforms: tuple[PlatformSpread, ...] = field(default_factory=tuple)
+    category: str = ""
+    first_removed_at: datetime | None = None
+    actions: ActionCounts | None = None
+    delay: Delay | None = None  # from the first removal to the re-uploads
 
 
 # Notices, the member directory and the audit trail
@@ -276,22 +282,6 @@ class AuditEvent:
 class AuditPage:
     events: tuple[AuditEvent, ...]
     next_page_token: str  # empty on the last page
-
-
-@dataclass(frozen=True)
-class NoticeStats:
-    """One platform's notices in a period; a count is None when the server
-    withheld it (below its minimum), and so are the share and median then."""
-
-    platform: str
-    received: int | None
-    decided: int | None
-    decided_within_24h: int | None
-    share_decided_within_24h: float
-    median_hours_to_decision: float
-    removed: int | None
-    disabled: int | None
-    rejected: int | None
 
 
 def to_jsonable(record: Any) -> Any:

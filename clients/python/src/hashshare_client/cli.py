@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--category", default="hate_speech", help="category of the originals it submits")
     evaluate.add_argument("--local-only", action="store_true", help="only the per-signal analysis; no server needed")
     _server_arguments(evaluate)
+
+    report = commands.add_parser(
+        "report", help="write the quarterly review (HTML, PNG charts, CSV) from the API; role researcher or authority"
+    )
+    report.add_argument("--quarter", required=True, help="the quarter to review, e.g. 2026Q4 (UTC)")
+    report.add_argument("--out", type=Path, default=Path("report"), help="folder for index.html, charts and CSVs")
+    report.add_argument("--top", type=int, default=10, help="how many of the largest clusters to show (1-100)")
+    _server_arguments(report)
     return parser
 
 
@@ -198,6 +206,22 @@ def _run_notices(args: argparse.Namespace, client: Client) -> Any:
     return {"platforms": client.notice_stats(start=args.start, end=args.end)}
 
 
+def _report(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        from .report import Quarter, write_report
+    except ImportError as exc:  # matplotlib comes with the `report` extra
+        raise HashshareError(f"`hashshare report` needs: pip install 'hashshare-client[report]' ({exc})") from exc
+    try:
+        quarter = Quarter.parse(args.quarter)
+    except ValueError as exc:
+        raise HashshareError(str(exc)) from None
+    with Client(args.server, args.token, timeout=args.timeout) as client:
+        files = write_report(client, quarter, args.out, args.top)
+    if not args.json:
+        print(f"wrote the {quarter} review: " + ", ".join(str(f) for f in files))
+    return {"quarter": str(quarter), "files": [str(f) for f in files]}
+
+
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluation import datasets, report, run
 
@@ -257,6 +281,8 @@ def _run(args: argparse.Namespace) -> Any:
     """Do the command; return what to print as JSON (and as text if no printer)."""
     if args.command == "eval":
         return _evaluate(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "hash":
         found = _signals(args)
         if not args.json:
@@ -304,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(to_jsonable(result), ensure_ascii=False, indent=2))
-    elif args.command not in ("hash", "match", "eval"):
+    elif args.command not in ("hash", "match", "eval", "report"):
         _print_record(to_jsonable(result))
     return 0
 

@@ -33,7 +33,6 @@ from ._models import (
     Notice,
     NoticePage,
     NoticeState,
-    NoticeStats,
     PlatformSpread,
     Removal,
     RetractResult,
@@ -277,6 +276,8 @@ def categories_result(response: submission_pb2.ListCategoriesResponse) -> list[C
 
 
 def spread_result(response: research_pb2.GetSpreadResponse) -> Spread:
+    from ._research import action_counts, delay  # _research builds on this module
+
     return Spread(
         entry_id=response.entry_id,
         sightings=response.sightings,
@@ -293,6 +294,10 @@ def spread_result(response: research_pb2.GetSpreadResponse) -> Spread:
             )
             for p in response.platforms
         ),
+        category=response.category,
+        first_removed_at=from_timestamp(response, "first_removed_at"),
+        actions=action_counts(response.actions),
+        delay=delay(response.delay),
     )
 
 
@@ -465,28 +470,3 @@ def audit_page(response: admin_pb2.ListAuditEventsResponse) -> AuditPage:
         ),
         response.next_page_token,
     )
-
-
-def notice_stats_request(start: datetime | None, end: datetime | None) -> research_pb2.GetNoticeStatsRequest:
-    return research_pb2.GetNoticeStatsRequest(period=research_pb2.Period(start=timestamp(start), end=timestamp(end)))
-
-
-def _count(count: research_pb2.Count) -> int | None:
-    return None if count.suppressed else count.value
-
-
-def notice_stats_result(response: research_pb2.GetNoticeStatsResponse) -> list[NoticeStats]:
-    return [
-        NoticeStats(
-            platform=p.platform,
-            received=_count(p.received),
-            decided=_count(p.decided),
-            decided_within_24h=_count(p.decided_within_24h),
-            share_decided_within_24h=p.share_decided_within_24h,
-            median_hours_to_decision=p.median_hours_to_decision,
-            removed=_count(p.removed),
-            disabled=_count(p.disabled),
-            rejected=_count(p.rejected),
-        )
-        for p in response.platforms
-    ]
