@@ -67,7 +67,7 @@ def start(settings: Settings, worker: int | None = None) -> RunningServer:
     """Start serving; returns once the index is loaded and health is SERVING.
 
     ``worker`` numbers one of several processes sharing the port."""
-    store = open_store(settings.store)
+    store = open_store(settings.store, settings)
     taxonomy = Taxonomy.from_file(settings.taxonomy) if settings.taxonomy else Taxonomy()
     bank = Bank(store, settings, taxonomy)
     server = grpc.server(
