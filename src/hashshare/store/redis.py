@@ -139,7 +139,9 @@ def _day(at: float) -> str:
 
 
 def _hash_fields(reply: object) -> dict[str, bytes]:
-    """An HGETALL reply with text field names."""
+    """An HGETALL reply (or a stream message's fields) with text field names."""
+    if isinstance(reply, list):  # a stream message read in a cluster transaction: field, value, ...
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
     if not isinstance(reply, dict):
         raise TypeError(f"expected a hash reply from Redis, got {type(reply).__name__}")
     return {_text(field): _bytes(value) for field, value in reply.items()}
@@ -601,7 +603,9 @@ class RedisStore(Store):
         request_keys = [keys.request(member_id, item.request_id) for item in items]
         unique = list(dict.fromkeys(request_keys))
         stored: dict[str, dict[str, Any]] = {
-            key: json.loads(_bytes(reply)) for key, reply in zip(unique, self._redis.mget(unique), strict=True) if reply
+            key: json.loads(_bytes(reply))
+            for key, reply in zip(unique, self._redis.execute_command("MGET", *unique), strict=True)
+            if reply
         }
         joins = sorted({item.join_entry_id for item in items if item.join_entry_id is not None})
         with self._redis.pipeline(transaction=False) as pipe:
@@ -741,7 +745,8 @@ class RedisStore(Store):
         request_keys = list(reservations)
 
         def plan(pipe: Pipeline) -> tuple[None, Writes]:
-            if any(reply is not None for reply in pipe.mget(request_keys)):
+            # MGET by name: redis-py refuses pipe.mget() in a cluster pipeline, though these keys share a slot.
+            if any(reply is not None for reply in pipe.execute_command("MGET", *request_keys)):
                 raise _Conflict()
 
             def writes(tx: Pipeline) -> None:
@@ -1057,6 +1062,7 @@ class RedisStore(Store):
             return [], position
         if isinstance(messages, Exception):
             raise messages
+        info = _stream_info(info)
         added, length = int(info["entries-added"]), int(info["length"])
         last_id = _text(info["last-generated-id"])
         if count is None:
@@ -1091,6 +1097,12 @@ class RedisStore(Store):
         # NX: when two processes race at first use, the first value wins for both.
         self._redis.set(key, secrets.token_bytes(32), nx=True)
         return _bytes(self._redis.get(key))
+
+
+def _stream_info(reply: Any) -> dict[str, Any]:
+    """XINFO STREAM's reply as a dict with text keys (a cluster transaction parses it less)."""
+    items = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in items}
 
 
 def _queued_slot(pipe: Pipeline) -> int:
