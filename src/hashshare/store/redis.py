@@ -746,7 +746,7 @@ class RedisStore(Store):
 
         def plan(pipe: Pipeline) -> tuple[None, Writes]:
             # MGET by name: redis-py refuses pipe.mget() in a cluster pipeline, though these keys share a slot.
-            if any(reply is not None for reply in pipe.execute_command("MGET", *request_keys)):
+            if any(reply is not None for reply in pipe.execute_command("MGET", *request_keys)):  # type: ignore[no-untyped-call]
                 raise _Conflict()
 
             def writes(tx: Pipeline) -> None:
