@@ -170,7 +170,7 @@ class Cluster:
             return False
 
     def primary_for(self, key: str) -> Node:
-        with RedisCluster(port=self.nodes[0].port) as client:
+        with RedisCluster(host="127.0.0.1", port=self.nodes[0].port) as client:
             node = client.get_node_from_key(key)
             port = int(node.port)
         return next(n for n in self.nodes if n.port == port)

@@ -48,8 +48,10 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.exceptions as rex
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
@@ -92,6 +94,8 @@ _SLOT_BATCH = 1_024  # slots read per pipeline when visiting every slot
 _OUTBOX_GRACE_SECONDS = 2.0
 # How long a primary's count of connected replicas is trusted before asking again.
 _REPLICA_COUNT_SECONDS = 2.0
+_CLUSTER_RETRIES = 2
+_FAILOVER_READ_SECONDS = 1.5  # a failover's promotion takes well under this
 
 T = TypeVar("T")
 Writes = Callable[[Pipeline], None]
@@ -276,7 +280,13 @@ class RedisStore(Store):
         if url.startswith("redis+cluster://"):
             nodes = [ClusterNode(host, port) for host, port in parse_cluster_url(url)]  # type: ignore[no-untyped-call]
             client: redis.Redis | RedisCluster = RedisCluster(
-                startup_nodes=nodes, decode_responses=False, socket_connect_timeout=2.0, socket_timeout=10.0
+                startup_nodes=nodes,
+                decode_responses=False,
+                socket_connect_timeout=2.0,
+                socket_timeout=10.0,
+                # Retry briefly and then fail UNAVAILABLE (the caller retries with its request id):
+                # a Match must fall back to a replica at once while a primary fails over.
+                retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.2), _CLUSTER_RETRIES),
             )
             return cls(client, options)
         return cls(redis.Redis.from_url(url, decode_responses=False), options)
@@ -926,8 +936,7 @@ class RedisStore(Store):
         except UNREACHABLE:
             if not self._cluster:
                 raise
-            # Match must keep answering while a primary fails over: read its replica.
-            replies = self._summary_replies_from_replicas(ids)
+            replies = self._summary_replies_during_failover(ids)
         summaries = {}
         for entry_id, category, members in zip(ids, replies[::2], replies[1::2], strict=True):
             if category is not None:
@@ -941,6 +950,20 @@ class RedisStore(Store):
                 pipe.hget(keys.entry(entry_id), "category")
                 pipe.hlen(keys.entry_active(entry_id))
             return list(pipe.execute())
+
+    def _summary_replies_during_failover(self, ids: Sequence[int]) -> list[Any]:
+        """Match must keep answering while a primary fails over: read the replicas, and
+        for the moment of the promotion itself (when a node may refuse with CLUSTERDOWN),
+        try again briefly with a fresh slot map."""
+        deadline = time.monotonic() + _FAILOVER_READ_SECONDS
+        while True:
+            try:
+                return self._summary_replies_from_replicas(ids)
+            except UNREACHABLE:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                self._refresh_slots()
 
     def _summary_replies_from_replicas(self, ids: Sequence[int]) -> list[Any]:
         by_node: dict[str, tuple[Any, list[int]]] = {}
