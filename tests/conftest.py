@@ -23,10 +23,9 @@ from skimage import data as skdata
 
 from hashshare import members
 from hashshare.api.server import RunningServer, start
+from hashshare.bench.redis_cluster import Cluster, Node, cluster_ports
 from hashshare.settings import Settings
 from hashshare.store import open_store
-
-from .redis_cluster import Cluster, Node, cluster_ports
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

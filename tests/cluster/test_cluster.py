@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from hashshare.bench.redis_cluster import NODE_TIMEOUT_MS, Cluster
 from hashshare.errors import Unavailable
 from hashshare.feed import FeedFollower
 from hashshare.index import SignalIndex
@@ -23,7 +24,6 @@ from hashshare.store.base import FeedGap
 from hashshare.store.redis import RedisOptions, RedisStore
 from hashshare_client import Client, DiscoveryMethod, LegalBasis, Signal, SubmitResult, signal_types, signals
 from tests.conftest import ServerProcess, encode, new_member_in
-from tests.redis_cluster import NODE_TIMEOUT_MS, Cluster
 
 pytestmark = pytest.mark.cluster
 

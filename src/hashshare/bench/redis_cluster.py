@@ -1,4 +1,4 @@
-"""A real Redis Cluster on loopback for the tests: three primaries and three
+"""A real Redis Cluster on loopback, for the tests and the cluster benchmark: three primaries and three
 replicas started from the ``redis-server`` binary, joined by ``redis-cli
 --cluster create``. Nodes can be killed (SIGKILL), paused and restarted."""
 
