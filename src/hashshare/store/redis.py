@@ -90,8 +90,6 @@ log = logging.getLogger(__name__)
 _MAX_ATTEMPTS = 100
 _SCAN_BATCH = 1_000
 _SLOT_BATCH = 1_024  # slots read per pipeline when visiting every slot
-# An outbox item younger than this is left to the writer that is publishing it.
-_OUTBOX_GRACE_SECONDS = 2.0
 # How long a primary's count of connected replicas is trusted before asking again.
 _REPLICA_COUNT_SECONDS = 2.0
 _CLUSTER_RETRIES = 2
@@ -236,6 +234,8 @@ class RedisOptions:
     wait_ms: int = 1_000
     feed_max_length: int = 1_000_000
     sweep_seconds: float = 5.0
+    # An outbox item younger than this is left to the writer that is publishing it.
+    outbox_grace_seconds: float = 2.0
 
 
 def parse_cluster_url(url: str) -> list[tuple[str, int]]:
@@ -472,7 +472,7 @@ class RedisStore(Store):
                 replies = pipe.execute()
             found = {slot: _hash_fields(reply) for slot, reply in zip(slots, replies, strict=True) if reply}
             if found:
-                published += self._publish_outboxes(found, _OUTBOX_GRACE_SECONDS)
+                published += self._publish_outboxes(found, self._options.outbox_grace_seconds)
         if published:
             log.warning("published %d changes that their writers had left in outboxes", published)
         return published
