@@ -194,14 +194,22 @@ class FeedFollower:
                 log.exception("could not publish pending changes; retrying")
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.is_set():
             try:
                 self._store.wait_for_changes(self._position, self._poll_seconds)
                 if self._stop.is_set():
                     return
                 self.catch_up()
-            except Exception:  # the store may be briefly unreachable; keep serving
-                log.exception("could not read the change feed; retrying")
+                if failing:
+                    log.info("reading the change feed again")
+                failing = False
+            except Exception as error:  # the store may be briefly unreachable; keep serving
+                if not failing:  # once per outage, not at every retry
+                    log.exception("could not read the change feed; retrying")
+                else:
+                    log.debug("still cannot read the change feed: %s", error)
+                failing = True
                 self._stop.wait(self._poll_seconds)
 
     def stop(self) -> None:

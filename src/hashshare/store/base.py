@@ -168,7 +168,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def changes_since(self, position: str, limit: int = 10_000) -> tuple[list[Change], str]:
-        """Changes after ``position``, oldest first, and the position of the last one."""
+        """Changes after ``position``, oldest first, and the position of the last one.
+
+        FeedGap when the feed no longer holds every change after ``position``."""
 
     # Keys
 
