@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from skimage import data as skdata
 
 from hashshare import members
 from hashshare.api.server import RunningServer, start
+from hashshare.bench.redis_cluster import Cluster, Node, cluster_ports
 from hashshare.settings import Settings
 from hashshare.store import open_store
 
@@ -179,15 +180,20 @@ def wait_serving(target: str, timeout: float = 30.0) -> None:
 class ServerProcess:
     """``hashshare-server serve`` in its own process, so that it can be killed."""
 
-    def __init__(self, store: str, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, store: str, port: int | None = None, log_path: Path | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.store = store
+        self.args = tuple(args)  # more `serve` flags
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
-        command = [sys.executable, "-m", "hashshare.cli", "serve", "--listen", self.target, "--store", self.store]
+        command = [
+            sys.executable, "-m", "hashshare.cli", "serve", "--listen", self.target, "--store", self.store, *self.args
+        ]  # fmt: skip
         if self.log_path is None:
             self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
@@ -231,3 +237,28 @@ def new_member_in(store_url: str, name: str, *roles: str) -> str:
         return members.create_member(store, name, roles, time.time())[2]
     finally:
         store.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A Redis Cluster of three primaries and three replicas, once per session."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    need(binary is not None and cli is not None, "redis-server and redis-cli are not installed")
+    assert binary is not None and cli is not None
+    workdir = tmp_path_factory.mktemp("redis-cluster")
+    cluster = Cluster([Node(port, workdir / str(port), binary) for port in cluster_ports(6)], cli)
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: Cluster) -> Iterator[str]:
+    """The session's cluster, healthy and flushed, flushed again after."""
+    redis_cluster.wait_healthy()
+    redis_cluster.flush()
+    yield redis_cluster.url
+    redis_cluster.wait_healthy()
+    redis_cluster.flush()

@@ -2,7 +2,13 @@
 
 Writes made by this process are applied at once (``catch_up`` after each
 write); writes made by other processes, or by ``hashshare-server admin``,
-arrive by polling.
+arrive through ``Store.wait_for_changes``: a blocking read of the feed on
+Redis (XREAD BLOCK: applied within milliseconds), a short sleep on SQLite.
+
+A follower never runs with holes: when the store says the feed no longer
+holds every change after our position (trimmed while we were cut off, or
+rolled back by a failover), the index is reconciled with the store's active
+signals and the feed is replayed from there.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .index import SignalIndex, snapshot
-from .model import EntryChanged, TokenRevoked
-from .store.base import Store
+from .model import EntryChanged, IndexedSignal, SignalsAdded, TokenRevoked
+from .store.base import FeedGap, Store
 
 log = logging.getLogger(__name__)
 
 _LOAD_BATCH = 1_000_000
+_SWEEP_CHECK_SECONDS = 1.0  # how often the sweeper asks the store (which throttles itself)
 
 
 class FeedFollower:
@@ -40,8 +47,10 @@ class FeedFollower:
         self._position = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
         self.loaded = threading.Event()
         self.snapshot_position: str | None = None  # of the snapshot last loaded or written
+        self.rebuilds = 0  # times the feed had a gap and the index was reconciled with the store
 
     @property
     def position(self) -> str:
@@ -124,12 +133,22 @@ class FeedFollower:
         applied = 0
         with self._lock:
             while True:
-                changes, position = self._store.changes_since(self._position)
+                try:
+                    changes, position = self._store.changes_since(self._position)
+                except FeedGap as gap:
+                    log.warning("%s: rebuilding the index from the store", gap)
+                    self._rebuild()
+                    continue
                 for change in changes:
                     if isinstance(change, TokenRevoked):
                         self._on_token_revoked(change.token_hash)
                     elif isinstance(change, EntryChanged):
                         self._on_entries_changed(change.entry_ids)
+                    elif isinstance(change, SignalsAdded):
+                        # A store may publish an addition late, after the row's removal:
+                        # index only the rows still active.
+                        active = self._store.active_row_ids(change.rows)
+                        self._index.apply(SignalsAdded(tuple(r for r in change.rows if r.row_id in active)))
                     else:
                         self._index.apply(change)
                 self._position = position
@@ -137,21 +156,68 @@ class FeedFollower:
                 if not changes:
                     return applied
 
+    def _rebuild(self) -> None:
+        """Make the index hold exactly the store's active signals, and follow the feed
+        from now on; under ``_lock``. Matching goes on meanwhile: rows are added and
+        removed one by one, never all dropped at once."""
+        started = time.monotonic()
+        position = self._store.feed_position()  # before the scan, as in load()
+        wanted: dict[int, IndexedSignal] = {row.row_id: row for row in self._store.active_signals()}
+        held: set[int] = set()
+        for row_ids, _, _ in self._index.export().values():
+            held.update(int(r) for r in row_ids)
+        for row_id in held - wanted.keys():
+            self._index.remove(row_id)
+        self._index.add_many(row for row_id, row in wanted.items() if row_id not in held)
+        self._position = position
+        self.rebuilds += 1
+        log.info(
+            "index reconciled with the store: %d rows, %d removed, %d added, %.1f s",
+            len(wanted),
+            len(held - wanted.keys()),
+            len(wanted.keys() - held),
+            time.monotonic() - started,
+        )
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hashshare-feed", daemon=True)
         self._thread.start()
+        # Its own thread: a sweep of every outbox must not delay applying the feed.
+        self._sweeper = threading.Thread(target=self._sweep, name="hashshare-outbox", daemon=True)
+        self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(_SWEEP_CHECK_SECONDS):
+            try:
+                self._store.publish_pending()
+            except Exception:  # as for the feed: keep serving, try again
+                log.exception("could not publish pending changes; retrying")
 
     def _run(self) -> None:
-        while not self._stop.wait(self._poll_seconds):
+        failing = False
+        while not self._stop.is_set():
             try:
+                self._store.wait_for_changes(self._position, self._poll_seconds)
+                if self._stop.is_set():
+                    return
                 self.catch_up()
-            except Exception:  # the store may be briefly unreachable; keep serving
-                log.exception("could not read the change feed; retrying")
+                if failing:
+                    log.info("reading the change feed again")
+                failing = False
+            except Exception as error:  # the store may be briefly unreachable; keep serving
+                if not failing:  # once per outage, not at every retry
+                    log.exception("could not read the change feed; retrying")
+                else:
+                    log.debug("still cannot read the change feed: %s", error)
+                failing = True
+                self._stop.wait(self._poll_seconds)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
 
 
 class SnapshotWriter:

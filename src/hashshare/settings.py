@@ -24,7 +24,8 @@ class Settings:
     listen: str = _setting("127.0.0.1:50051", "Address to listen on, HOST:PORT (port 0 picks a free one).")
     store: str = _setting(
         "sqlite:///hashshare.db",
-        "Where the bank lives: sqlite:///PATH (embedded, the default) or redis://HOST:PORT/DB.",
+        "Where the bank lives: sqlite:///PATH (embedded, the default), redis://HOST:PORT/DB, "
+        "or redis+cluster://HOST:PORT[,HOST:PORT...] (any nodes of a Redis Cluster).",
     )
     taxonomy: str = _setting("", "JSON file of categories [{id, title, description}]; empty for the built-in one.")
     threads: int = _setting(16, "gRPC worker threads of the process.")
@@ -61,6 +62,23 @@ class Settings:
     )
     research_min_count: int = _setting(
         5, "Research answers withhold (suppress) any count below this, so that small groups cannot be singled out."
+    )
+    redis_wait_replicas: int = _setting(
+        1,
+        "Redis: a write is acknowledged once this many replicas of each primary it touched have it (WAIT); "
+        "fewer when a primary has fewer connected; 0: do not wait.",
+    )
+    redis_wait_ms: int = _setting(
+        1000,
+        "Redis: how long a write waits for its replicas; past it the call fails UNAVAILABLE (the primary has "
+        "the write, and a retry with the same request_id returns it once replicated).",
+    )
+    feed_max_length: int = _setting(
+        1_000_000,
+        "Redis: changes the feed stream keeps (XADD MAXLEN ~); a server cut off for longer rebuilds its index.",
+    )
+    feed_sweep_seconds: float = _setting(
+        5.0, "Redis: how often each server publishes changes whose writer died before putting them on the feed."
     )
     dev_admin_token_file: str = _setting(
         "", "Development only: create an admin member if the bank has none and write its token to this file."

@@ -76,7 +76,7 @@ def start(settings: Settings, worker: int | None = None, listen_after_load: bool
     with ``listen_after_load`` (a worker replacing one that died, while its
     siblings serve) only once it can answer, since the kernel would otherwise
     hand it new connections whose calls fail until then."""
-    store = open_store(settings.store)
+    store = open_store(settings.store, settings)
     taxonomy = Taxonomy.from_file(settings.taxonomy) if settings.taxonomy else Taxonomy()
     bank = Bank(store, settings, taxonomy)
     server = grpc.server(

@@ -10,6 +10,7 @@ atomic: a failed call leaves nothing behind.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +75,11 @@ def submitted(outcome: BatchOutcome) -> SubmitOutcome | None:
     if isinstance(outcome, Replayed):
         return outcome.outcome
     return outcome if isinstance(outcome, SubmitOutcome) else None
+
+
+class FeedGap(Exception):
+    """The feed no longer holds every change after a follower's position (trimmed, or
+    rolled back by a failover): the follower must rebuild from ``active_signals``."""
 
 
 class Store(abc.ABC):
@@ -171,7 +177,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def changes_since(self, position: str, limit: int = 10_000) -> tuple[list[Change], str]:
-        """Changes after ``position``, oldest first, and the position of the last one."""
+        """Changes after ``position``, oldest first, and the position of the last one.
+
+        FeedGap when the feed no longer holds every change after ``position``."""
 
     # Keys
 
@@ -265,3 +273,20 @@ class Store(abc.ABC):
     def submission_rollup(self, start: float, end: float, by: Dimension) -> dict[int | str, SubmissionTally]:
         """Active submissions removed in [start, end) per member or per
         category (the submission's own), as SubmissionTally describes."""
+
+    # Following the feed (defaults fit a store whose feed is written in the same
+    # transaction as the data, in commit order)
+
+    def wait_for_changes(self, position: str, timeout: float) -> None:
+        """Return once there may be changes after ``position``, or after ``timeout`` seconds."""
+        time.sleep(timeout)
+
+    def active_row_ids(self, rows: Sequence[IndexedSignal]) -> set[int]:
+        """Which of ``rows`` are active now. A store whose feed can deliver an added row
+        after its removal (published late) answers from its data; followers index only these."""
+        return {row.row_id for row in rows}
+
+    def publish_pending(self) -> int:
+        """Publish changes committed but not yet on the feed (a writer died in between);
+        how many. Every follower calls it now and then; it throttles itself."""
+        return 0

@@ -1,29 +1,57 @@
-"""The shared store: one Redis server that every hashshare process uses.
+"""The shared store on Redis: one server, or a Redis Cluster, with one code path.
 
-Each write is one optimistic transaction: WATCH the keys it reads, read,
-then MULTI/EXEC the writes, the feed message and the idempotency record
-together; when a watched key changed meanwhile, EXEC does nothing and the
-whole write is planned again. Everything that can fail is computed before
-EXEC, so a failed call leaves nothing behind. Ids come from counter keys
-raised with INCR inside the same EXEC, so a failed write does not use one.
+Key discipline (``redis_keys``): each write is one optimistic transaction
+(WATCH the keys it reads, read, MULTI/EXEC the writes) on the keys of ONE
+slot: an entry's, a member's or a token's. Nothing spans two slots, so a
+single server is just a cluster of one node. Everything that can fail is
+checked before EXEC, so a failed call leaves nothing behind.
 
-The key layout is documented in ``redis_keys``. Durability is Redis's: run
-it with ``appendonly yes`` and ``appendfsync always`` for the guarantees
-the SQLite store gives.
+What a submit does, in order (each step in one slot):
+
+1. read the member's request record (``hs:{m:M}:req:<id>``): a finished one
+   is replayed, a pending one (a call that died half-way) is resumed with
+   the ids it reserved;
+2. allocate ids with INCR (a failed or raced call leaves gaps, never reuse);
+3. reserve: write the pending request record (entry id, ids) under WATCH,
+   so two concurrent calls with one request id agree on one plan;
+4. the entry's transaction: its data, its slot's active signals, the
+   request's record in the entry (``hs:{e:N}:requests``, the truth after a
+   crash) and the change in the slot's outbox;
+5. publish: XADD the change to ``hs:feed``, WAIT for the feed's replica,
+   delete the outbox item, WAIT for the entry's replica;
+6. finish the member's request record (WAIT for its replica), and answer.
+
+A crash after 4 leaves an outbox item that a sweeper publishes; a retry
+with the same request id resumes at 4 (finds the entry's record) and
+publishes and confirms before answering. So an acknowledged write is on a
+replica of every slot it touched and on the feed. A WAIT that times out
+fails the call with UNAVAILABLE although the primary has the write: the
+caller retries with the same request id and gets the one stored outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import secrets
+import threading
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import redis
+import redis.exceptions as rex
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
@@ -61,7 +89,7 @@ from ..model import (
 )
 from . import changes, codecs
 from . import redis_keys as keys
-from .base import BatchOutcome, BatchSubmission, Replayed, Store, submitted
+from .base import BatchOutcome, BatchSubmission, FeedGap, Replayed, Store, submitted
 from .rollups import (
     Action,
     ActionRecord,
@@ -83,13 +111,33 @@ from .rollups import (
 
 SCHEMA_VERSION = 1
 
+log = logging.getLogger(__name__)
+
 # Each optimistic attempt loses only to a write that committed, so this many
 # losses in a row means the store is overloaded, not that we are unlucky.
 _MAX_ATTEMPTS = 100
 _SCAN_BATCH = 1_000
+_SLOT_BATCH = 1_024  # slots read per pipeline when visiting every slot
+# How long a primary's count of connected replicas is trusted before asking again.
+_REPLICA_COUNT_SECONDS = 2.0
+_CLUSTER_RETRIES = 2
+_FAILOVER_READ_SECONDS = 1.5  # a failover's promotion takes well under this
 
 T = TypeVar("T")
 Writes = Callable[[Pipeline], None]
+
+# Errors that mean "this part of Redis cannot answer right now" (a node down,
+# a failover under way, a stale slot map): the call fails UNAVAILABLE and the
+# client retries it with the same request id.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    rex.ClusterError,
+    rex.TryAgainError,
+    rex.MovedError,
+    rex.ReadOnlyError,
+    rex.SlotNotCoveredError,
+)
 
 
 def _bytes(reply: object) -> bytes:
@@ -121,7 +169,9 @@ def _day(at: float) -> str:
 
 
 def _hash_fields(reply: object) -> dict[str, bytes]:
-    """An HGETALL reply with text field names."""
+    """An HGETALL reply (or a stream message's fields) with text field names."""
+    if isinstance(reply, list):  # a stream message read in a cluster transaction: field, value, ...
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
     if not isinstance(reply, dict):
         raise TypeError(f"expected a hash reply from Redis, got {type(reply).__name__}")
     return {_text(field): _bytes(value) for field, value in reply.items()}
@@ -133,17 +183,141 @@ def _check_signal(signal: Signal) -> None:
         raise TypeError(f"a signal needs a text type and version and a bytes value, got {signal!r}")
 
 
-class RedisStore(Store):
-    """The bank in one Redis database."""
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
+
+def _parse_position(position: str) -> tuple[str, int | None]:
+    """A feed position: ``"<ms>-<seq>-<n>"``, the id of the last change read and how many
+    changes the stream had received up to it; ``""`` is the start; ``"<ms>-<seq>"`` (an
+    older snapshot's) has no count, so only a trim past it can be detected."""
+    if not position:
+        return "0-0", 0
+    parts = position.split("-")
+    if len(parts) == 3:
+        return f"{int(parts[0])}-{int(parts[1])}", int(parts[2])
+    if len(parts) == 2:
+        return f"{int(parts[0])}-{int(parts[1])}", None
+    raise ValueError(f"not a Redis feed position: {position!r}")
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A change in a slot's outbox, to publish once the transaction committed."""
+
+    slot: int
+    item_id: str
+    change: Change
+
+
+@dataclass
+class _Transaction:
+    slot: int | None
+    outbox: list[_Pending] = field(default_factory=list)
+
+
+class _Conflict(Exception):
+    """Another call reserved one of our request ids meanwhile: plan again."""
+
+
+def _merge(pending: Sequence[_Pending]) -> list[Change]:
+    """The changes to publish, consecutive SignalsAdded as one (a batch is one change)."""
+    merged: list[Change] = []
+    for item in pending:
+        change = item.change
+        last = merged[-1] if merged else None
+        if isinstance(change, SignalsAdded) and isinstance(last, SignalsAdded):
+            merged[-1] = SignalsAdded(tuple(sorted((*last.rows, *change.rows), key=lambda r: r.row_id)))
+        else:
+            merged.append(change)
+    return merged
+
+
+def _unavailable_when_unreachable(cls: type[T]) -> type[T]:
+    """Wrap every public method: an unreachable node becomes Unavailable."""
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except UNREACHABLE as error:
+                self._refresh_slots()
+                raise Unavailable(f"the store is unreachable ({type(error).__name__}: {error}); retry") from error
+
+        return wrapper
+
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_") and not isinstance(value, (staticmethod, classmethod)):
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """How a Redis store confirms writes and bounds its feed (settings.py documents them)."""
+
+    wait_replicas: int = 1
+    wait_ms: int = 1_000
+    feed_max_length: int = 1_000_000
+    sweep_seconds: float = 5.0
+    # An outbox item younger than this is left to the writer that is publishing it.
+    outbox_grace_seconds: float = 2.0
+
+
+def parse_cluster_url(url: str) -> list[tuple[str, int]]:
+    """``redis+cluster://HOST:PORT[,HOST:PORT...]`` as (host, port) pairs."""
+    rest = url.removeprefix("redis+cluster://").split("/", 1)[0].split("?", 1)[0]
+    nodes = []
+    for part in rest.split(","):
+        parsed = urlsplit(f"//{part}")
+        if not parsed.hostname or parsed.port is None:
+            raise ValueError(f"{url!r}: each node must be HOST:PORT")
+        nodes.append((parsed.hostname, parsed.port))
+    return nodes
+
+
+@dataclass
+class _Plan:
+    """Where one batch item goes: filled in as ids are allocated."""
+
+    entry_id: int
+    submission_id: int
+    first_row: int
+    resumed: bool = False
+
+
+@_unavailable_when_unreachable
+class RedisStore(Store):
+    """The bank in one Redis database or one Redis Cluster."""
+
+    def __init__(self, client: redis.Redis | RedisCluster, options: RedisOptions | None = None) -> None:
+        self._redis: Any = client
+        self._cluster = isinstance(client, RedisCluster)
+        self._options = options or RedisOptions()
+        self._local = threading.local()
+        self._replicas: dict[str, tuple[int, float]] = {}
+        self._last_sweep = 0.0
         self._check_schema_version()
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        """``redis://HOST:PORT/DB``, ``rediss://`` or ``unix://``."""
-        return cls(redis.Redis.from_url(url, decode_responses=False))
+    def from_url(cls, url: str, options: RedisOptions | None = None) -> RedisStore:
+        """``redis://HOST:PORT/DB``, ``rediss://``, ``unix://`` or
+        ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (any nodes of the cluster)."""
+        if url.startswith("redis+cluster://"):
+            nodes = [ClusterNode(host, port) for host, port in parse_cluster_url(url)]  # type: ignore[no-untyped-call]
+            client: redis.Redis | RedisCluster = RedisCluster(
+                startup_nodes=nodes,
+                decode_responses=False,
+                socket_connect_timeout=2.0,
+                socket_timeout=10.0,
+                # Retry briefly and then fail UNAVAILABLE (the caller retries with its request id):
+                # a Match must fall back to a replica at once while a primary fails over.
+                retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.2), _CLUSTER_RETRIES),
+            )
+            return cls(client, options)
+        return cls(redis.Redis.from_url(url, decode_responses=False), options)
 
     def _check_schema_version(self) -> None:
         self._redis.set(keys.SCHEMA, SCHEMA_VERSION, nx=True)
@@ -153,59 +327,200 @@ class RedisStore(Store):
 
     def close(self) -> None:
         self._redis.close()
-        self._redis.connection_pool.disconnect()
+        if not self._cluster:
+            self._redis.connection_pool.disconnect()
+
+    # Nodes and replicas
+
+    def _node(self, key: str) -> redis.Redis:
+        """A client of the primary that holds ``key``: commands that must share one
+        connection (a write, then WAIT for it) go through it."""
+        if not self._cluster:
+            return self._redis  # type: ignore[no-any-return]
+        node = self._redis.get_node_from_key(key)
+        return self._redis.get_redis_connection(node)  # type: ignore[no-any-return]
+
+    def _refresh_slots(self) -> None:
+        if self._cluster:
+            with contextlib.suppress(Exception):  # best effort: the next call tries again
+                self._redis.nodes_manager.initialize()
+
+    def _wanted_replicas(self, node: redis.Redis) -> int:
+        """How many replicas a write on ``node`` must reach: the setting, or fewer when
+        the primary has fewer connected (no replicas at all, or one lost in a failover)."""
+        if self._options.wait_replicas <= 0:
+            return 0
+        kwargs = node.get_connection_kwargs()
+        name = f"{kwargs.get('host')}:{kwargs.get('port')}:{kwargs.get('path', '')}"
+        now = time.monotonic()
+        cached = self._replicas.get(name)
+        if cached is None or now - cached[1] > _REPLICA_COUNT_SECONDS:
+            connected = int(node.info("replication").get("connected_slaves", 0))
+            cached = (connected, now)
+            self._replicas[name] = cached
+        return min(self._options.wait_replicas, cached[0])
+
+    def _confirm(self, key: str, write: Callable[[Pipeline], object]) -> None:
+        """Queue ``write`` (on ``key``'s primary) and WAIT until the replicas have it and,
+        since replication is in order, every earlier write to that primary."""
+        node = self._node(key)
+        wanted = self._wanted_replicas(node)
+        with node.pipeline(transaction=False) as pipe:
+            write(pipe)
+            if wanted:
+                pipe.execute_command("WAIT", wanted, self._options.wait_ms)  # type: ignore[no-untyped-call]
+            replies = pipe.execute()
+        if wanted and int(replies[-1]) < wanted:
+            raise Unavailable(
+                f"the write is stored on the primary, but {wanted} replica(s) did not confirm it within "
+                f"{self._options.wait_ms} ms; retry with the same request_id"
+            )
+
+    def _settle(self, slot: int) -> None:
+        """Before a replayed write is answered: its changes are on the feed, and its
+        slot's replicas have everything (the first call may have died before either)."""
+        self._publish_slot(slot, min_age=0.0)
+        self._confirm(keys.ack(slot), lambda pipe: pipe.set(keys.ack(slot), _float(time.time())))
 
     # Transactions
 
-    def _atomically(self, watch: Sequence[str], plan: Callable[[Pipeline], tuple[T, Writes | None]]) -> T:
+    def _atomically(
+        self,
+        watch: Sequence[str],
+        plan: Callable[[Pipeline], tuple[T, Writes | None]],
+        outbox: list[_Pending] | None = None,
+    ) -> T:
         """Run ``plan`` under WATCH and commit the writes it returns, retrying on conflict.
 
         ``plan`` reads through the pipeline (immediately, while watching) and
         returns the result and a function that queues the writes, or None
-        when there is nothing to write."""
+        when there is nothing to write. Every key must be in the slot of
+        ``watch[0]``. Changes appended with ``_append`` are published once
+        EXEC succeeded, or left in ``outbox`` for the caller to publish."""
+        transaction = _Transaction(keys.slot_of(watch[0]) if watch else None)
         with self._redis.pipeline(transaction=True) as pipe:
             for _ in range(_MAX_ATTEMPTS):
+                transaction.outbox.clear()
+                self._local.transaction = transaction
                 try:
-                    pipe.watch(*watch)  # type: ignore[no-untyped-call]  # redis-py leaves watch() unannotated
+                    pipe.watch(*watch)
                     result, writes = plan(pipe)
                     if writes is None:
                         return result
                     pipe.multi()
                     writes(pipe)
                     pipe.execute()
-                    return result
+                    break
                 except redis.WatchError:
                     pipe.reset()
-        raise Unavailable(f"the store is too busy: gave up after {_MAX_ATTEMPTS} conflicting attempts")
+                finally:
+                    self._local.transaction = None
+            else:
+                raise Unavailable(f"the store is too busy: gave up after {_MAX_ATTEMPTS} conflicting attempts")
+        if outbox is None:
+            self._publish(transaction.outbox)
+        else:
+            outbox.extend(transaction.outbox)
+        return result
 
     @staticmethod
     def _counter(pipe: Pipeline, key: str) -> int:
         value = pipe.get(key)
         return int(_bytes(value)) if value is not None else 0
 
-    @staticmethod
-    def _append(pipe: Pipeline, change: Change) -> None:
-        pipe.xadd(keys.FEED, {keys.FEED_FIELD: changes.encode(change)})
+    def _append(self, pipe: Pipeline, change: Change) -> None:
+        """Queue ``change`` for the feed inside the transaction ``pipe``: into the outbox
+        of the transaction's slot, published after EXEC (or by the sweeper)."""
+        transaction: _Transaction | None = getattr(self._local, "transaction", None)
+        slot = transaction.slot if transaction is not None else None
+        if slot is None:
+            slot = _queued_slot(pipe)
+        item = _Pending(slot, uuid.uuid4().hex, change)
+        record = json.dumps({"change": changes.encode(change).decode(), "at": time.time()})
+        pipe.hset(keys.outbox(slot), item.item_id, record)
+        if transaction is not None:
+            transaction.outbox.append(item)
+
+    def _publish(self, pending: Sequence[_Pending]) -> None:
+        """Put committed changes on the feed, then take them out of their outboxes."""
+        if not pending:
+            return
+        feed = self._node(keys.FEED)
+        wanted = self._wanted_replicas(feed)
+        with feed.pipeline(transaction=False) as pipe:
+            for change in _merge(pending):
+                pipe.xadd(
+                    keys.FEED,
+                    {keys.FEED_FIELD: changes.encode(change)},
+                    maxlen=self._options.feed_max_length,
+                    approximate=True,
+                )
+            if wanted:
+                pipe.execute_command("WAIT", wanted, self._options.wait_ms)  # type: ignore[no-untyped-call]
+            replies = pipe.execute()
+        if wanted and int(replies[-1]) < wanted:
+            # The outbox keeps the items: a retry or the sweeper publishes them again.
+            raise Unavailable(
+                f"the change feed's replica did not confirm within {self._options.wait_ms} ms; "
+                "retry with the same request_id"
+            )
+        by_slot: dict[int, list[str]] = defaultdict(list)
+        for item in pending:
+            by_slot[item.slot].append(item.item_id)
+        for slot, item_ids in by_slot.items():
+            self._confirm(keys.outbox(slot), lambda p, s=slot, ids=item_ids: p.hdel(keys.outbox(s), *ids))  # type: ignore[misc]
+
+    def _publish_slot(self, slot: int, min_age: float) -> int:
+        """Publish the items of one slot's outbox at least ``min_age`` seconds old."""
+        return self._publish_outboxes({slot: _hash_fields(self._redis.hgetall(keys.outbox(slot)))}, min_age)
+
+    def _publish_outboxes(self, outboxes: dict[int, dict[str, bytes]], min_age: float) -> int:
+        cutoff = time.time() - min_age
+        pending = []
+        for slot, items in outboxes.items():
+            for item_id, raw in items.items():
+                record = json.loads(raw)
+                if float(record["at"]) <= cutoff:
+                    pending.append((float(record["at"]), _Pending(slot, item_id, changes.decode(record["change"]))))
+        pending.sort(key=lambda p: p[0])
+        self._publish([p for _, p in pending])
+        return len(pending)
+
+    def publish_pending(self) -> int:
+        now = time.monotonic()
+        if now - self._last_sweep < self._options.sweep_seconds:
+            return 0
+        self._last_sweep = now
+        published = 0
+        for first in range(0, keys.SLOTS, _SLOT_BATCH):
+            slots = range(first, min(first + _SLOT_BATCH, keys.SLOTS))
+            with self._redis.pipeline(transaction=False) as pipe:
+                for slot in slots:
+                    pipe.hgetall(keys.outbox(slot))
+                replies = pipe.execute()
+            found = {slot: _hash_fields(reply) for slot, reply in zip(slots, replies, strict=True) if reply}
+            if found:
+                published += self._publish_outboxes(found, self._options.outbox_grace_seconds)
+        if published:
+            log.warning("published %d changes that their writers had left in outboxes", published)
+        return published
 
     # Members and tokens
 
     def create_member(self, name: str, roles: frozenset[Role], now: float) -> Member:
-        def plan(pipe: Pipeline) -> tuple[Member, Writes]:
-            if pipe.hexists(keys.MEMBERS_BY_NAME, name):
-                raise AlreadyExists(f"a member called {name!r} exists")
-            member = Member(self._counter(pipe, keys.NEXT_MEMBER) + 1, name, roles, now)
-
-            def writes(tx: Pipeline) -> None:
-                tx.incr(keys.NEXT_MEMBER)
-                tx.hset(
-                    keys.member(member.member_id),
-                    mapping={"name": name, "roles": _roles_text(roles), "created_at": _float(now)},
-                )
-                tx.hset(keys.MEMBERS_BY_NAME, name, member.member_id)
-
-            return member, writes
-
-        return self._atomically([keys.MEMBERS_BY_NAME, keys.NEXT_MEMBER], plan)
+        if self._redis.hexists(keys.MEMBERS_BY_NAME, name):
+            raise AlreadyExists(f"a member called {name!r} exists")
+        member = Member(int(self._redis.incr(keys.NEXT_MEMBER)), name, roles, now)
+        # The member's record first, its name last: a crash in between leaves an
+        # unnamed record that nothing lists, never a name without a member.
+        self._redis.hset(
+            keys.member(member.member_id),
+            mapping={"name": name, "roles": _roles_text(roles), "created_at": _float(now)},
+        )
+        if not self._redis.hsetnx(keys.MEMBERS_BY_NAME, name, member.member_id):
+            self._redis.delete(keys.member(member.member_id))
+            raise AlreadyExists(f"a member called {name!r} exists")
+        return member
 
     def get_member(self, member_id: int) -> Member | None:
         return self._member(member_id, _hash_fields(self._redis.hgetall(keys.member(member_id))))
@@ -227,30 +542,25 @@ class RedisStore(Store):
 
     def create_token(self, member_id: int, token_hash: bytes, roles: frozenset[Role], now: float) -> Token:
         by_hash = keys.token_by_hash(token_hash)
-
-        def plan(pipe: Pipeline) -> tuple[Token, Writes]:
-            if not pipe.exists(keys.member(member_id)):
-                raise NotFound(f"no member {member_id}")
-            if pipe.exists(by_hash):
-                raise AlreadyExists("a token with this hash exists")
-            token = Token(self._counter(pipe, keys.NEXT_TOKEN) + 1, member_id, roles, now)
-
-            def writes(tx: Pipeline) -> None:
-                tx.incr(keys.NEXT_TOKEN)
-                tx.hset(
-                    keys.token(token.token_id),
-                    mapping={
-                        "member_id": member_id,
-                        "token_hash": token_hash,
-                        "roles": _roles_text(roles),
-                        "created_at": _float(now),
-                    },
-                )
-                tx.set(by_hash, token.token_id)
-
-            return token, writes
-
-        return self._atomically([keys.member(member_id), keys.NEXT_TOKEN, by_hash], plan)
+        if not self._redis.exists(keys.member(member_id)):
+            raise NotFound(f"no member {member_id}")
+        if self._redis.exists(by_hash):
+            raise AlreadyExists("a token with this hash exists")
+        token = Token(int(self._redis.incr(keys.NEXT_TOKEN)), member_id, roles, now)
+        self._redis.hset(
+            keys.token(token.token_id),
+            mapping={
+                "member_id": member_id,
+                "token_hash": token_hash,
+                "roles": _roles_text(roles),
+                "created_at": _float(now),
+            },
+        )
+        # The hash last, claimed once: the token is usable only when complete.
+        if not self._redis.set(by_hash, token.token_id, nx=True):
+            self._redis.delete(keys.token(token.token_id))
+            raise AlreadyExists("a token with this hash exists")
+        return token
 
     @staticmethod
     def _token(token_id: int, fields: dict[str, bytes]) -> Token:
@@ -302,180 +612,295 @@ class RedisStore(Store):
         join_entry_id: int | None,
         now: float,
     ) -> SubmitOutcome:
-        for signal in draft.signals:
-            _check_signal(signal)
-        request_key = keys.request(member_id, request_id)
-        watch = [request_key, keys.NEXT_ENTRY, keys.NEXT_SUBMISSION, keys.NEXT_SIGNAL]
-        if join_entry_id is not None:
-            watch += [keys.entry(join_entry_id), keys.entry_active(join_entry_id)]
-
-        def plan(pipe: Pipeline) -> tuple[SubmitOutcome, Writes | None]:
-            replay = self._replay(pipe, request_key, "submit", request_digest)
-            if replay is not None:
-                return SubmitOutcome(**replay), None
-            entry_id, joined = self._entry_for(pipe, join_entry_id)
-            submission_id = self._counter(pipe, keys.NEXT_SUBMISSION) + 1
-            first_row = self._counter(pipe, keys.NEXT_SIGNAL) + 1
-            rows = tuple(
-                IndexedSignal(first_row + i, entry_id, s.type, s.version, s.value, s.variant)
-                for i, s in enumerate(draft.signals)
-            )
-            active = _hash_fields(pipe.hgetall(keys.entry_active(entry_id))) if joined else {}
-            mine: list[int] = json.loads(active.get(str(member_id), b"[]"))
-            outcome = SubmitOutcome(entry_id, submission_id, joined, len(active) + (0 if mine else 1))
-            record = _submission_record(member_id, draft, now, [r.row_id for r in rows])
-
-            def writes(tx: Pipeline) -> None:
-                if not joined:
-                    tx.incr(keys.NEXT_ENTRY)
-                    tx.hset(keys.entry(entry_id), mapping={"category": draft.category, "created_at": _float(now)})
-                tx.incr(keys.NEXT_SUBMISSION)
-                tx.hset(keys.entry_submissions(entry_id), submission_id, record)
-                tx.hset(keys.entry_active(entry_id), member_id, json.dumps([*mine, submission_id]))
-                if rows:
-                    tx.incrby(keys.NEXT_SIGNAL, len(rows))
-                    tx.hset(keys.entry_signals(entry_id), mapping=_signal_records(submission_id, draft.signals, rows))
-                    tx.hset(keys.ACTIVE_SIGNALS, mapping={r.row_id: _indexed_record(r) for r in rows})
-                self._append(tx, SignalsAdded(rows))
-                self._remember(tx, request_key, "submit", request_digest, asdict(outcome), now)
-
-            return outcome, writes
-
-        return self._atomically(watch, plan)
+        outcome = self._submit_items(
+            member_id, [BatchSubmission(request_id, request_digest, draft, join_entry_id)], now
+        )[0]
+        if isinstance(outcome, InvalidArgument):
+            raise outcome
+        found = submitted(outcome)
+        assert found is not None
+        return found
 
     def submit_many(self, member_id: int, items: Sequence[BatchSubmission], now: float) -> list[BatchOutcome]:
         if not items:
             return []
+        return self._submit_items(member_id, items, now)
+
+    def _submit_items(self, member_id: int, items: Sequence[BatchSubmission], now: float) -> list[BatchOutcome]:
         for item in items:
             for signal in item.draft.signals:
                 _check_signal(signal)
-        request_keys = list(dict.fromkeys(keys.request(member_id, item.request_id) for item in items))
-        joins = {item.join_entry_id for item in items if item.join_entry_id is not None}
-        watch = [*request_keys, keys.NEXT_ENTRY, keys.NEXT_SUBMISSION, keys.NEXT_SIGNAL]
-        for entry_id in sorted(joins):
-            watch += [keys.entry(entry_id), keys.entry_active(entry_id)]
+        for _ in range(_MAX_ATTEMPTS):
+            try:
+                return self._try_submit_items(member_id, items, now)
+            except _Conflict:
+                continue
+        raise Unavailable(f"the store is too busy: gave up after {_MAX_ATTEMPTS} conflicting attempts")
 
-        def plan(pipe: Pipeline) -> tuple[list[BatchOutcome], Writes | None]:
-            known: dict[str, dict[str, Any]] = {
-                key: json.loads(_bytes(reply))
-                for key, reply in zip(request_keys, pipe.mget(request_keys), strict=True)
-                if reply is not None
-            }
-            next_entry = self._counter(pipe, keys.NEXT_ENTRY)
-            next_submission = self._counter(pipe, keys.NEXT_SUBMISSION)
-            next_signal = self._counter(pipe, keys.NEXT_SIGNAL)
-            # Per touched entry: its active members' submission ids, as they will be after the batch.
-            active: dict[int, dict[str, list[int]]] = {}
+    def _try_submit_items(self, member_id: int, items: Sequence[BatchSubmission], now: float) -> list[BatchOutcome]:
+        request_keys = [keys.request(member_id, item.request_id) for item in items]
+        unique = list(dict.fromkeys(request_keys))
+        stored: dict[str, dict[str, Any]] = {
+            key: json.loads(_bytes(reply))
+            for key, reply in zip(unique, self._redis.execute_command("MGET", *unique), strict=True)
+            if reply
+        }
+        joins = sorted({item.join_entry_id for item in items if item.join_entry_id is not None})
+        with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id in joins:
+                pipe.exists(keys.entry(entry_id))
+            existing = {entry_id for entry_id, found in zip(joins, pipe.execute(), strict=True) if found}
 
-            def active_of(entry_id: int) -> dict[str, list[int]] | None:
-                found = active.get(entry_id)
-                if found is None:
-                    if entry_id not in joins:  # reached through an earlier item's replayed outcome
-                        pipe.watch(keys.entry(entry_id), keys.entry_active(entry_id))  # type: ignore[no-untyped-call]
-                    if not pipe.exists(keys.entry(entry_id)):
-                        return None
-                    fields = _hash_fields(pipe.hgetall(keys.entry_active(entry_id)))
-                    found = {m: json.loads(v) for m, v in fields.items()}
-                    active[entry_id] = found
-                return found
-
-            results: list[BatchOutcome] = []
-            new_entries: dict[int, dict[FieldT, EncodableT]] = {}
-            submissions: dict[int, dict[FieldT, EncodableT]] = defaultdict(dict)
-            signal_records: dict[int, dict[FieldT, EncodableT]] = defaultdict(dict)
-            touched: set[int] = set()
-            requests: dict[str, str] = {}
-            rows: list[IndexedSignal] = []
-            for item in items:
-                request_key = keys.request(member_id, item.request_id)
-                seen = known.get(request_key)
-                if seen is not None:
-                    if seen["digest"] != item.request_digest.hex() or seen["kind"] != "submit":
-                        results.append(InvalidArgument.field("request_id", "already used for a different request"))
-                    else:
-                        results.append(Replayed(SubmitOutcome(**seen["outcome"])))
-                    continue
-                created_at = now if item.created_at is None else item.created_at
-                target: int | None = None
-                if item.join_entry_id is not None and active_of(item.join_entry_id) is not None:
-                    target = item.join_entry_id
-                elif item.join_item is not None and 0 <= item.join_item < len(results):
-                    earlier = submitted(results[item.join_item])
-                    if earlier is not None and active_of(earlier.entry_id) is not None:
-                        target = earlier.entry_id
-                if target is None:
-                    next_entry += 1
-                    entry_id, joined = next_entry, False
-                    new_entries[entry_id] = {"category": item.draft.category, "created_at": _float(created_at)}
-                    active[entry_id] = {}
+        # 1. What each item is: a replay, a refusal, a resumed reservation or a new one.
+        results: list[BatchOutcome | None] = [None] * len(items)
+        plans: dict[int, _Plan] = {}  # item index -> plan, for items written now (or resumed)
+        first_of: dict[str, int] = {}
+        duplicates: dict[int, int] = {}  # item index -> the earlier item it repeats
+        replays: dict[int, SubmitOutcome] = {}
+        new_entries = 0
+        for n, item in enumerate(items):
+            key = request_keys[n]
+            seen = stored.get(key)
+            if seen is not None and (seen["digest"] != item.request_digest.hex() or seen["kind"] != "submit"):
+                results[n] = InvalidArgument.field("request_id", "already used for a different request")
+                continue
+            if key in first_of:
+                if items[first_of[key]].request_digest != item.request_digest:
+                    results[n] = InvalidArgument.field("request_id", "already used for a different request")
                 else:
-                    entry_id, joined = target, True
+                    duplicates[n] = first_of[key]
+                continue
+            first_of[key] = n
+            if seen is not None and "outcome" in seen:
+                replays[n] = SubmitOutcome(**seen["outcome"])
+                continue
+            if seen is not None:  # a reservation left by a call that did not finish
+                plans[n] = _Plan(seen["entry_id"], seen["submission_id"], seen["first_row"], resumed=True)
+                continue
+            target: int | None = None
+            if item.join_entry_id is not None and item.join_entry_id in existing:
+                target = item.join_entry_id
+            elif item.join_item is not None and 0 <= item.join_item < n:
+                target = self._entry_of(item.join_item, plans, replays, duplicates)
+            if target is None:
+                new_entries += 1
+                target = -new_entries  # a new entry, numbered once ids are allocated
+            plans[n] = _Plan(target, 0, 0)
+
+        # 2. Ids for the new reservations, taken before any transaction.
+        fresh = [n for n, plan in plans.items() if not plan.resumed]
+        if fresh:
+            signal_count = sum(len(items[n].draft.signals) for n in fresh)
+            last_entry, last_submission, last_signal = self._allocate(new_entries, len(fresh), signal_count)
+            next_submission, next_signal = last_submission - len(fresh), last_signal - signal_count
+            for n in sorted(fresh):
+                plan = plans[n]
+                if plan.entry_id < 0:
+                    plan.entry_id = last_entry - new_entries - plan.entry_id  # -1 -> the first new id
                 next_submission += 1
-                item_rows = []
-                for signal in item.draft.signals:
-                    next_signal += 1
-                    item_rows.append(
-                        IndexedSignal(next_signal, entry_id, signal.type, signal.version, signal.value, signal.variant)
-                    )
-                rows.extend(item_rows)
-                signal_records[entry_id].update(_signal_records(next_submission, item.draft.signals, item_rows))
-                submissions[entry_id][next_submission] = _submission_record(
-                    member_id, item.draft, created_at, [r.row_id for r in item_rows]
-                )
-                members = active[entry_id]
-                members[str(member_id)] = [*members.get(str(member_id), []), next_submission]
-                touched.add(entry_id)
-                outcome = SubmitOutcome(entry_id, next_submission, joined, len(members))
-                record = {
+                plan.submission_id = next_submission
+                plan.first_row = next_signal + 1
+                next_signal += len(items[n].draft.signals)
+
+            # 3. Reserve them, so that a concurrent or later call with the same request id
+            #    writes this plan or nothing.
+            self._reserve(member_id, {request_keys[n]: (items[n], plans[n]) for n in fresh}, now)
+
+        # 4. One transaction per entry, in the order the batch first names them.
+        outbox: list[_Pending] = []
+        by_entry: dict[int, list[int]] = defaultdict(list)
+        for n in sorted(plans):
+            by_entry[plans[n].entry_id].append(n)
+        written: dict[int, SubmitOutcome] = {}
+        settle: set[int] = set()
+        for entry_id, indices in by_entry.items():
+            outcomes, already = self._write_entry(
+                member_id, entry_id, [(items[n], plans[n]) for n in indices], now, outbox
+            )
+            written.update(zip(indices, outcomes, strict=True))
+            if already:
+                settle.add(keys.slot_of(keys.entry(entry_id)))
+
+        # 5. Publish, confirm, and close the request records.
+        self._publish(outbox)
+        for outcome in replays.values():
+            settle.add(keys.slot_of(keys.entry(outcome.entry_id)))
+        for slot in sorted(settle):
+            self._settle(slot)
+        for n, outcome in written.items():
+            results[n] = outcome
+        for n, outcome in replays.items():
+            results[n] = Replayed(outcome)
+        for n, earlier in duplicates.items():
+            first = submitted(results[earlier])  # type: ignore[arg-type]
+            assert first is not None
+            results[n] = Replayed(first)
+        records = {
+            request_keys[n]: json.dumps(
+                {
                     "kind": "submit",
-                    "digest": item.request_digest.hex(),
+                    "digest": items[n].request_digest.hex(),
                     "outcome": asdict(outcome),
                     "created_at": now,
                 }
-                known[request_key] = record
-                requests[request_key] = json.dumps(record)
-                results.append(outcome)
-            if not requests:
-                return results, None
-            counts = (len(new_entries), len(requests), len(rows))
+            )
+            for n, outcome in written.items()
+        }
+        if records or replays:
+            any_key = next(iter(records)) if records else request_keys[next(iter(replays))]
+
+            def close(pipe: Pipeline) -> None:
+                for key, record in records.items():
+                    pipe.set(key, record)
+                if not records:
+                    pipe.set(keys.ack(keys.slot_of(any_key)), _float(time.time()))
+
+            self._confirm(any_key, close)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _entry_of(
+        index: int, plans: dict[int, _Plan], replays: dict[int, SubmitOutcome], duplicates: dict[int, int]
+    ) -> int | None:
+        """The entry an earlier item of the batch stores into (None if it was refused)."""
+        index = duplicates.get(index, index)
+        if index in plans:
+            return plans[index].entry_id
+        if index in replays:
+            return replays[index].entry_id
+        return None
+
+    def _allocate(self, entries: int, submissions: int, signals: int) -> tuple[int, int, int]:
+        """Raise the id counters (single-key INCRBYs, outside any transaction); the last ids."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.incrby(keys.NEXT_ENTRY, entries) if entries else pipe.get(keys.NEXT_ENTRY)
+            pipe.incrby(keys.NEXT_SUBMISSION, submissions)
+            pipe.incrby(keys.NEXT_SIGNAL, signals) if signals else pipe.get(keys.NEXT_SIGNAL)
+            replies = pipe.execute()
+        return tuple(int(r or 0) for r in replies)  # type: ignore[return-value]
+
+    def _reserve(self, member_id: int, reservations: dict[str, tuple[BatchSubmission, _Plan]], now: float) -> None:
+        request_keys = list(reservations)
+
+        def plan(pipe: Pipeline) -> tuple[None, Writes]:
+            # MGET by name: redis-py refuses pipe.mget() in a cluster pipeline, though these keys share a slot.
+            if any(reply is not None for reply in pipe.execute_command("MGET", *request_keys)):  # type: ignore[no-untyped-call]
+                raise _Conflict()
 
             def writes(tx: Pipeline) -> None:
-                for key, count in zip((keys.NEXT_ENTRY, keys.NEXT_SUBMISSION, keys.NEXT_SIGNAL), counts, strict=True):
-                    if count:
-                        tx.incrby(key, count)
-                for entry_id, meta in new_entries.items():
+                for key, (item, reserved) in reservations.items():
+                    record = {
+                        "kind": "submit",
+                        "digest": item.request_digest.hex(),
+                        "entry_id": reserved.entry_id,
+                        "submission_id": reserved.submission_id,
+                        "first_row": reserved.first_row,
+                        "created_at": now,
+                    }
+                    tx.set(key, json.dumps(record))
+
+            return None, writes
+
+        self._atomically(request_keys, plan, outbox=[])
+
+    def _write_entry(
+        self,
+        member_id: int,
+        entry_id: int,
+        items: list[tuple[BatchSubmission, _Plan]],
+        now: float,
+        outbox: list[_Pending],
+    ) -> tuple[list[SubmitOutcome], bool]:
+        """Store the items of one entry in one transaction; their outcomes, and whether
+        some had been stored before (by a call that died or a concurrent twin)."""
+        fields = [keys.request_field(member_id, item.request_id) for item, _ in items]
+        slot = keys.slot_of(keys.entry(entry_id))
+        watch = [keys.entry(entry_id), keys.entry_active(entry_id), keys.entry_requests(entry_id)]
+
+        def plan(pipe: Pipeline) -> tuple[tuple[list[SubmitOutcome], bool], Writes | None]:
+            exists = bool(pipe.exists(keys.entry(entry_id)))
+            active = {m: json.loads(v) for m, v in _hash_fields(pipe.hgetall(keys.entry_active(entry_id))).items()}
+            done = pipe.hmget(keys.entry_requests(entry_id), fields)
+            outcomes: list[SubmitOutcome] = []
+            meta: dict[FieldT, EncodableT] | None = None
+            submissions: dict[FieldT, EncodableT] = {}
+            signal_records: dict[FieldT, EncodableT] = {}
+            requests: dict[FieldT, EncodableT] = {}
+            rows: list[IndexedSignal] = []
+            already = False
+            for (item, reserved), field_name, record in zip(items, fields, done, strict=True):
+                if record is not None:
+                    outcomes.append(SubmitOutcome(**json.loads(record)["outcome"]))
+                    already = True
+                    continue
+                created_at = now if item.created_at is None else item.created_at
+                if not exists:
+                    meta = {"category": item.draft.category, "created_at": _float(created_at)}
+                item_rows = [
+                    IndexedSignal(reserved.first_row + i, entry_id, s.type, s.version, s.value, s.variant)
+                    for i, s in enumerate(item.draft.signals)
+                ]
+                rows.extend(item_rows)
+                signal_records.update(_signal_records(reserved.submission_id, item.draft.signals, item_rows))
+                submissions[reserved.submission_id] = _submission_record(
+                    member_id, item.draft, created_at, [r.row_id for r in item_rows]
+                )
+                mine = str(member_id)
+                active[mine] = [*active.get(mine, []), reserved.submission_id]
+                outcome = SubmitOutcome(entry_id, reserved.submission_id, exists, len(active))
+                exists = True
+                outcomes.append(outcome)
+                requests[field_name] = json.dumps(
+                    {
+                        "kind": "submit",
+                        "digest": item.request_digest.hex(),
+                        "outcome": asdict(outcome),
+                        "created_at": now,
+                    }
+                )
+            if not requests:
+                return (outcomes, already), None
+
+            def writes(tx: Pipeline) -> None:
+                if meta is not None:
                     tx.hset(keys.entry(entry_id), mapping=meta)
-                for entry_id in sorted(touched):
-                    tx.hset(keys.entry_submissions(entry_id), mapping=submissions[entry_id])
-                    tx.hset(keys.entry_active(entry_id), str(member_id), json.dumps(active[entry_id][str(member_id)]))
-                    if signal_records[entry_id]:
-                        tx.hset(keys.entry_signals(entry_id), mapping=signal_records[entry_id])
+                tx.hset(keys.entry_submissions(entry_id), mapping=submissions)
+                tx.hset(keys.entry_active(entry_id), str(member_id), json.dumps(active[str(member_id)]))
                 if rows:
-                    tx.hset(keys.ACTIVE_SIGNALS, mapping={r.row_id: _indexed_record(r) for r in rows})
+                    tx.hset(keys.entry_signals(entry_id), mapping=signal_records)
+                    tx.hset(keys.slot_active_signals(slot), mapping={r.row_id: _indexed_record(r) for r in rows})
+                tx.hset(keys.entry_requests(entry_id), mapping=requests)
                 self._append(tx, SignalsAdded(tuple(rows)))
-                tx.mset(requests)
 
-            return results, writes
+            return (outcomes, already), writes
 
-        return self._atomically(watch, plan)
-
-    def _entry_for(self, pipe: Pipeline, join_entry_id: int | None) -> tuple[int, bool]:
-        """The entry to store into and whether it exists; a new entry's id is not taken until EXEC."""
-        if join_entry_id is not None and pipe.exists(keys.entry(join_entry_id)):
-            return join_entry_id, True
-        return self._counter(pipe, keys.NEXT_ENTRY) + 1, False
+        return self._atomically(watch, plan, outbox=outbox)
 
     def retract(
         self, member_id: int, request_id: str, request_digest: bytes, entry_id: int, reason: str, now: float
     ) -> RetractOutcome:
         request_key = keys.request(member_id, request_id)
+        slot = keys.slot_of(keys.entry(entry_id))
+        stored = self._redis.get(request_key)
+        if stored is not None:
+            record = json.loads(_bytes(stored))
+            if record["digest"] != request_digest.hex() or record["kind"] != "retract":
+                raise InvalidArgument.field("request_id", "already used for a different request")
+            replayed = RetractOutcome(**record["outcome"])
+            self._settle(keys.slot_of(keys.entry(replayed.entry_id)))
+            self._confirm(request_key, lambda pipe: pipe.set(request_key, stored))
+            return replayed
+        field_name = keys.request_field(member_id, request_id)
         # Every change to an active submission also changes :active, so watching it covers them.
-        watch = [request_key, keys.entry_active(entry_id)]
+        watch = [keys.entry_active(entry_id), keys.entry_requests(entry_id)]
 
-        def plan(pipe: Pipeline) -> tuple[RetractOutcome, Writes | None]:
-            replay = self._replay(pipe, request_key, "retract", request_digest)
-            if replay is not None:
-                return RetractOutcome(**replay), None
+        def plan(pipe: Pipeline) -> tuple[tuple[RetractOutcome, bool], Writes | None]:
+            done = pipe.hget(keys.entry_requests(entry_id), field_name)
+            if done is not None:  # committed by a call that died before closing its record
+                record = json.loads(_bytes(done))
+                if record["digest"] != request_digest.hex() or record["kind"] != "retract":
+                    raise InvalidArgument.field("request_id", "already used for a different request")
+                return (RetractOutcome(**record["outcome"]), True), None
             active = _hash_fields(pipe.hgetall(keys.entry_active(entry_id)))
             if str(member_id) not in active:
                 raise NotFound(f"no active submission of yours on entry {entry_id}")
@@ -487,36 +912,31 @@ class RedisStore(Store):
                 for sid, record in zip(submission_ids, records, strict=True)
             }
             outcome = RetractOutcome(entry_id, len(submission_ids), len(active) > 1)
+            request_record = {
+                "kind": "retract",
+                "digest": request_digest.hex(),
+                "outcome": asdict(outcome),
+                "created_at": now,
+            }
 
             def writes(tx: Pipeline) -> None:
                 tx.hset(keys.entry_submissions(entry_id), mapping=retracted)
                 tx.hdel(keys.entry_active(entry_id), str(member_id))
                 if row_ids:
-                    tx.hdel(keys.ACTIVE_SIGNALS, *map(str, row_ids))
+                    tx.hdel(keys.slot_active_signals(slot), *map(str, row_ids))
+                tx.hset(keys.entry_requests(entry_id), field_name, json.dumps(request_record))
                 self._append(tx, SignalsRemoved(row_ids))
-                self._remember(tx, request_key, "retract", request_digest, asdict(outcome), now)
 
-            return outcome, writes
+            return (outcome, False), writes
 
-        return self._atomically(watch, plan)
-
-    @staticmethod
-    def _replay(pipe: Pipeline, request_key: str, kind: str, digest: bytes) -> dict[str, Any] | None:
-        stored = pipe.get(request_key)
-        if stored is None:
-            return None
-        record = json.loads(_bytes(stored))
-        if record["digest"] != digest.hex() or record["kind"] != kind:
-            raise InvalidArgument.field("request_id", "already used for a different request")
-        outcome: dict[str, Any] = record["outcome"]
+        outbox: list[_Pending] = []
+        outcome, already = self._atomically(watch, plan, outbox=outbox)
+        self._publish(outbox)
+        if already:
+            self._settle(slot)
+        record = {"kind": "retract", "digest": request_digest.hex(), "outcome": asdict(outcome), "created_at": now}
+        self._confirm(request_key, lambda pipe: pipe.set(request_key, json.dumps(record)))
         return outcome
-
-    @staticmethod
-    def _remember(
-        tx: Pipeline, request_key: str, kind: str, digest: bytes, outcome: dict[str, Any], now: float
-    ) -> None:
-        record = {"kind": kind, "digest": digest.hex(), "outcome": outcome, "created_at": now}
-        tx.set(request_key, json.dumps(record))
 
     def get_entry(self, entry_id: int) -> Entry | None:
         # MULTI/EXEC makes the three reads one snapshot.
@@ -539,16 +959,57 @@ class RedisStore(Store):
         ids = list(dict.fromkeys(entry_ids))
         if not ids:
             return {}
-        with self._redis.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.hget(keys.entry(entry_id), "category")
-                pipe.hlen(keys.entry_active(entry_id))
-            replies = pipe.execute()
+        try:
+            replies = self._summary_replies(self._redis, ids)
+        except UNREACHABLE:
+            if not self._cluster:
+                raise
+            replies = self._summary_replies_during_failover(ids)
         summaries = {}
         for entry_id, category, members in zip(ids, replies[::2], replies[1::2], strict=True):
             if category is not None:
                 summaries[entry_id] = EntrySummary(entry_id, _text(category), int(members), int(members) > 0)
         return summaries
+
+    @staticmethod
+    def _summary_replies(client: Any, ids: Sequence[int]) -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.hget(keys.entry(entry_id), "category")
+                pipe.hlen(keys.entry_active(entry_id))
+            return list(pipe.execute())
+
+    def _summary_replies_during_failover(self, ids: Sequence[int]) -> list[Any]:
+        """Match must keep answering while a primary fails over: read the replicas, and
+        for the moment of the promotion itself (when a node may refuse with CLUSTERDOWN),
+        try again briefly with a fresh slot map."""
+        deadline = time.monotonic() + _FAILOVER_READ_SECONDS
+        while True:
+            try:
+                return self._summary_replies_from_replicas(ids)
+            except UNREACHABLE:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                self._refresh_slots()
+
+    def _summary_replies_from_replicas(self, ids: Sequence[int]) -> list[Any]:
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for entry_id in ids:
+            node = self._redis.get_node_from_key(keys.entry(entry_id), replica=True)
+            by_node.setdefault(node.name, (node, []))[1].append(entry_id)
+        replies: dict[int, tuple[Any, Any]] = {}
+        for node, node_ids in by_node.values():
+            client = self._redis.get_redis_connection(node)
+            with client.pipeline(transaction=False) as pipe:
+                pipe.execute_command("READONLY")  # a replica answers reads only after READONLY
+                for entry_id in node_ids:
+                    pipe.hget(keys.entry(entry_id), "category")
+                    pipe.hlen(keys.entry_active(entry_id))
+                found = pipe.execute()[1:]
+            for n, entry_id in enumerate(node_ids):
+                replies[entry_id] = (found[2 * n], found[2 * n + 1])
+        return [reply for entry_id in ids for reply in replies[entry_id]]
 
     # Sightings
 
@@ -561,7 +1022,9 @@ class RedisStore(Store):
         for s in sightings:
             daily[s.entry_id, _day(s.at)] += 1
             per_member[s.entry_id, s.member_id].append(s.at)
-        with self._redis.pipeline(transaction=True) as tx:
+        # One pipeline, not one transaction: the counters of different entries live in
+        # different slots, and each counter update is atomic on its own.
+        with self._redis.pipeline(transaction=False) as tx:
             for (entry_id, day), count in daily.items():
                 tx.hincrby(keys.sightings_daily(entry_id), day, count)
             for (entry_id, member_id), times in per_member.items():
@@ -588,24 +1051,96 @@ class RedisStore(Store):
 
     # The change feed
 
+    def _feed_info(self) -> dict[str, Any] | None:
+        try:
+            info: dict[str, Any] = self._redis.xinfo_stream(keys.FEED)
+        except rex.ResponseError as error:
+            if "no such key" in str(error).lower():
+                return None
+            raise
+        return info
+
     def feed_position(self) -> str:
-        newest = self._redis.xrevrange(keys.FEED, count=1)
-        # "0-0" sorts before every real stream id, so changes_since("0-0") is everything.
-        return _text(newest[0][0]) if newest else "0-0"
+        info = self._feed_info()
+        if info is None:
+            # "0-0" sorts before every real stream id, so changes_since("0-0-0") is everything.
+            return "0-0-0"
+        return f"{_text(info['last-generated-id'])}-{int(info['entries-added'])}"
 
     def active_signals(self) -> Iterator[IndexedSignal]:
-        for row_id, record in self._redis.hscan_iter(keys.ACTIVE_SIGNALS, count=_SCAN_BATCH):
-            entry_id, signal_type, version, value, *rest = json.loads(record)
-            yield IndexedSignal(int(row_id), entry_id, signal_type, version, bytes.fromhex(value), *rest)
+        # Every slot's hash, a pipeline of slots at a time (per node on a cluster).
+        for first in range(0, keys.SLOTS, _SLOT_BATCH):
+            slots = range(first, min(first + _SLOT_BATCH, keys.SLOTS))
+            with self._redis.pipeline(transaction=False) as pipe:
+                for slot in slots:
+                    pipe.hgetall(keys.slot_active_signals(slot))
+                replies = pipe.execute()
+            for reply in replies:
+                for row_id, record in reply.items():
+                    entry_id, signal_type, version, value, *rest = json.loads(record)
+                    yield IndexedSignal(int(row_id), entry_id, signal_type, version, bytes.fromhex(value), *rest)
+
+    def active_row_ids(self, rows: Sequence[IndexedSignal]) -> set[int]:
+        if not rows:
+            return set()
+        by_slot: dict[int, list[int]] = defaultdict(list)
+        for row in rows:
+            by_slot[keys.slot_of(keys.entry(row.entry_id))].append(row.row_id)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for slot, row_ids in by_slot.items():
+                pipe.hmget(keys.slot_active_signals(slot), row_ids)
+            replies = pipe.execute()
+        return {
+            row_id
+            for row_ids, found in zip(by_slot.values(), replies, strict=True)
+            for row_id, record in zip(row_ids, found, strict=True)
+            if record is not None
+        }
 
     def changes_since(self, position: str, limit: int = 10_000) -> tuple[list[Change], str]:
-        # "(" makes the start exclusive; an empty position (a new follower) means from the start.
-        start = f"({position}" if position else "-"
-        messages = self._redis.xrange(keys.FEED, min=start, count=limit) or []
+        after, count = _parse_position(position)
+        # The stream's counters and the page in one transaction: the counters tell
+        # whether every change after our position is still there.
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xinfo_stream(keys.FEED)
+            # "(" makes the start exclusive.
+            pipe.xrange(keys.FEED, min=f"({after}", count=limit)
+            info, messages = pipe.execute(raise_on_error=False)
+        if isinstance(info, Exception):
+            if "no such key" not in str(info).lower():
+                raise info
+            if count:
+                raise FeedGap(f"the change feed is gone, but position {position!r} had read {count} changes")
+            return [], position
+        if isinstance(messages, Exception):
+            raise messages
+        info = _stream_info(info)
+        added, length = int(info["entries-added"]), int(info["length"])
+        last_id = _text(info["last-generated-id"])
+        if count is None:
+            first = info.get("recorded-first-entry-id")
+            if length < added and first is not None and _stream_id(_text(first)) > _stream_id(after):
+                raise FeedGap(f"the change feed was trimmed past position {position!r}")
+        elif count < added - length:
+            raise FeedGap(f"the change feed was trimmed past position {position!r} (it keeps {length} changes)")
+        elif not messages and count != added:
+            raise FeedGap(f"the change feed holds {added} changes, not the {count} at position {position!r}")
         if not messages:
             return [], position
         decoded = [changes.decode(_hash_fields(fields)[keys.FEED_FIELD]) for _, fields in messages]
-        return decoded, _text(messages[-1][0])
+        newest = _text(messages[-1][0])
+        if count is None:
+            return decoded, newest if newest != last_id else f"{newest}-{added}"
+        if newest == last_id and count + len(messages) != added:
+            # Ids after ours but fewer or more changes than counted: a failover lost
+            # changes this follower had read, and the feed went on without them.
+            raise FeedGap(f"the change feed does not continue position {position!r}")
+        return decoded, f"{newest}-{count + len(messages)}"
+
+    def wait_for_changes(self, position: str, timeout: float) -> None:
+        after, _ = _parse_position(position)
+        # Blocks on the server until a change after ours exists: no sleep-polling.
+        self._redis.xread({keys.FEED: after}, count=1, block=max(1, int(timeout * 1000)))
 
     # Keys
 
@@ -831,6 +1366,25 @@ class RedisStore(Store):
 
         return self._atomically([request_key, items_key], plan)
 
+    @staticmethod
+    def _replay(pipe: Pipeline, request_key: str, kind: str, digest: bytes) -> dict[str, Any] | None:
+        """The first outcome of a write whose request record lives in the write's own slot."""
+        stored = pipe.get(request_key)
+        if stored is None:
+            return None
+        record = json.loads(_bytes(stored))
+        if record["digest"] != digest.hex() or record["kind"] != kind:
+            raise InvalidArgument.field("request_id", "already used for a different request")
+        outcome: dict[str, Any] = record["outcome"]
+        return outcome
+
+    @staticmethod
+    def _remember(
+        tx: Pipeline, request_key: str, kind: str, digest: bytes, outcome: dict[str, Any], now: float
+    ) -> None:
+        record = {"kind": kind, "digest": digest.hex(), "outcome": outcome, "created_at": now}
+        tx.set(request_key, json.dumps(record))
+
     def _member_ids(self) -> list[int]:
         return sorted(int(v) for v in _hash_fields(self._redis.hgetall(keys.MEMBERS_BY_NAME)).values())
 
@@ -940,6 +1494,23 @@ class RedisStore(Store):
                     ]
                 )
         return tally_submissions(entries, start, end, by)
+
+
+def _stream_info(reply: Any) -> dict[str, Any]:
+    """XINFO STREAM's reply as a dict with text keys (a cluster transaction parses it less)."""
+    items = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in items}
+
+
+def _queued_slot(pipe: Pipeline) -> int:
+    """The slot of the first key queued in a transaction (for ``_append`` outside
+    ``_atomically``)."""
+    for queued in pipe.command_stack:
+        args = queued.args if hasattr(queued, "args") else queued[0]
+        if len(args) > 1 and isinstance(args[1], (str, bytes)):
+            key = args[1] if isinstance(args[1], str) else args[1].decode()
+            return keys.slot_of(key)
+    raise RuntimeError("_append needs a transaction that already queued a write to its slot")
 
 
 def _by_id(records: dict[str, bytes]) -> list[str]:

@@ -26,7 +26,13 @@ seconds written with ``repr(float)`` so they read back exactly)::
                                      HASH    "<entry>:<hour>:<action>" -> reported actions (research)
     hs:{m:<member>}:actions:total    HASH    "<entry>:<action>" -> reported actions, all time (research)
     hs:{m:<member>}:actions:items    SET     "<item key hex>:<entry>:<action>" reported once (research)
-    hs:signals:active                HASH    signal row id -> JSON row of every active signal
+    hs:{e:<entry>}:requests          HASH    "<member>:<request_id>" -> JSON idempotency record, written
+                                             with the entry's data (the truth after a crash)
+    hs:{<slot>}:signals:active       HASH    signal row id -> JSON row of every active signal of the
+                                             entries of that slot
+    hs:{<slot>}:outbox               HASH    item id -> JSON {change, at}: changes committed in that
+                                             slot and not yet confirmed on the feed
+    hs:{<slot>}:ack                  STRING  a marker written before WAIT to confirm a replayed write
     hs:feed                          STREAM  the change feed: field ``change`` = changes.encode()
     hs:secret:<name>                 STRING  32 random bytes
     hs:{m:<member>}:contacts         STRING  JSON list of the member's contact points
@@ -37,18 +43,34 @@ seconds written with ``repr(float)`` so they read back exactly)::
     hs:{audit}:head                  STRING  JSON [sequence, hash] of the newest audit event
     hs:{audit}:events                HASH    sequence -> JSON audit event (hashshare.audit)
 
-Cluster readiness: every key of one entry carries the hash tag ``{e:<id>}``
-(likewise ``{m:<id>}`` for a member, ``{t:<id>}`` for a token), so an
-entry's data lives in one slot and can be read in one round trip. A submit
-or retract still spans slots (counters, the feed, ``hs:signals:active``,
-the request record); on one server it is a single MULTI/EXEC, and moving to
-Cluster means splitting that transaction first.
+Slots (Redis Cluster, and the same discipline on one server): every key of
+one entry carries the hash tag ``{e:<id>}`` (likewise ``{m:<id>}`` for a
+member, ``{t:<id>}`` for a token), so an entry's data lives in one slot and
+each write to it is one MULTI/EXEC in that slot. ``{<slot>}`` is the tag
+``slot_tag(n)``: a short string that hashes to slot ``n``, so the per-slot
+keys (active signals, outbox, ack) of an entry sit in the entry's own slot
+and are written in the same transaction. Keys without a tag (counters,
+``hs:members:by_name``, ``hs:token:by_hash:*``, ``hs:feed``) are only ever
+used by single-key commands. No command or transaction spans two slots.
+
+How a write reaches the feed: the transaction records its change in its
+slot's outbox; after EXEC the writer XADDs the change to ``hs:feed`` (and
+WAITs for the feed's replica), then deletes the outbox item (and WAITs for
+the slot's replica). A writer that dies in between leaves the item in the
+outbox, and every server's sweeper publishes items older than a few seconds.
+A change can thus reach the feed twice or late (after a later change of the
+same entry): changes are idempotent, and followers re-check added rows
+against ``:signals:active`` before indexing them, so neither matters.
 
 The number of an entry's active members (``HLEN`` of ``:active``) is its
 corroboration count, so Match never reads the submissions themselves.
 """
 
 from __future__ import annotations
+
+import functools
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 PREFIX = "hs:"
 
@@ -62,7 +84,6 @@ NEXT_SUBMISSION = "hs:next:submission"  # STRING: last submission id
 NEXT_SIGNAL = "hs:next:signal"  # STRING: last signal row id
 
 MEMBERS_BY_NAME = "hs:members:by_name"  # HASH: member name -> member id (enforces unique names)
-ACTIVE_SIGNALS = "hs:signals:active"  # HASH: row id -> JSON [entry_id, type, version, value hex]
 FEED = "hs:feed"  # STREAM: one message per Change, field FEED_FIELD
 FEED_FIELD = "change"  # the stream field holding changes.encode(change)
 
@@ -188,3 +209,55 @@ def member_actions_total(member_id: int) -> str:
 def member_action_items(member_id: int) -> str:
     """SET: "<item key hex>:<entry id>:<action>" of every reported item (never the item id itself)."""
     return f"hs:{{m:{member_id}}}:actions:items"
+
+
+def entry_requests(entry_id: int) -> str:
+    """HASH: "<member_id>:<request_id>" -> JSON {kind, digest, outcome, created_at} of a write
+    committed on this entry, in the same transaction as the write itself."""
+    return f"hs:{{e:{entry_id}}}:requests"
+
+
+def request_field(member_id: int, request_id: str) -> str:
+    """The field of ``entry_requests`` for one member's request."""
+    return f"{member_id}:{request_id}"
+
+
+def slot_of(key: str) -> int:
+    """The Redis Cluster slot of ``key`` (its hash tag's when it has one)."""
+    return int(key_slot(key.encode()))
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    # The first "s<n>" hashing to each slot; about 150k CRC16s, 0.2 s, once per process.
+    tags: dict[int, str] = {}
+    n = 0
+    while len(tags) < REDIS_CLUSTER_HASH_SLOTS:
+        tag = f"s{n}"
+        tags.setdefault(int(key_slot(tag.encode())), tag)
+        n += 1
+    return tuple(tags[slot] for slot in range(REDIS_CLUSTER_HASH_SLOTS))
+
+
+def slot_tag(slot: int) -> str:
+    """A hash tag whose keys live in ``slot``."""
+    return _slot_tags()[slot]
+
+
+def slot_active_signals(slot: int) -> str:
+    """HASH: row id -> JSON [entry_id, type, version, value hex, variant] of every active
+    signal of the entries in ``slot``."""
+    return f"hs:{{{slot_tag(slot)}}}:signals:active"
+
+
+def outbox(slot: int) -> str:
+    """HASH: item id -> JSON {"change": changes.encode() text, "at": commit time}."""
+    return f"hs:{{{slot_tag(slot)}}}:outbox"
+
+
+def ack(slot: int) -> str:
+    """STRING: written right before a WAIT that confirms earlier writes in ``slot``."""
+    return f"hs:{{{slot_tag(slot)}}}:ack"
+
+
+SLOTS = REDIS_CLUSTER_HASH_SLOTS
