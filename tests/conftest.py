@@ -126,6 +126,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("redis_url"))
 
 
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
+def every_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Storage contracts hold on every store, a Redis Cluster (three primaries, three replicas) too."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bank.db'}"
+    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url"))
+
+
 ServerFactory = Callable[..., RunningServer]
 
 

@@ -9,7 +9,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -47,12 +46,9 @@ T_AND_S = frozenset({Role.TRUST_SAFETY})
 UNSTORABLE = (sqlite3.IntegrityError, TypeError)
 
 
-@pytest.fixture(params=["sqlite", "redis", "cluster"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The contract also holds on a Redis Cluster (three primaries, three replicas)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'bank.db'}"
-    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url"))
+@pytest.fixture
+def store_url(every_store_url: str) -> str:
+    return every_store_url
 
 
 @pytest.fixture

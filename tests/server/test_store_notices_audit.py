@@ -34,6 +34,11 @@ HOUR = 3600.0
 
 
 @pytest.fixture
+def store_url(every_store_url: str) -> str:
+    return every_store_url
+
+
+@pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
     opened = open_store(store_url)
     yield opened
@@ -180,7 +185,12 @@ def _tamper(store_url: str, sequence: int, edit: dict[str, object] | None) -> No
                 sets = ", ".join(f"{column} = ?" for column in edit)
                 db.execute(f"UPDATE audit_events SET {sets} WHERE seq = ?", (*edit.values(), sequence))
         return
-    client = redis.Redis.from_url(store_url)
+    client: redis.Redis | redis.RedisCluster
+    if store_url.startswith("redis+cluster://"):
+        host, _, port = store_url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+        client = redis.RedisCluster(host=host, port=int(port))
+    else:
+        client = redis.Redis.from_url(store_url)
     try:
         if edit is None:
             client.hdel("hs:{audit}:events", str(sequence))

@@ -38,6 +38,11 @@ TODAY = int(MIDNIGHT // DAY)
 
 
 @pytest.fixture
+def store_url(every_store_url: str) -> str:
+    return every_store_url
+
+
+@pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
     opened = open_store(store_url)
     yield opened
