@@ -23,6 +23,23 @@ seconds written with ``repr(float)`` so they read back exactly)::
     hs:feed                          STREAM  the change feed: field ``change`` = changes.encode()
     hs:secret:<name>                 STRING  32 random bytes
 
+Trust and safety::
+
+    hs:{m:<member>}:member           HASH    ... trust_level, flagged_at, flag_reason (absent: TRUSTED, not flagged)
+    hs:{m:<member>}:quota            ZSET    one element per granted submission, scored by its time
+    hs:{e:<entry>}:feedback          HASH    member id -> JSON current opinion of the entry
+    hs:{e:<entry>}:review            HASH    decision, reason, reviewer_id, at, confirmed, disabled
+    hs:{e:<entry>}:req:<m>:<req id>  STRING  JSON idempotency record of a GiveFeedback
+    hs:{allow}:next:item             STRING  last allow-list item id (INCR)
+    hs:{allow}:next:signal           STRING  last allow-list signal row id (INCR)
+    hs:{allow}:items                 HASH    item id -> JSON {label, added_by, created_at, signals}
+    hs:{allow}:removed               HASH    item id -> JSON of a removed item, with removed_at/by and reason
+    hs:{allow}:req:<m>:<req id>      STRING  JSON idempotency record of an allow-list add or remove
+
+Each write of these touches one hash tag only: feedback and review the
+entry's, quotas and trust the member's, the allow-list its own ``{allow}``
+(the whole allow-list is small and lives in one slot).
+
 Cluster readiness: every key of one entry carries the hash tag ``{e:<id>}``
 (likewise ``{m:<id>}`` for a member, ``{t:<id>}`` for a token), so an
 entry's data lives in one slot and can be read in one round trip. A submit
@@ -117,3 +134,39 @@ def sightings_last(entry_id: int) -> str:
 def secret(name: str) -> str:
     """STRING: 32 random bytes, written once with SET NX."""
     return f"hs:secret:{name}"
+
+
+# Trust and safety
+
+
+def member_quota(member_id: int) -> str:
+    """ZSET: one element per submission granted to the member, scored by its time (a sliding window)."""
+    return f"hs:{{m:{member_id}}}:quota"
+
+
+def entry_feedback(entry_id: int) -> str:
+    """HASH: member id -> JSON {opinion, reason, comment, created_at}, its current opinion."""
+    return f"hs:{{e:{entry_id}}}:feedback"
+
+
+def entry_review(entry_id: int) -> str:
+    """HASH: decision, reason, reviewer_id, at (the latest review), confirmed, disabled ("0"/"1")."""
+    return f"hs:{{e:{entry_id}}}:review"
+
+
+def entry_request(entry_id: int, member_id: int, request_id: str) -> str:
+    """STRING: JSON {kind, digest, outcome, created_at} of a member's GiveFeedback on the entry.
+
+    In the entry's slot, so that it commits with the feedback."""
+    return f"hs:{{e:{entry_id}}}:req:{member_id}:{request_id}"
+
+
+ALLOW_NEXT_ITEM = "hs:{allow}:next:item"  # STRING: last allow-list item id
+ALLOW_NEXT_SIGNAL = "hs:{allow}:next:signal"  # STRING: last allow-list signal row id
+ALLOW_ITEMS = "hs:{allow}:items"  # HASH: item id -> JSON {label, added_by, created_at, signals: [[row, ...]]}
+ALLOW_REMOVED = "hs:{allow}:removed"  # HASH: item id -> JSON of the removed item, with removed_at, removed_by, reason
+
+
+def allow_request(member_id: int, request_id: str) -> str:
+    """STRING: JSON {kind, digest, outcome, created_at} of an allow-list add or remove."""
+    return f"hs:{{allow}}:req:{member_id}:{request_id}"
