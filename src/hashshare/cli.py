@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import bankfile, members, settings
 from .errors import HashshareError
-from .model import IdKind, Member, format_id, parse_id
+from .model import IdKind, Member, TrustLevel, format_id, parse_id
 from .store import open_store
 from .store.base import Store
 
@@ -24,6 +24,9 @@ def _member_json(member: Member) -> dict[str, object]:
         "member_id": format_id(IdKind.MEMBER, member.member_id),
         "name": member.name,
         "roles": sorted(r.value for r in member.roles),
+        "trust_level": member.trust_level.value,
+        "flagged": member.flagged,
+        "flag_reason": member.flag_reason,
     }
 
 
@@ -41,9 +44,19 @@ def _admin(args: argparse.Namespace) -> int:
     try:
         now = time.time()
         if args.admin_command == "create-member":
-            member, token, secret = members.create_member(store, args.name, args.role, now)
+            level = members.trust_level(args.trust_level, "--trust-level")
+            member, token, secret = members.create_member(store, args.name, args.role, now, level)
             out = {**_member_json(member), "token": secret, "token_id": format_id(IdKind.TOKEN, token.token_id)}
-            text = f"created {out['member_id']} {member.name!r}; its token (shown once):\n{secret}"
+            text = f"created {out['member_id']} {member.name!r} ({level}); its token (shown once):\n{secret}"
+        elif args.admin_command == "set-trust":
+            member = _resolve_member(store, args.member)
+            member = store.set_trust_level(member.member_id, members.trust_level(args.level, "level"))
+            out = _member_json(member)
+            text = f"{out['member_id']} {member.name!r} is now {member.trust_level}"
+        elif args.admin_command == "clear-flag":
+            member = store.clear_flag(_resolve_member(store, args.member).member_id)
+            out = _member_json(member)
+            text = f"{out['member_id']} {member.name!r} is not flagged"
         elif args.admin_command == "issue-token":
             member = _resolve_member(store, args.member)
             token, secret = members.issue_token(store, member.member_id, args.role, now)
@@ -63,7 +76,9 @@ def _admin(args: argparse.Namespace) -> int:
                 print(json.dumps([_member_json(m) for m in listed], indent=2))
             else:
                 for m in listed:
-                    print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{','.join(sorted(m.roles))}")
+                    flag = f"\tflagged: {m.flag_reason}" if m.flagged else ""
+                    roles = ",".join(sorted(m.roles))
+                    print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{roles}\t{m.trust_level}{flag}")
             return 0
         print(json.dumps(out) if args.json else text)
         return 0
@@ -133,8 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     create = admin_command("create-member", "create a member and print its first token")
     create.add_argument("name")
     create.add_argument(
-        "--role", action="append", required=True, help="platform, trust_safety, researcher or admin; repeat for several"
+        "--role",
+        action="append",
+        required=True,
+        help="platform, trust_safety, researcher, admin or authority; repeat for several",
     )
+    create.add_argument(
+        "--trust-level",
+        default=TrustLevel.PROVISIONAL.value,
+        help="provisional (default: its submissions alone never block) or trusted",
+    )
+    trust = admin_command("set-trust", "set a member's trust level (its entries' verdicts follow at once)")
+    trust.add_argument("member", help="member id (mem_N) or name")
+    trust.add_argument("level", help="provisional or trusted")
+    unflag = admin_command("clear-flag", "clear the flag a member got for submitting too fast")
+    unflag.add_argument("member", help="member id (mem_N) or name")
     issue = admin_command("issue-token", "print a new token for a member")
     issue.add_argument("member", help="member id (mem_N) or name")
     issue.add_argument("--role", action="append", default=[], help="restrict the token to these roles")
@@ -181,8 +209,9 @@ def _evaluate(eval_args: list[str]) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         running = start(settings.Settings(listen="127.0.0.1:0", store=f"sqlite:///{scratch}/eval.db"))
         try:
+            # Trusted: the evaluation measures matching, not the poisoning defences.
             _, _, token = members.create_member(
-                running.bank.store, "evaluation", ["trust_safety", "platform"], time.time()
+                running.bank.store, "evaluation", ["trust_safety", "platform"], time.time(), TrustLevel.TRUSTED
             )
             target = ["--server", f"127.0.0.1:{running.port}", "--token", token]
             return client_cli.main(["eval", *eval_args, *target])

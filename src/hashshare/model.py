@@ -169,7 +169,7 @@ class EntrySummary:
     active: bool
     # Verdict inputs (matching.held_reasons reads them); the defaults are an
     # entry with no feedback, no review, and a trusted submitter.
-    trusted: bool = True  # an active submitter is TRUSTED
+    trusted: bool = True  # False only when it has active submitters and none of them is TRUSTED
     endorsers: int = 0  # members agreeing or seeing it too, other than its active submitters
     disputes: int = 0  # distinct members whose current opinion is DISAGREE
     confirmed: bool = False

@@ -640,7 +640,7 @@ class RedisStore(Store):
         inputs: dict[int, dict[str, Any]] = {}
         for entry_id, feedback, review in zip(ids, replies[1::3], replies[2::3], strict=True):
             found: dict[str, Any] = {}
-            if not active[entry_id] & trusted:
+            if active[entry_id] and not active[entry_id] & trusted:
                 found["trusted"] = False
             opinions = [(int(m), json.loads(v)["opinion"]) for m, v in _hash_fields(feedback).items()]
             disputes = sum(1 for _, opinion in opinions if opinion == Opinion.DISAGREE.value)

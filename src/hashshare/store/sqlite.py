@@ -267,7 +267,7 @@ class SqliteStore(Store):
             self._reader()
             .execute(
                 f"SELECT t.id, t.member_id, t.roles, t.created_at, {_MEMBER_COLUMNS} "
-                f"FROM tokens t JOIN {_MEMBER_TABLES} ON m.id = t.member_id "
+                "FROM tokens t JOIN members m ON m.id = t.member_id LEFT JOIN member_trust mt ON mt.member_id = m.id "
                 "WHERE t.token_hash = ? AND t.revoked_at IS NULL",
                 (token_hash,),
             )
@@ -698,7 +698,9 @@ class SqliteStore(Store):
             chunk = list(ids[start : start + _IN_CHUNK])
             marks = ",".join("?" * len(chunk))
             for (entry_id,) in db.execute(
-                f"SELECT e.id FROM entries e WHERE e.id IN ({marks}) AND NOT EXISTS ("
+                f"SELECT e.id FROM entries e WHERE e.id IN ({marks})"
+                " AND EXISTS (SELECT 1 FROM submissions s WHERE s.entry_id = e.id AND s.retracted_at IS NULL)"
+                " AND NOT EXISTS ("
                 " SELECT 1 FROM submissions s LEFT JOIN member_trust mt ON mt.member_id = s.member_id"
                 " WHERE s.entry_id = e.id AND s.retracted_at IS NULL"
                 f" AND COALESCE(mt.trust_level, '{TrustLevel.TRUSTED.value}') = '{TrustLevel.TRUSTED.value}')",

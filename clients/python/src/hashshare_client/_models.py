@@ -11,22 +11,31 @@ from ._exceptions import FieldViolation
 from .signals import Signal
 
 __all__ = [
+    "AllowedItem",
     "Category",
     "DailyCount",
     "DiscoveryMethod",
+    "DisputeReason",
     "Entry",
+    "EntryFeedback",
+    "FeedbackResult",
+    "FeedbackStats",
     "ItemError",
     "LegalBasis",
     "MatchResult",
     "MatchedEntry",
+    "Member",
+    "Opinion",
     "PlatformSpread",
     "Removal",
     "RetractResult",
+    "ReviewDecision",
     "SignalMatch",
     "SkippedSignal",
     "Spread",
     "SubmitResult",
     "Submission",
+    "TrustLevel",
     "Verdict",
     "to_jsonable",
 ]
@@ -75,6 +84,9 @@ class MatchedEntry:
     corroborations: int
     verdict: Verdict
     evidence: tuple[SignalMatch, ...] = ()
+    # Why the signals alone would block but the verdict is REVIEW: "disputed",
+    # "awaiting_corroboration", "allow_listed".
+    held_reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,18 @@ class Entry:
     first_removed_at: datetime | None
     signals: tuple[Signal, ...] = ()
     submissions: tuple[Submission, ...] = ()
+    status: str = "active"  # "active", "retracted" or "disabled"
+    confirmed: bool = False
+    agreements: int = 0
+    disputes: int = 0
+    seen_too: int = 0
+    # What an exact copy gets now, and why it is held at REVIEW.
+    verdict: Verdict = Verdict.NONE
+    held_reasons: tuple[str, ...] = ()
+    feedback: tuple[EntryFeedback, ...] = ()  # the caller's own (everyone's for admins and the authority)
+    last_review: str = ""  # "confirm", "disable", "enable" or "" when never reviewed
+    last_review_reason: str = ""
+    reviewed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +215,88 @@ class Spread:
     last_seen: datetime | None
     daily: tuple[DailyCount, ...] = field(default_factory=tuple)
     platforms: tuple[PlatformSpread, ...] = field(default_factory=tuple)
+
+
+class Opinion(enum.StrEnum):
+    """A member's opinion of an entry (``Client.give_feedback``)."""
+
+    AGREE = "agree"
+    DISAGREE = "disagree"  # needs a DisputeReason
+    SEEN_TOO = "seen_too"
+
+
+class DisputeReason(enum.StrEnum):
+    NOT_HATEFUL = "not_hateful"
+    WRONG_CATEGORY = "wrong_category"
+    LAWFUL = "lawful"
+    BAD_HASH = "bad_hash"
+
+
+class ReviewDecision(enum.StrEnum):
+    CONFIRM = "confirm"
+    DISABLE = "disable"
+    ENABLE = "enable"
+
+
+class TrustLevel(enum.StrEnum):
+    PROVISIONAL = "provisional"  # its submissions alone never block
+    TRUSTED = "trusted"
+
+
+@dataclass(frozen=True)
+class EntryFeedback:
+    member_id: str
+    opinion: Opinion
+    reason: DisputeReason | None
+    comment: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """The entry's opinion counts and verdict after a GiveFeedback."""
+
+    entry_id: str
+    agreements: int
+    disputes: int
+    seen_too: int
+    verdict: Verdict
+    held_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AllowedItem:
+    """Known-benign content on the allow-list: matching it never blocks."""
+
+    allow_id: str
+    signals: tuple[Signal, ...]
+    label: str
+    added_by: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FeedbackStats:
+    """One platform's feedback in a period, under its pseudonym; None where a
+    count is suppressed (below the server's minimum)."""
+
+    platform: str
+    agreements_given: int | None
+    disputes_given: int | None
+    disputes_received: int | None
+    seen_too_given: int | None
+
+
+@dataclass(frozen=True)
+class Member:
+    member_id: str
+    name: str
+    roles: tuple[str, ...]
+    created_at: datetime | None
+    trust_level: TrustLevel
+    flagged: bool = False
+    flag_reason: str = ""
+    flagged_at: datetime | None = None
 
 
 def to_jsonable(record: Any) -> Any:
