@@ -4,6 +4,8 @@ verdict inputs entry_summaries reports."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from hashshare.errors import InvalidArgument, NotFound
@@ -21,8 +23,8 @@ from hashshare.model import (
     SignalsRemoved,
     TrustLevel,
 )
-from hashshare.store import Store
-from tests.server.test_store_contract import (  # noqa: F401  (store is a fixture)
+from hashshare.store import Store, open_store
+from tests.server.test_store_contract import (
     DAY,
     NOW,
     T_AND_S,
@@ -33,9 +35,15 @@ from tests.server.test_store_contract import (  # noqa: F401  (store is a fixtur
     pdq,
     retract,
     sha256,
-    store,
     submit,
 )
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
 
 
 def opinion(store: Store, member_id: int, entry_id: int, kind: Opinion, at: float = NOW, request: str = "") -> None:
