@@ -121,7 +121,8 @@ class Bank:
         self, principal: Principal, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
     ) -> MatchOutcome:
         candidates = find_candidates(self.index, signals, thresholds)
-        summaries = self.store.entry_summaries(candidates.evidence) if candidates.evidence else {}
+        entry_ids = [e for e in candidates.evidence if e > 0]  # not the allow-list's
+        summaries = self.store.entry_summaries(entry_ids) if entry_ids else {}
         outcome = decide(candidates, summaries, self.policy)
         now = self._clock()
         for match in outcome.matches:

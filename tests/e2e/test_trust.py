@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 
 from hashshare.api.server import RunningServer
 from hashshare.model import TrustLevel
+from hashshare.store.sqlite import SqliteStore
 from hashshare_client import (
     Client,
     InvalidArgumentError,
@@ -209,6 +211,29 @@ def test_the_allow_list_reaches_every_process_through_the_feed(
             if verdicts[-1] == "REVIEW":
                 break
         assert verdicts[-1] == "REVIEW", verdicts
+
+
+def test_the_allow_list_survives_a_restart_from_the_index_snapshot(
+    server_factory: ServerFactory, photos: dict[str, Image.Image], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = f"sqlite:///{tmp_path / 'restart.db'}"
+    first = server_factory(store)
+    authority = new_member(first, "authority", "authority")
+    ts, platform = new_member(first, "alpha", "trust_safety"), new_member(first, "platform", "platform")
+    with Client(f"127.0.0.1:{first.port}", authority) as reviewer, Client(f"127.0.0.1:{first.port}", ts) as alpha:
+        reviewer.add_to_allow_list(original(photos["retina"]), label="medical textbook figure")
+        alpha.submit(original(photos["retina"]), category="hate_speech")
+    first.stop(grace=0)  # writes the index snapshot, allow-list rows included
+    assert (tmp_path / "restart.db.snapshot").exists()
+
+    def refuse(self: SqliteStore) -> None:
+        raise AssertionError("the index was read from the store, not the snapshot")
+
+    monkeypatch.setattr(SqliteStore, "active_signals", refuse)
+    monkeypatch.setattr(SqliteStore, "allowed_signals", refuse)
+    second = server_factory(store)
+    with Client(f"127.0.0.1:{second.port}", platform) as client:
+        assert client.match(reencoded(photos["retina"])).verdict == "REVIEW"
 
 
 def test_a_disabled_entry_stops_matching_and_re_enabling_restores_it(
