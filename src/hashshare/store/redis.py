@@ -544,12 +544,15 @@ class RedisStore(Store):
             for entry_id in ids:
                 pipe.hget(keys.entry(entry_id), "category")
                 pipe.hlen(keys.entry_active(entry_id))
+            self._read_verdict_inputs(pipe, ids)  # in the same round trip
             replies = pipe.execute()
         summaries = {}
-        for entry_id, category, members in zip(ids, replies[::2], replies[1::2], strict=True):
+        for entry_id, category, members in zip(
+            ids, replies[: 2 * len(ids) : 2], replies[1 : 2 * len(ids) : 2], strict=True
+        ):
             if category is not None:
                 summaries[entry_id] = EntrySummary(entry_id, _text(category), int(members), int(members) > 0)
-        inputs = self._verdict_inputs(list(summaries))
+        inputs = self._verdict_inputs(ids, replies[2 * len(ids) :])
         return {entry_id: replace(s, **inputs.get(entry_id, {})) for entry_id, s in summaries.items()}
 
     # Sightings
@@ -618,22 +621,25 @@ class RedisStore(Store):
 
     # Trust and safety
 
-    def _verdict_inputs(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """EntrySummary's verdict inputs of the entries that have any besides the defaults."""
-        if not ids:
-            return {}
-        with self._redis.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.hkeys(keys.entry_active(entry_id))
-                pipe.hgetall(keys.entry_feedback(entry_id))
-                pipe.hmget(keys.entry_review(entry_id), ["confirmed", "disabled"])
-            replies = pipe.execute()
+    @staticmethod
+    def _read_verdict_inputs(pipe: Pipeline, ids: Sequence[int]) -> None:
+        """Queue the reads ``_verdict_inputs`` takes the replies of."""
+        for entry_id in ids:
+            pipe.hkeys(keys.entry_active(entry_id))
+            pipe.hgetall(keys.entry_feedback(entry_id))
+            pipe.hmget(keys.entry_review(entry_id), ["confirmed", "disabled"])
+
+    def _verdict_inputs(self, ids: Sequence[int], replies: Sequence[Any]) -> dict[int, dict[str, Any]]:
+        """EntrySummary's verdict inputs of the entries that have any besides the defaults,
+        from the replies of ``_read_verdict_inputs``; the members' trust levels take one more round trip."""
         active = {i: {int(m) for m in members} for i, members in zip(ids, replies[::3], strict=True)}
         members = sorted(set().union(*active.values()))
-        with self._redis.pipeline(transaction=False) as pipe:
-            for member_id in members:
-                pipe.hget(keys.member(member_id), "trust_level")
-            levels = pipe.execute()
+        levels = []
+        if members:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for member_id in members:
+                    pipe.hget(keys.member(member_id), "trust_level")
+                levels = pipe.execute()
         trusted = {
             m for m, level in zip(members, levels, strict=True) if level in (None, TrustLevel.TRUSTED.value.encode())
         }

@@ -100,7 +100,7 @@ CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, paylo
 CREATE TABLE IF NOT EXISTS member_trust (
     member_id INTEGER PRIMARY KEY REFERENCES members(id), trust_level TEXT NOT NULL,
     flagged_at REAL, flag_reason TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS submissions_by_member ON submissions(member_id);
+CREATE INDEX IF NOT EXISTS submissions_by_member ON submissions(member_id, entry_id);
 CREATE TABLE IF NOT EXISTS submit_quota (member_id INTEGER NOT NULL, at REAL NOT NULL, granted INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS submit_quota_by_member ON submit_quota(member_id, at);
 CREATE TABLE IF NOT EXISTS feedback (
