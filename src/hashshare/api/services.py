@@ -256,7 +256,7 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
                     "reason", "required with OPINION_DISAGREE: not hateful, wrong category, lawful or bad hash"
                 )
             )
-        elif opinion is not Opinion.DISAGREE and reason is not DisputeReason.NONE:
+        elif opinion is not None and opinion is not Opinion.DISAGREE and reason is not DisputeReason.NONE:
             violations.append(FieldViolation("reason", "only OPINION_DISAGREE takes a reason"))
         convert.reason_text(request.comment, "comment", False, violations)
         if violations:
