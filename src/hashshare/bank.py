@@ -91,6 +91,14 @@ class Bank:
         # of the same content through this process land in one entry.
         self._submit_lock = threading.Lock()
         self._pseudonym_key = b""
+        # Settings that would silently block or hold everything are refused at start.
+        if settings.disputes_to_review < 1:
+            raise ValueError(f"--disputes-to-review must be at least 1, got {settings.disputes_to_review}")
+        try:
+            self.new_member_trust = TrustLevel(settings.new_member_trust)
+        except ValueError:
+            valid = ", ".join(level.value for level in TrustLevel)
+            raise ValueError(f"--new-member-trust must be one of {valid}, got {settings.new_member_trust!r}") from None
         self.policy = VerdictPolicy(disputes_to_review=settings.disputes_to_review)
 
     def start(self, writes_snapshots: bool = True) -> None:

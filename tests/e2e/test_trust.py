@@ -12,8 +12,12 @@ import pytest
 from PIL import Image
 
 from hashshare.api.server import RunningServer
+from hashshare.bank import Bank
 from hashshare.model import TrustLevel
+from hashshare.settings import Settings
+from hashshare.store import open_store
 from hashshare.store.sqlite import SqliteStore
+from hashshare.taxonomy import Taxonomy
 from hashshare_client import (
     Client,
     InvalidArgumentError,
@@ -391,3 +395,24 @@ def test_researchers_read_feedback_per_platform_pseudonym_with_small_counts_supp
     finally:
         for client in (*clients.values(), researcher):
             client.close()
+
+
+def test_the_default_trust_of_new_members_is_a_setting_and_bad_values_stop_the_server(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(new_member_trust="trusted")
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        created = admin_pb2_grpc.AdminServiceStub(channel).CreateMember(
+            admin_pb2.CreateMemberRequest(request_id="c-1", name="open programme", roles=["trust_safety"]),
+            metadata=(("authorization", f"Bearer {new_member(server, 'operator', 'admin')}"),),
+        )
+    assert created.member.trust_level == admin_pb2.TRUST_LEVEL_TRUSTED
+
+    store = open_store(f"sqlite:///{tmp_path / 'refused.db'}")
+    try:
+        with pytest.raises(ValueError, match="--new-member-trust must be one of provisional, trusted"):
+            Bank(store, Settings(new_member_trust="royal"), Taxonomy())
+        with pytest.raises(ValueError, match="--disputes-to-review must be at least 1"):
+            Bank(store, Settings(disputes_to_review=0), Taxonomy())
+    finally:
+        store.close()

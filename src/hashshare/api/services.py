@@ -435,7 +435,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.CreateMemberResponse:
         self._check_request_id(request.request_id)
         if request.trust_level == admin_pb2.TRUST_LEVEL_UNSPECIFIED:
-            trust_level = members.trust_level(self.bank.settings.new_member_trust, "trust_level")
+            trust_level = self.bank.new_member_trust
         else:
             trust_level = self._trust_level(request.trust_level)
         member, token, secret = members.create_member(
