@@ -24,6 +24,7 @@ from skimage import data as skdata
 from hashshare import members
 from hashshare.api.server import RunningServer, start
 from hashshare.bench.redis_cluster import Cluster, Node, cluster_ports
+from hashshare.model import TrustLevel
 from hashshare.settings import Settings
 from hashshare.store import open_store
 
@@ -160,9 +161,9 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         running.stop(grace=0)
 
 
-def new_member(server: RunningServer, name: str, *roles: str) -> str:
-    """Create a member directly in the server's store; return its token."""
-    _, _, token = members.create_member(server.bank.store, name, roles, time.time())
+def new_member(server: RunningServer, name: str, *roles: str, trust_level: TrustLevel = TrustLevel.TRUSTED) -> str:
+    """Create a member directly in the server's store (trusted unless asked otherwise); return its token."""
+    _, _, token = members.create_member(server.bank.store, name, roles, time.time(), trust_level)
     return token
 
 
@@ -238,11 +239,11 @@ def server_processes() -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
 
 
-def new_member_in(store_url: str, name: str, *roles: str) -> str:
-    """Create a member in a store no server of this process holds open."""
+def new_member_in(store_url: str, name: str, *roles: str, trust_level: TrustLevel = TrustLevel.TRUSTED) -> str:
+    """Create a member (trusted unless asked otherwise) in a store no server of this process holds open."""
     store = open_store(store_url)
     try:
-        return members.create_member(store, name, roles, time.time())[2]
+        return members.create_member(store, name, roles, time.time(), trust_level)[2]
     finally:
         store.close()
 

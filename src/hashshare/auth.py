@@ -27,7 +27,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "/hashshare.v1.SubmissionService/Submit": frozenset({Role.TRUST_SAFETY}),
     "/hashshare.v1.SubmissionService/SubmitBatch": frozenset({Role.TRUST_SAFETY}),
     "/hashshare.v1.SubmissionService/Retract": frozenset({Role.TRUST_SAFETY}),
-    "/hashshare.v1.SubmissionService/GetEntry": frozenset({Role.PLATFORM, Role.TRUST_SAFETY, Role.ADMIN}),
+    "/hashshare.v1.SubmissionService/GetEntry": frozenset(
+        {Role.PLATFORM, Role.TRUST_SAFETY, Role.ADMIN, Role.AUTHORITY}
+    ),
     "/hashshare.v1.SubmissionService/ListCategories": ANY_ROLE,
     "/hashshare.v1.ResearchService/GetSpread": frozenset({Role.RESEARCHER, Role.AUTHORITY, Role.ADMIN}),
     "/hashshare.v1.AdminService/CreateMember": frozenset({Role.ADMIN}),

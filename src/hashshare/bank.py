@@ -17,20 +17,40 @@ from hashshare_client import Signal, Verdict
 
 from .audit import AuditLog
 from .auth import Authenticator
-from .errors import InvalidArgument, NotFound
+from .errors import InvalidArgument, NotFound, RateLimited
 from .feed import FeedFollower, SnapshotWriter
 from .index import SignalIndex
 from .index.snapshot import snapshot_directory
-from .matching import DEFAULT_THRESHOLDS, MatchOutcome, Thresholds, decide, find_candidates
+from .matching import (
+    DEFAULT_THRESHOLDS,
+    Candidates,
+    MatchOutcome,
+    Thresholds,
+    VerdictPolicy,
+    blocking_entries,
+    decide,
+    find_candidates,
+)
 from .model import (
+    AllowedItem,
+    DisputeReason,
     Entry,
     EntrySummary,
+    EntryTrust,
+    Feedback,
+    FeedbackOutcome,
     IndexedSignal,
+    Member,
+    MemberFeedbackStats,
+    Opinion,
     Principal,
     RetractOutcome,
+    Review,
+    ReviewDecision,
     Sighting,
     SubmissionDraft,
     SubmitOutcome,
+    TrustLevel,
 )
 from .settings import Settings
 from .sightings import SightingRecorder
@@ -73,6 +93,15 @@ class Bank:
         self._submit_lock = threading.Lock()
         self._pseudonym_key = b""
         self.audit_log = AuditLog(store, clock)
+        # Settings that would silently block or hold everything are refused at start.
+        if settings.disputes_to_review < 1:
+            raise ValueError(f"--disputes-to-review must be at least 1, got {settings.disputes_to_review}")
+        try:
+            self.new_member_trust = TrustLevel(settings.new_member_trust)
+        except ValueError:
+            valid = ", ".join(level.value for level in TrustLevel)
+            raise ValueError(f"--new-member-trust must be one of {valid}, got {settings.new_member_trust!r}") from None
+        self.policy = VerdictPolicy(disputes_to_review=settings.disputes_to_review)
 
     def start(self, writes_snapshots: bool = True) -> None:
         """Load the index; the server reports SERVING only after this returns.
@@ -102,8 +131,9 @@ class Bank:
         self, principal: Principal, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
     ) -> MatchOutcome:
         candidates = find_candidates(self.index, signals, thresholds)
-        summaries = self.store.entry_summaries(candidates.evidence) if candidates.evidence else {}
-        outcome = decide(candidates, summaries)
+        entry_ids = [e for e in candidates.evidence if e > 0]  # not the allow-list's
+        summaries = self.store.entry_summaries(entry_ids) if entry_ids else {}
+        outcome = decide(candidates, summaries, self.policy)
         now = self._clock()
         for match in outcome.matches:
             self.sightings.record(Sighting(match.entry_id, principal.member_id, now, match.verdict.value))
@@ -112,6 +142,8 @@ class Bank:
     def submit(
         self, principal: Principal, request_id: str, request_digest: bytes, draft: SubmissionDraft
     ) -> SubmitOutcome:
+        if not self._take_quota(principal, 1):
+            raise RateLimited(self._rate_message())
         with self._submit_lock:
             cluster = self._cluster_for(draft.signals)
             outcome = self.store.submit(principal.member_id, request_id, request_digest, draft, cluster, self._clock())
@@ -120,14 +152,26 @@ class Bank:
 
     def submit_many(
         self, principal: Principal, items: Sequence[tuple[str, bytes, SubmissionDraft]]
-    ) -> list[SubmitOutcome | InvalidArgument]:
+    ) -> list[SubmitOutcome | InvalidArgument | RateLimited]:
         """Store a batch of ``(request_id, request_digest, draft)`` in one write.
 
         Each item is clustered as ``submit`` clusters it: into the entry it
         matches at BLOCK strength in the bank, else into the entry of the
-        earlier item of this batch it matches, else a new entry."""
+        earlier item of this batch it matches, else a new entry. Items past
+        the member's submission quota are refused (RateLimited in their place)."""
+        granted = self._take_quota(principal, len(items))
+        refused: list[SubmitOutcome | InvalidArgument | RateLimited] = [
+            RateLimited(self._rate_message()) for _ in items[granted:]
+        ]
+        if not granted:
+            return refused
+        return [*self._submit_many(principal, items[:granted]), *refused]
+
+    def _submit_many(
+        self, principal: Principal, items: Sequence[tuple[str, bytes, SubmissionDraft]]
+    ) -> list[SubmitOutcome | InvalidArgument]:
         with self._submit_lock:
-            batch = SignalIndex()  # the batch's own items, under local ids -1, -2, ...
+            batch = SignalIndex()  # the batch's own items, under local ids 1, 2, ... (item n + 1)
             summaries: dict[int, EntrySummary] = {}
             planned: list[BatchSubmission] = []
             row = 0
@@ -135,11 +179,10 @@ class Bank:
                 join_entry_id = self._cluster_for(draft.signals)
                 join_item = None
                 if join_entry_id is None and summaries:
-                    candidates = find_candidates(batch, draft.signals)
-                    blocking = [m for m in decide(candidates, summaries).matches if m.verdict is Verdict.BLOCK]
-                    join_item = -blocking[0].entry_id - 1 if blocking else None
+                    blocking = blocking_entries(find_candidates(batch, draft.signals), summaries)
+                    join_item = blocking[0] - 1 if blocking else None
                 planned.append(BatchSubmission(request_id, digest, draft, join_entry_id, join_item))
-                local = -n - 1
+                local = n + 1
                 summaries[local] = EntrySummary(local, draft.category, 1, True)
                 for signal in draft.signals:
                     row += 1
@@ -151,9 +194,9 @@ class Bank:
     def _cluster_for(self, signals: Sequence[Signal]) -> int | None:
         """The entry these signals match at BLOCK strength, the closest first."""
         candidates = find_candidates(self.index, signals)
-        summaries = self.store.entry_summaries(candidates.evidence) if candidates.evidence else {}
-        blocking = [m for m in decide(candidates, summaries).matches if m.verdict is Verdict.BLOCK]
-        return blocking[0].entry_id if blocking else None
+        entry_ids = [e for e in candidates.evidence if e > 0]  # not the allow-list's
+        blocking = blocking_entries(candidates, self.store.entry_summaries(entry_ids) if entry_ids else {})
+        return blocking[0] if blocking else None
 
     def retract(
         self, principal: Principal, request_id: str, request_digest: bytes, entry_id: int, reason: str
@@ -189,3 +232,85 @@ class Bank:
         and it cannot be reversed without the bank's secret key."""
         digest = hmac.new(self._pseudonym_key, str(member_id).encode(), hashlib.sha256).hexdigest()
         return f"platform-{digest[:12]}"
+
+    # Trust and safety: quotas, feedback, review, trust levels, the allow-list
+
+    def _take_quota(self, principal: Principal, wanted: int) -> int:
+        """How many of ``wanted`` submissions the member may make now (all with no limit set)."""
+        limit = self.settings.submit_rate_limit
+        if limit <= 0 or wanted <= 0:
+            return wanted
+        reason = f"submitted faster than {limit} per minute"
+        return self.store.take_submit_quota(principal.member_id, wanted, limit, 60.0, self._clock(), reason)
+
+    def _rate_message(self) -> str:
+        return (
+            f"more than {self.settings.submit_rate_limit} submissions in the last minute: refused, not stored; "
+            "the member is flagged for an admin to review"
+        )
+
+    def entry_verdict(self, entry: Entry) -> tuple[Verdict, tuple[str, ...]]:
+        """What an exact copy of the entry's content gets now, and why it is held.
+
+        The entry's own active signals are looked up like an upload, so the
+        answer is decided by the same rules as Match (allow-list included)."""
+        active = {s.submission_id for s in entry.submissions if s.active}
+        signals = [s.signal for s in entry.signals if s.submission_id in active]
+        if not signals:
+            return Verdict.NONE, ()
+        found = find_candidates(self.index, signals)
+        mine = {e: v for e, v in found.evidence.items() if e == entry.entry_id or e < 0}
+        outcome = decide(
+            Candidates(mine, found.skipped, found.limited), self.store.entry_summaries([entry.entry_id]), self.policy
+        )
+        for match in outcome.matches:
+            return match.verdict, match.held_reasons
+        return Verdict.NONE, ()
+
+    def give_feedback(
+        self,
+        principal: Principal,
+        request_id: str,
+        request_digest: bytes,
+        entry_id: int,
+        opinion: Opinion,
+        reason: DisputeReason,
+        comment: str,
+    ) -> FeedbackOutcome:
+        feedback = Feedback(entry_id, principal.member_id, opinion, reason, comment, self._clock())
+        outcome = self.store.give_feedback(principal.member_id, request_id, request_digest, feedback)
+        self.feed.catch_up()  # every cache of this process forgets the entry's verdict at once
+        return outcome
+
+    def review_entry(self, principal: Principal, entry_id: int, decision: ReviewDecision, reason: str) -> EntryTrust:
+        trust = self.store.review_entry(Review(entry_id, decision, reason, principal.member_id, self._clock()))
+        self.feed.catch_up()
+        return trust
+
+    def entry_trust(self, entry_id: int) -> EntryTrust:
+        return self.store.entry_trust(entry_id)
+
+    def set_trust_level(self, member_id: int, trust_level: TrustLevel) -> Member:
+        member = self.store.set_trust_level(member_id, trust_level)
+        self.feed.catch_up()
+        return member
+
+    def clear_flag(self, member_id: int) -> Member:
+        return self.store.clear_flag(member_id)
+
+    def add_to_allow_list(
+        self, principal: Principal, request_id: str, request_digest: bytes, signals: Sequence[Signal], label: str
+    ) -> AllowedItem:
+        item = self.store.add_allowed(principal.member_id, request_id, request_digest, signals, label, self._clock())
+        self.feed.catch_up()  # the next Match of this process sees it
+        return item
+
+    def remove_from_allow_list(
+        self, principal: Principal, request_id: str, request_digest: bytes, allow_id: int, reason: str
+    ) -> None:
+        self.store.remove_allowed(principal.member_id, request_id, request_digest, allow_id, reason, self._clock())
+        self.feed.catch_up()
+
+    def feedback_stats(self, start: float | None, end: float | None) -> list[tuple[str, MemberFeedbackStats]]:
+        """Per member, under its pseudonym (sorted by it), never its name or id."""
+        return sorted((self.pseudonym(s.member_id), s) for s in self.store.feedback_stats(start, end))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import audit, bankfile, members, settings
 from .errors import HashshareError
-from .model import AuditDraft, IdKind, Member, format_id, parse_id
+from .model import AuditDraft, IdKind, Member, TrustLevel, format_id, parse_id
 from .store import open_store
 from .store.base import Store
 
@@ -25,6 +25,9 @@ def _member_json(member: Member) -> dict[str, object]:
         "member_id": format_id(IdKind.MEMBER, member.member_id),
         "name": member.name,
         "roles": sorted(r.value for r in member.roles),
+        "trust_level": member.trust_level.value,
+        "flagged": member.flagged,
+        "flag_reason": member.flag_reason,
     }
 
 
@@ -93,6 +96,46 @@ def _admin(args: argparse.Namespace) -> int:
             _audit_offline(store, args.admin_command, "", "", error.code)
             raise
         return code
+        now = time.time()
+        if args.admin_command == "create-member":
+            level = members.trust_level(args.trust_level, "--trust-level")
+            member, token, secret = members.create_member(store, args.name, args.role, now, level)
+            out = {**_member_json(member), "token": secret, "token_id": format_id(IdKind.TOKEN, token.token_id)}
+            text = f"created {out['member_id']} {member.name!r} ({level}); its token (shown once):\n{secret}"
+        elif args.admin_command == "set-trust":
+            member = _resolve_member(store, args.member)
+            member = store.set_trust_level(member.member_id, members.trust_level(args.level, "level"))
+            out = _member_json(member)
+            text = f"{out['member_id']} {member.name!r} is now {member.trust_level}"
+        elif args.admin_command == "clear-flag":
+            member = store.clear_flag(_resolve_member(store, args.member).member_id)
+            out = _member_json(member)
+            text = f"{out['member_id']} {member.name!r} is not flagged"
+        elif args.admin_command == "issue-token":
+            member = _resolve_member(store, args.member)
+            token, secret = members.issue_token(store, member.member_id, args.role, now)
+            out = {
+                "member_id": format_id(IdKind.MEMBER, member.member_id),
+                "token": secret,
+                "token_id": format_id(IdKind.TOKEN, token.token_id),
+            }
+            text = f"new token {out['token_id']} for {member.name!r} (shown once):\n{secret}"
+        elif args.admin_command == "revoke-token":
+            token, _ = store.revoke_token(parse_id(IdKind.TOKEN, args.token_id, "token_id"), now)
+            out = {"token_id": format_id(IdKind.TOKEN, token.token_id), "revoked": True}
+            text = f"revoked {out['token_id']}"
+        else:  # list-members
+            listed = store.list_members()
+            if args.json:
+                print(json.dumps([_member_json(m) for m in listed], indent=2))
+            else:
+                for m in listed:
+                    flag = f"\tflagged: {m.flag_reason}" if m.flagged else ""
+                    roles = ",".join(sorted(m.roles))
+                    print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{roles}\t{m.trust_level}{flag}")
+            return 0
+        print(json.dumps(out) if args.json else text)
+        return 0
     finally:
         store.close()
 
@@ -242,8 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
     create = admin_command("create-member", "create a member and print its first token")
     create.add_argument("name")
     create.add_argument(
-        "--role", action="append", required=True, help="platform, trust_safety, researcher or admin; repeat for several"
+        "--role",
+        action="append",
+        required=True,
+        help="platform, trust_safety, researcher, admin or authority; repeat for several",
     )
+    create.add_argument(
+        "--trust-level",
+        default=TrustLevel.PROVISIONAL.value,
+        help="provisional (default: its submissions alone never block) or trusted",
+    )
+    trust = admin_command("set-trust", "set a member's trust level (its entries' verdicts follow at once)")
+    trust.add_argument("member", help="member id (mem_N) or name")
+    trust.add_argument("level", help="provisional or trusted")
+    unflag = admin_command("clear-flag", "clear the flag a member got for submitting too fast")
+    unflag.add_argument("member", help="member id (mem_N) or name")
     issue = admin_command("issue-token", "print a new token for a member")
     issue.add_argument("member", help="member id (mem_N) or name")
     issue.add_argument("--role", action="append", default=[], help="restrict the token to these roles")
@@ -306,8 +362,9 @@ def _evaluate(eval_args: list[str]) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         running = start(settings.Settings(listen="127.0.0.1:0", store=f"sqlite:///{scratch}/eval.db"))
         try:
+            # Trusted: the evaluation measures matching, not the poisoning defences.
             _, _, token = members.create_member(
-                running.bank.store, "evaluation", ["trust_safety", "platform"], time.time()
+                running.bank.store, "evaluation", ["trust_safety", "platform"], time.time(), TrustLevel.TRUSTED
             )
             target = ["--server", f"127.0.0.1:{running.port}", "--token", token]
             return client_cli.main(["eval", *eval_args, *target])

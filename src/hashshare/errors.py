@@ -9,6 +9,7 @@ HashshareError
 ├── AlreadyExists
 ├── FailedPrecondition
 ├── ResourceExhausted    overload or throttling
+│   └── RateLimited      a member submitting faster than its quota
 └── Unavailable          not ready yet, or the store is unreachable
 """
 
@@ -82,3 +83,7 @@ class ResourceExhausted(HashshareError):
 class Unavailable(HashshareError):
     code = "UNAVAILABLE"
     reason = "UNAVAILABLE"
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"

@@ -13,6 +13,7 @@ signals and the feed is replayed from there.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -73,7 +74,9 @@ class FeedFollower:
                 # the scan already saw is harmless, missing one would not be.
                 position = self._store.feed_position()
                 # Grouped per sub-index and built once per sub-index, _LOAD_BATCH rows at a time.
-                count = self._index.add_many(self._store.active_signals(), batch=_LOAD_BATCH)
+                # The allow-list's rows (negative ids) share the index with the entries'.
+                rows = itertools.chain(self._store.active_signals(), self._store.allowed_signals())
+                count = self._index.add_many(rows, batch=_LOAD_BATCH)
                 self._position = position
         replayed = self.catch_up()
         self.loaded.set()

@@ -49,6 +49,39 @@ class EntryMatch:
     corroborations: int
     verdict: Verdict
     evidence: tuple[Evidence, ...]  # strongest first
+    # Why the signals alone would block but the verdict is REVIEW.
+    held_reasons: tuple[str, ...] = ()
+
+
+# Held reasons: what keeps an entry whose signals block at REVIEW.
+DISPUTED = "disputed"  # enough distinct members disagree, and no reviewer confirmed it
+AWAITING_CORROBORATION = "awaiting_corroboration"  # no trusted submitter and no second member behind it
+ALLOW_LISTED = "allow_listed"  # the query also matches known-benign content at BLOCK strength
+
+
+@dataclass(frozen=True)
+class VerdictPolicy:
+    """The settings that hold a blocking entry at REVIEW."""
+
+    disputes_to_review: int = 2
+
+
+def held_reasons(summary: EntrySummary, policy: VerdictPolicy) -> tuple[str, ...]:
+    """Why an entry that its signals alone would block is held at REVIEW.
+
+    A reviewer's confirmation overrides disputes and the lack of trust. A
+    provisional member's entry is corroborated by a second distinct member:
+    one that submitted the same content (``corroborations``), or one that
+    agreed or saw it too (``endorsers``), whatever the second member's own
+    trust level."""
+    if summary.confirmed:
+        return ()
+    reasons = []
+    if summary.disputes >= policy.disputes_to_review:
+        reasons.append(DISPUTED)
+    if not summary.trusted and summary.corroborations + summary.endorsers < 2:
+        reasons.append(AWAITING_CORROBORATION)
+    return tuple(reasons)
 
 
 @dataclass(frozen=True)
@@ -197,16 +230,45 @@ def _best_per_type(evidence: Iterable[Evidence]) -> tuple[Evidence, ...]:
     return tuple(sorted(best.values(), key=lambda e: e.strength, reverse=True))
 
 
-def decide(candidates: Candidates, summaries: Mapping[int, EntrySummary]) -> MatchOutcome:
-    """One verdict per active entry, strongest entries first, and the overall verdict."""
+def decide(
+    candidates: Candidates, summaries: Mapping[int, EntrySummary], policy: VerdictPolicy = VerdictPolicy()
+) -> MatchOutcome:
+    """One verdict per active entry, strongest entries first, and the overall verdict.
+
+    Allow-list items (negative ids) are never matches; matching one at BLOCK
+    strength holds every blocking entry at REVIEW. Disabled entries match
+    nothing."""
+    allow_listed = any(
+        entry_id < 0 and _fused_verdict(per_view.values()) is Verdict.BLOCK
+        for entry_id, per_view in candidates.evidence.items()
+    )
     matches = []
     for entry_id, per_view in candidates.evidence.items():
-        summary = summaries.get(entry_id)
-        if summary is None or not summary.active:
-            continue  # retracted since the index was read
+        summary = summaries.get(entry_id) if entry_id > 0 else None
+        if summary is None or not summary.active or summary.disabled:
+            continue  # an allow-list item, retracted since the index was read, or disabled
         ranked = _best_per_type(per_view.values())
         verdict = _fused_verdict(per_view.values())
-        matches.append(EntryMatch(entry_id, summary.category, summary.corroborations, verdict, ranked))
+        held: tuple[str, ...] = ()
+        if verdict is Verdict.BLOCK:
+            held = held_reasons(summary, policy) + ((ALLOW_LISTED,) if allow_listed else ())
+            if held:
+                verdict = Verdict.REVIEW
+        matches.append(EntryMatch(entry_id, summary.category, summary.corroborations, verdict, ranked, held))
     matches.sort(key=lambda m: (VERDICT_RANK[m.verdict], m.evidence[0].strength, -m.entry_id), reverse=True)
     overall = max((m.verdict for m in matches), key=VERDICT_RANK.__getitem__, default=Verdict.NONE)
     return MatchOutcome(overall, tuple(matches), candidates.skipped, candidates.limited)
+
+
+def blocking_entries(candidates: Candidates, summaries: Mapping[int, EntrySummary]) -> list[int]:
+    """Entries with an active submission that these signals match at BLOCK
+    strength on the signals alone, closest first: where a submission of the
+    same content belongs. Held and disabled entries count too, so a copy of
+    disabled content joins the disabled entry instead of starting a new one
+    that blocks, and a second member's copy corroborates a held entry."""
+    found = []
+    for entry_id, per_view in candidates.evidence.items():
+        summary = summaries.get(entry_id) if entry_id > 0 else None
+        if summary is not None and summary.active and _fused_verdict(per_view.values()) is Verdict.BLOCK:
+            found.append((_best_per_type(per_view.values())[0].strength, -entry_id))
+    return [-negated for _, negated in sorted(found, reverse=True)]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from .auth import hash_token, new_token, parse_roles
 from .errors import InvalidArgument, NotFound
-from .model import Member, Role, Token
+from .model import Member, Role, Token, TrustLevel
 from .store.base import Store
 
 MAX_NAME_LENGTH = 100
@@ -21,15 +21,21 @@ def _roles(names: Iterable[str], field: str) -> frozenset[Role]:
     return roles
 
 
-def create_member(store: Store, name: str, role_names: Iterable[str], now: float) -> tuple[Member, Token, str]:
-    """A new member and its first token (returned in clear, once)."""
+def create_member(
+    store: Store,
+    name: str,
+    role_names: Iterable[str],
+    now: float,
+    trust_level: TrustLevel = TrustLevel.PROVISIONAL,
+) -> tuple[Member, Token, str]:
+    """A new member and its first token (returned in clear, once); provisional unless told otherwise."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
         raise InvalidArgument.field("name", f"must be 1-{MAX_NAME_LENGTH} printable characters")
     roles = _roles(role_names, "roles")
     if not roles:
         raise InvalidArgument.field("roles", "a member needs at least one role")
-    member = store.create_member(name, roles, now)
+    member = store.create_member(name, roles, now, trust_level)
     token, secret = issue_token(store, member.member_id, (), now)
     return member, token, secret
 
@@ -52,3 +58,12 @@ def find_member(store: Store, name: str) -> Member:
         if member.name == name:
             return member
     raise NotFound(f"no member called {name!r}")
+
+
+def trust_level(name: str, field: str = "trust_level") -> TrustLevel:
+    """A trust level from its name; InvalidArgument naming the valid ones otherwise."""
+    try:
+        return TrustLevel(name)
+    except ValueError:
+        valid = ", ".join(level.value for level in TrustLevel)
+        raise InvalidArgument.field(field, f"unknown trust level {name!r} (valid: {valid})") from None

@@ -26,6 +26,7 @@ class IdKind(enum.StrEnum):
     MEMBER = "mem"
     TOKEN = "tok"
     NOTICE = "ntc"
+    ALLOWED = "alw"  # an item of the allow-list
 
 
 def format_id(kind: IdKind, number: int) -> str:
@@ -40,12 +41,27 @@ def parse_id(kind: IdKind, text: str, field: str) -> int:
     return int(digits)
 
 
+class TrustLevel(enum.StrEnum):
+    PROVISIONAL = "provisional"  # its submissions alone never block
+    TRUSTED = "trusted"  # its submissions alone block
+
+
 @dataclass(frozen=True)
 class Member:
     member_id: int
     name: str
     roles: frozenset[Role]
     created_at: float
+    # Members stored before trust levels existed read as TRUSTED (they blocked
+    # alone then); a new member gets the level it was created with.
+    trust_level: TrustLevel = TrustLevel.PROVISIONAL
+    # Set when it submitted faster than the rate limit; cleared by an admin.
+    flagged_at: float | None = None
+    flag_reason: str = ""
+
+    @property
+    def flagged(self) -> bool:
+        return self.flagged_at is not None
 
 
 @dataclass(frozen=True)
@@ -153,6 +169,13 @@ class EntrySummary:
     category: str
     corroborations: int
     active: bool
+    # Verdict inputs (matching.held_reasons reads them); the defaults are an
+    # entry with no feedback, no review, and a trusted submitter.
+    trusted: bool = True  # False only when it has active submitters and none of them is TRUSTED
+    endorsers: int = 0  # members agreeing or seeing it too, other than its active submitters
+    disputes: int = 0  # distinct members whose current opinion is DISAGREE
+    confirmed: bool = False
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -360,3 +383,107 @@ class AuditFilter:
             and (self.since is None or draft.at >= self.since)
             and (self.until is None or draft.at < self.until)
         )
+
+
+# Trust and safety: feedback, review, the allow-list and submission quotas.
+
+
+class Opinion(enum.StrEnum):
+    AGREE = "agree"
+    DISAGREE = "disagree"
+    SEEN_TOO = "seen_too"
+
+
+class DisputeReason(enum.StrEnum):
+    NONE = ""
+    NOT_HATEFUL = "not_hateful"
+    WRONG_CATEGORY = "wrong_category"
+    LAWFUL = "lawful"
+    BAD_HASH = "bad_hash"
+
+
+class ReviewDecision(enum.StrEnum):
+    CONFIRM = "confirm"
+    DISABLE = "disable"
+    ENABLE = "enable"
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A member's current opinion of an entry (a later one replaces it)."""
+
+    entry_id: int
+    member_id: int
+    opinion: Opinion
+    reason: DisputeReason
+    comment: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Review:
+    """The latest reviewer decision on an entry."""
+
+    entry_id: int
+    decision: ReviewDecision
+    reason: str
+    reviewer_id: int
+    at: float
+
+
+@dataclass(frozen=True)
+class EntryTrust:
+    """Everything feedback and review say about one entry.
+
+    CONFIRM sets ``confirmed`` (and enables); DISABLE sets ``disabled`` and
+    clears ``confirmed``; ENABLE clears ``disabled``."""
+
+    entry_id: int
+    feedback: tuple[Feedback, ...] = ()
+    review: Review | None = None
+    confirmed: bool = False
+    disabled: bool = False
+
+    def count(self, opinion: Opinion) -> int:
+        return sum(1 for f in self.feedback if f.opinion is opinion)
+
+
+@dataclass(frozen=True)
+class FeedbackOutcome:
+    """What GiveFeedback answers: the entry's opinion counts after it."""
+
+    entry_id: int
+    agreements: int
+    disputes: int
+    seen_too: int
+
+
+def allowed_index_id(number: int) -> int:
+    """The index id of an allow-list item or of one of its signal rows.
+
+    Allow-list signals live in the index beside the entries' under negative
+    ids (entry and row ids are positive), so one search finds both and
+    matching tells them apart by sign."""
+    return -number
+
+
+@dataclass(frozen=True)
+class AllowedItem:
+    """Known-benign content: matching it never blocks."""
+
+    allow_id: int
+    signals: tuple[Signal, ...]
+    label: str
+    added_by: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class MemberFeedbackStats:
+    """One member's feedback in a period, given and received."""
+
+    member_id: int
+    agreements_given: int
+    disputes_given: int
+    seen_too_given: int
+    disputes_received: int

@@ -83,6 +83,18 @@ class Settings:
     dev_admin_token_file: str = _setting(
         "", "Development only: create an admin member if the bank has none and write its token to this file."
     )
+    new_member_trust: str = _setting(
+        "provisional",
+        "Trust level of a member created without one: provisional (its submissions alone never block) or trusted.",
+    )
+    disputes_to_review: int = _setting(
+        2, "Distinct members disputing an entry that hold it at REVIEW until a reviewer confirms it."
+    )
+    submit_rate_limit: int = _setting(
+        3000,
+        "Submissions (Submit calls and SubmitBatch items) one member may make per minute, counted in the store "
+        "across processes; more are refused with RESOURCE_EXHAUSTED and flag the member. 0: no limit.",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

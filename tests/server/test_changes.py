@@ -15,6 +15,9 @@ from hashshare.store import changes
         SignalsRemoved((7, 8)),
         TokenRevoked(b"\x01" * 32),
         EntryChanged((3, 5)),
+        # The allow-list's rows: negative row and item ids (model.allowed_index_id).
+        SignalsAdded((IndexedSignal(-4, -2, "image/pdq", "pdq1.p2", bytes(range(32)), ""),)),
+        SignalsRemoved((-4, -5)),
     ],
 )
 def test_every_change_decodes_to_itself(change: Change) -> None:

@@ -32,6 +32,7 @@ from hashshare.model import (
     SubmitOutcome,
     Token,
     TokenRevoked,
+    TrustLevel,
 )
 from hashshare.store import Store, open_store
 from hashshare.store.base import BatchSubmission, Replayed, submitted
@@ -79,8 +80,8 @@ def draft(*signals: Signal, category: str = "violent_extremism", removed_at: flo
     )
 
 
-def member(store: Store, name: str) -> int:
-    return store.create_member(name, T_AND_S, NOW).member_id
+def member(store: Store, name: str, trust_level: TrustLevel = TrustLevel.TRUSTED) -> int:
+    return store.create_member(name, T_AND_S, NOW, trust_level).member_id
 
 
 def digest(text: str) -> bytes:

@@ -17,13 +17,26 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
-from hashshare_client.pb.hashshare.v1 import match_pb2, signal_pb2, submission_pb2
+from hashshare_client.pb.hashshare.v1 import admin_pb2, match_pb2, research_pb2, signal_pb2, submission_pb2
 from hashshare_client.protocol import DISCOVERY_METHODS, LEGAL_BASES, signal_to_proto, timestamp
 from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, view
 
 from ..errors import FieldViolation, InvalidArgument
 from ..matching import DEFAULT_THRESHOLDS, MatchOutcome, Thresholds
-from ..model import Entry, IdKind, Submission, format_id
+from ..model import (
+    AllowedItem,
+    DisputeReason,
+    Entry,
+    EntryTrust,
+    Feedback,
+    IdKind,
+    Opinion,
+    ReviewDecision,
+    Submission,
+    TrustLevel,
+    format_id,
+    parse_id,
+)
 from ..taxonomy import Taxonomy
 
 MAX_NOTICE_REFERENCE = 200
@@ -150,6 +163,7 @@ def match_response(outcome: MatchOutcome, item_id: str) -> match_pb2.MatchRespon
             category=match.category,
             corroborations=match.corroborations,
             verdict=VERDICT_NUMBER[match.verdict.value],
+            held_reasons=match.held_reasons,
         )
         for evidence in match.evidence:
             entry.evidence.add(
@@ -241,3 +255,114 @@ def entry_message(entry: Entry, submissions: Sequence[Submission], with_signals:
         active = {s.submission_id for s in entry.submissions if s.active}
         message.signals.extend(signal_to_proto(s.signal) for s in entry.signals if s.submission_id in active)
     return message
+
+
+# Trust and safety
+
+OPINION_OF: dict[submission_pb2.Opinion.ValueType, Opinion] = {
+    submission_pb2.OPINION_AGREE: Opinion.AGREE,
+    submission_pb2.OPINION_DISAGREE: Opinion.DISAGREE,
+    submission_pb2.OPINION_SEEN_TOO: Opinion.SEEN_TOO,
+}
+OPINION_NUMBER = {opinion: number for number, opinion in OPINION_OF.items()}
+DISPUTE_REASON_OF: dict[submission_pb2.DisputeReason.ValueType, DisputeReason] = {
+    submission_pb2.DISPUTE_REASON_UNSPECIFIED: DisputeReason.NONE,
+    submission_pb2.DISPUTE_REASON_NOT_HATEFUL: DisputeReason.NOT_HATEFUL,
+    submission_pb2.DISPUTE_REASON_WRONG_CATEGORY: DisputeReason.WRONG_CATEGORY,
+    submission_pb2.DISPUTE_REASON_LAWFUL: DisputeReason.LAWFUL,
+    submission_pb2.DISPUTE_REASON_BAD_HASH: DisputeReason.BAD_HASH,
+}
+DISPUTE_REASON_NUMBER = {reason: number for number, reason in DISPUTE_REASON_OF.items()}
+REVIEW_DECISION_OF: dict[submission_pb2.ReviewDecision.ValueType, ReviewDecision] = {
+    submission_pb2.REVIEW_DECISION_CONFIRM: ReviewDecision.CONFIRM,
+    submission_pb2.REVIEW_DECISION_DISABLE: ReviewDecision.DISABLE,
+    submission_pb2.REVIEW_DECISION_ENABLE: ReviewDecision.ENABLE,
+}
+REVIEW_DECISION_NUMBER = {decision: number for number, decision in REVIEW_DECISION_OF.items()}
+TRUST_LEVEL_OF: dict[admin_pb2.TrustLevel.ValueType, TrustLevel] = {
+    admin_pb2.TRUST_LEVEL_PROVISIONAL: TrustLevel.PROVISIONAL,
+    admin_pb2.TRUST_LEVEL_TRUSTED: TrustLevel.TRUSTED,
+}
+TRUST_LEVEL_NUMBER = {level: number for number, level in TRUST_LEVEL_OF.items()}
+MAX_LABEL = 200
+
+
+def id_into(kind: IdKind, text: str, field: str, violations: list[FieldViolation]) -> int:
+    """An id parsed like parse_id, its problem added to ``violations`` (0 then)."""
+    try:
+        return parse_id(kind, text, field)
+    except InvalidArgument as error:
+        violations.extend(error.violations)
+        return 0
+
+
+def reason_text(text: str, field: str, required: bool, violations: list[FieldViolation]) -> None:
+    if required and not text.strip():
+        violations.append(FieldViolation(field, "required: say why"))
+    elif len(text) > MAX_REASON:
+        violations.append(FieldViolation(field, f"at most {MAX_REASON} characters"))
+
+
+def feedback_message(feedback: Feedback) -> submission_pb2.Feedback:
+    return submission_pb2.Feedback(
+        member_id=format_id(IdKind.MEMBER, feedback.member_id),
+        opinion=OPINION_NUMBER[feedback.opinion],
+        reason=DISPUTE_REASON_NUMBER[feedback.reason],
+        comment=feedback.comment,
+        created_at=timestamp_of(feedback.created_at),
+    )
+
+
+def add_trust_fields(
+    message: submission_pb2.Entry,
+    entry: Entry,
+    trust: EntryTrust,
+    verdict: str,
+    held: Sequence[str],
+    feedback: Sequence[Feedback],
+) -> submission_pb2.Entry:
+    """Fill an Entry message's status, review, feedback counts, verdict and the ``feedback`` shown."""
+    if trust.disabled:
+        message.status = submission_pb2.ENTRY_STATUS_DISABLED
+    else:
+        message.status = submission_pb2.ENTRY_STATUS_ACTIVE if entry.active else submission_pb2.ENTRY_STATUS_RETRACTED
+    message.confirmed = trust.confirmed
+    message.agreements = trust.count(Opinion.AGREE)
+    message.disputes = trust.count(Opinion.DISAGREE)
+    message.seen_too = trust.count(Opinion.SEEN_TOO)
+    message.verdict = VERDICT_NUMBER[verdict]
+    message.held_reasons.extend(held)
+    message.feedback.extend(feedback_message(f) for f in feedback)
+    if trust.review is not None:
+        message.last_review = REVIEW_DECISION_NUMBER[trust.review.decision]
+        message.last_review_reason = trust.review.reason
+        message.reviewed_at.FromMicroseconds(round(trust.review.at * 1e6))
+    return message
+
+
+def allowed_item_message(item: AllowedItem) -> submission_pb2.AllowedItem:
+    return submission_pb2.AllowedItem(
+        allow_id=format_id(IdKind.ALLOWED, item.allow_id),
+        signals=[signal_to_proto(s) for s in item.signals],
+        label=item.label,
+        added_by=format_id(IdKind.MEMBER, item.added_by),
+        created_at=timestamp_of(item.created_at),
+    )
+
+
+def period(
+    message: research_pb2.Period, field: str, violations: list[FieldViolation]
+) -> tuple[float | None, float | None]:
+    """A Period's bounds in seconds (None when unset)."""
+    start = message.start.ToMicroseconds() / 1e6 if message.HasField("start") else None
+    end = message.end.ToMicroseconds() / 1e6 if message.HasField("end") else None
+    if start is not None and end is not None and end <= start:
+        violations.append(FieldViolation(f"{field}.end", "must be after period.start"))
+    return start, end
+
+
+def count_message(value: int, minimum: int) -> research_pb2.Count:
+    """A count, withheld (suppressed, value 0) below ``minimum`` so that small groups cannot be singled out."""
+    if value < minimum:
+        return research_pb2.Count(value=0, suppressed=True)
+    return research_pb2.Count(value=value)

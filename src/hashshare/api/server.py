@@ -32,7 +32,7 @@ from hashshare_client.pb.hashshare.v1 import (
 from .. import members
 from ..auth import hash_token
 from ..bank import Bank
-from ..model import Role
+from ..model import Role, TrustLevel
 from ..settings import Settings
 from ..store import open_store
 from ..taxonomy import Taxonomy
@@ -128,7 +128,9 @@ def ensure_dev_admin(settings: Settings) -> Path | None:
         if existing:
             _, secret = members.issue_token(store, existing[0].member_id, (), time.time())
         else:
-            _, _, secret = members.create_member(store, DEV_ADMIN_NAME, [Role.ADMIN.value], time.time())
+            _, _, secret = members.create_member(
+                store, DEV_ADMIN_NAME, [Role.ADMIN.value], time.time(), TrustLevel.TRUSTED
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:

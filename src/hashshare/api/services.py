@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 
 import grpc
 
+from hashshare_client import Signal
 from hashshare_client.pb.hashshare.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -15,6 +16,7 @@ from hashshare_client.pb.hashshare.v1 import (
     match_pb2_grpc,
     research_pb2,
     research_pb2_grpc,
+    signal_pb2,
     submission_pb2,
     submission_pb2_grpc,
 )
@@ -22,14 +24,30 @@ from hashshare_client.signal_types import SIGNAL_TYPES, view
 
 from .. import members
 from ..bank import Bank
-from ..errors import FieldViolation, InvalidArgument
-from ..model import IdKind, Member, Principal, Role, SubmissionDraft, format_id, parse_id
+from ..errors import FieldViolation, InvalidArgument, RateLimited
+from ..model import (
+    DisputeReason,
+    Entry,
+    IdKind,
+    Member,
+    Opinion,
+    Principal,
+    ReviewDecision,
+    Role,
+    SubmissionDraft,
+    TrustLevel,
+    format_id,
+    parse_id,
+)
 from ..research import Research
 from . import audit_events, convert, directory, notice_stats, research_messages
 from .rpc import rpc
 
 # The most items one SubmitBatch call may carry (documented in submission.proto).
 MAX_BATCH_ITEMS = 1000
+
+# The most allow-list items one ListAllowList page may carry.
+MAX_ALLOW_PAGE = 1000
 
 # Items of one stream in flight at once: enough to keep every thread busy,
 # few enough that a slow reader does not make the server buffer a backlog.
@@ -130,7 +148,11 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         for result in results:
             if result is None:
                 outcome = next(outcomes)
-                if isinstance(outcome, InvalidArgument):
+                if isinstance(outcome, RateLimited):
+                    result = submission_pb2.SubmitBatchResult(
+                        error=signal_pb2.ItemError(code=outcome.code, message=outcome.message)
+                    )
+                elif isinstance(outcome, InvalidArgument):
                     result = submission_pb2.SubmitBatchResult(error=convert.item_error(outcome))
                 else:
                     result = submission_pb2.SubmitBatchResult(
@@ -149,22 +171,7 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
         now = self.bank.now()
         convert.check_request_id(request.request_id, violations)
         signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
-        for i, signal in enumerate(signals):
-            if not view(signal.variant).stored:  # type: ignore[union-attr]
-                violations.append(
-                    FieldViolation(
-                        f"signals[{i}].variant", "flipped or rotated copies are for lookups; submit the original"
-                    )
-                )
-            floor = SIGNAL_TYPES[signal.type].min_quality
-            if floor is not None and signal.quality is not None and signal.quality < floor:
-                violations.append(
-                    FieldViolation(
-                        f"signals[{i}].quality",
-                        f"{signal.type} quality {signal.quality} is below {floor}: the image has too little "
-                        "detail to be matched reliably, and would match unrelated images",
-                    )
-                )
+        _check_stored(signals, violations)
         convert.category(request.category, self.bank.taxonomy, violations)
         legal_basis = convert.legal_basis(request.legal_basis, violations)
         discovery_method = convert.discovery_method(request.discovery_method, violations)
@@ -209,14 +216,15 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
     ) -> submission_pb2.GetEntryResponse:
         entry = self.bank.get_entry(parse_id(IdKind.ENTRY, request.entry_id, "entry_id"))
         # Platforms never learn who submitted an entry, nor its hashes.
-        if principal.has(Role.ADMIN):
+        if principal.has(Role.ADMIN) or principal.has(Role.AUTHORITY):
             submissions, with_signals = entry.submissions, True
         elif principal.has(Role.TRUST_SAFETY):
             submissions = tuple(s for s in entry.submissions if s.member_id == principal.member_id)
             with_signals = True
         else:
             submissions, with_signals = (), False
-        return submission_pb2.GetEntryResponse(entry=convert.entry_message(entry, submissions, with_signals))
+        message = convert.entry_message(entry, submissions, with_signals)
+        return submission_pb2.GetEntryResponse(entry=self._with_trust(message, entry, principal))
 
     @rpc
     def ListCategories(
@@ -228,6 +236,129 @@ class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):
                 for c in self.bank.taxonomy.categories
             ]
         )
+
+    def _with_trust(self, message: submission_pb2.Entry, entry: Entry, principal: Principal) -> submission_pb2.Entry:
+        """The Entry message with status, review, feedback counts and verdict; the
+        feedback itself only the caller's own (everyone's for admins and the authority)."""
+        trust = self.bank.entry_trust(entry.entry_id)
+        verdict, held = self.bank.entry_verdict(entry)
+        sees_all = principal.has(Role.ADMIN) or principal.has(Role.AUTHORITY)
+        feedback = [f for f in trust.feedback if sees_all or f.member_id == principal.member_id]
+        return convert.add_trust_fields(message, entry, trust, verdict.value, held, feedback)
+
+    @rpc
+    def GiveFeedback(
+        self, request: submission_pb2.GiveFeedbackRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.GiveFeedbackResponse:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request.request_id, violations)
+        entry_id = convert.id_into(IdKind.ENTRY, request.entry_id, "entry_id", violations)
+        opinion = convert.OPINION_OF.get(request.opinion)
+        reason = convert.DISPUTE_REASON_OF.get(request.reason)
+        if opinion is None:
+            violations.append(
+                FieldViolation("opinion", "required: OPINION_AGREE, OPINION_DISAGREE or OPINION_SEEN_TOO")
+            )
+        if reason is None:
+            violations.append(FieldViolation("reason", f"unknown dispute reason {request.reason}"))
+        elif opinion is Opinion.DISAGREE and reason is DisputeReason.NONE:
+            violations.append(
+                FieldViolation(
+                    "reason", "required with OPINION_DISAGREE: not hateful, wrong category, lawful or bad hash"
+                )
+            )
+        elif opinion is not None and opinion is not Opinion.DISAGREE and reason is not DisputeReason.NONE:
+            violations.append(FieldViolation("reason", "only OPINION_DISAGREE takes a reason"))
+        convert.reason_text(request.comment, "comment", False, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        assert opinion is not None and reason is not None
+        digest = convert.request_digest(request)
+        outcome = self.bank.give_feedback(
+            principal, request.request_id, digest, entry_id, opinion, reason, request.comment
+        )
+        verdict, held = self.bank.entry_verdict(self.bank.get_entry(entry_id))
+        return submission_pb2.GiveFeedbackResponse(
+            entry_id=request.entry_id,
+            agreements=outcome.agreements,
+            disputes=outcome.disputes,
+            seen_too=outcome.seen_too,
+            verdict=convert.VERDICT_NUMBER[verdict.value],
+            held_reasons=held,
+        )
+
+    @rpc
+    def ReviewEntry(
+        self, request: submission_pb2.ReviewEntryRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.ReviewEntryResponse:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request.request_id, violations)
+        entry_id = convert.id_into(IdKind.ENTRY, request.entry_id, "entry_id", violations)
+        decision = convert.REVIEW_DECISION_OF.get(request.decision)
+        if decision is None:
+            violations.append(FieldViolation("decision", "required: REVIEW_DECISION_CONFIRM, _DISABLE or _ENABLE"))
+        # Taking an entry out of the bank, or back in, is accounted for.
+        convert.reason_text(request.reason, "reason", decision is not ReviewDecision.CONFIRM, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        assert decision is not None
+        self.bank.review_entry(principal, entry_id, decision, request.reason)
+        entry = self.bank.get_entry(entry_id)
+        message = convert.entry_message(entry, entry.submissions, True)
+        return submission_pb2.ReviewEntryResponse(entry=self._with_trust(message, entry, principal))
+
+    @rpc
+    def AddToAllowList(
+        self, request: submission_pb2.AddToAllowListRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.AddToAllowListResponse:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request.request_id, violations)
+        signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
+        _check_stored(signals, violations)
+        label = request.label.strip()
+        if not label or len(label) > convert.MAX_LABEL or not label.isprintable():
+            violations.append(
+                FieldViolation("label", f"required: 1-{convert.MAX_LABEL} printable characters saying what it is")
+            )
+        if violations:
+            raise InvalidArgument(violations)
+        digest = convert.request_digest(request)
+        item = self.bank.add_to_allow_list(principal, request.request_id, digest, signals, label)
+        return submission_pb2.AddToAllowListResponse(item=convert.allowed_item_message(item))
+
+    @rpc
+    def RemoveFromAllowList(
+        self, request: submission_pb2.RemoveFromAllowListRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.RemoveFromAllowListResponse:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request.request_id, violations)
+        allow_id = convert.id_into(IdKind.ALLOWED, request.allow_id, "allow_id", violations)
+        convert.reason_text(request.reason, "reason", True, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        digest = convert.request_digest(request)
+        self.bank.remove_from_allow_list(principal, request.request_id, digest, allow_id, request.reason)
+        return submission_pb2.RemoveFromAllowListResponse(allow_id=request.allow_id)
+
+    @rpc
+    def ListAllowList(
+        self, request: submission_pb2.ListAllowListRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> submission_pb2.ListAllowListResponse:
+        violations: list[FieldViolation] = []
+        if not 0 <= request.page_size <= MAX_ALLOW_PAGE:
+            violations.append(FieldViolation("page_size", f"0 (the default, 100) to {MAX_ALLOW_PAGE}"))
+        token = request.page_token
+        if token and not (token.isdigit() and len(token) <= 18):
+            violations.append(FieldViolation("page_token", "not a page token of this list"))
+        if violations:
+            raise InvalidArgument(violations)
+        size = request.page_size or 100
+        # One more than asked tells whether there is a next page.
+        items = self.bank.store.list_allowed(int(token or 0), size + 1)
+        response = submission_pb2.ListAllowListResponse(items=[convert.allowed_item_message(i) for i in items[:size]])
+        if len(items) > size:
+            response.next_page_token = str(items[size - 1].allow_id)
+        return response
 
 
 class ResearchService(research_pb2_grpc.ResearchServiceServicer):
@@ -322,14 +453,42 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
     ) -> research_pb2.GetNoticeStatsResponse:
         return notice_stats.notice_stats(self.bank, request)
 
+    @rpc
+    def GetFeedbackStats(
+        self, request: research_pb2.GetFeedbackStatsRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> research_pb2.GetFeedbackStatsResponse:
+        violations: list[FieldViolation] = []
+        start, end = convert.period(request.period, "period", violations)
+        if violations:
+            raise InvalidArgument(violations)
+        minimum = self.bank.settings.research_min_count
+        return research_pb2.GetFeedbackStatsResponse(
+            platforms=[
+                research_pb2.FeedbackStats(
+                    platform=platform,
+                    agreements_given=convert.count_message(stats.agreements_given, minimum),
+                    disputes_given=convert.count_message(stats.disputes_given, minimum),
+                    disputes_received=convert.count_message(stats.disputes_received, minimum),
+                    seen_too_given=convert.count_message(stats.seen_too_given, minimum),
+                )
+                for platform, stats in self.bank.feedback_stats(start, end)
+            ]
+        )
+
 
 def _member_message(member: Member) -> admin_pb2.Member:
-    return admin_pb2.Member(
+    message = admin_pb2.Member(
         member_id=format_id(IdKind.MEMBER, member.member_id),
         name=member.name,
         roles=sorted(r.value for r in member.roles),
         created_at=convert.timestamp_of(member.created_at),
     )
+    message.trust_level = convert.TRUST_LEVEL_NUMBER[member.trust_level]
+    if member.flagged_at is not None:
+        message.flagged = True
+        message.flag_reason = member.flag_reason
+        message.flagged_at.FromMicroseconds(round(member.flagged_at * 1e6))
+    return message
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
@@ -353,7 +512,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         points = directory.contact_points_from_proto(request.contact_points, "contact_points", violations)
         if violations:
             raise InvalidArgument(violations)
-        member, token, secret = members.create_member(self.bank.store, request.name, request.roles, self.bank.now())
+        if request.trust_level == admin_pb2.TRUST_LEVEL_UNSPECIFIED:
+            trust_level = self.bank.new_member_trust
+        else:
+            trust_level = self._trust_level(request.trust_level)
+        member, token, secret = members.create_member(
+            self.bank.store, request.name, request.roles, self.bank.now(), trust_level
+        )
         if points:
             self.bank.store.set_contact_points(member.member_id, points, self.bank.now())
         return admin_pb2.CreateMemberResponse(
@@ -410,3 +575,56 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.ListAuditEventsRequest, context: grpc.ServicerContext, principal: Principal
     ) -> admin_pb2.ListAuditEventsResponse:
         return audit_events.list_audit_events(self.bank, request)
+
+    def _trust_level(self, number: admin_pb2.TrustLevel.ValueType) -> TrustLevel:
+        level = convert.TRUST_LEVEL_OF.get(number)
+        if level is None:
+            raise InvalidArgument.field("trust_level", "required: TRUST_LEVEL_PROVISIONAL or TRUST_LEVEL_TRUSTED")
+        return level
+
+    @rpc
+    def SetTrustLevel(
+        self, request: admin_pb2.SetTrustLevelRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> admin_pb2.SetTrustLevelResponse:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request.request_id, violations)
+        member_id = convert.id_into(IdKind.MEMBER, request.member_id, "member_id", violations)
+        if request.trust_level not in convert.TRUST_LEVEL_OF:
+            violations.append(FieldViolation("trust_level", "required: TRUST_LEVEL_PROVISIONAL or TRUST_LEVEL_TRUSTED"))
+        convert.reason_text(request.reason, "reason", False, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        member = self.bank.set_trust_level(member_id, self._trust_level(request.trust_level))
+        return admin_pb2.SetTrustLevelResponse(member=_member_message(member))
+
+    @rpc
+    def ClearFlag(
+        self, request: admin_pb2.ClearFlagRequest, context: grpc.ServicerContext, principal: Principal
+    ) -> admin_pb2.ClearFlagResponse:
+        violations: list[FieldViolation] = []
+        convert.check_request_id(request.request_id, violations)
+        member_id = convert.id_into(IdKind.MEMBER, request.member_id, "member_id", violations)
+        convert.reason_text(request.reason, "reason", False, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        return admin_pb2.ClearFlagResponse(member=_member_message(self.bank.clear_flag(member_id)))
+
+
+def _check_stored(signals: Sequence[Signal], violations: list[FieldViolation]) -> None:
+    """Signals kept in the bank (submissions, the allow-list): stored views of enough detail."""
+    for i, signal in enumerate(signals):
+        if not view(signal.variant).stored:  # type: ignore[union-attr]
+            violations.append(
+                FieldViolation(
+                    f"signals[{i}].variant", "flipped or rotated copies are for lookups; submit the original"
+                )
+            )
+        floor = SIGNAL_TYPES[signal.type].min_quality
+        if floor is not None and signal.quality is not None and signal.quality < floor:
+            violations.append(
+                FieldViolation(
+                    f"signals[{i}].quality",
+                    f"{signal.type} quality {signal.quality} is below {floor}: the image has too little "
+                    "detail to be matched reliably, and would match unrelated images",
+                )
+            )

@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hashshare import members
 from hashshare.bankfile import import_signals
 from hashshare.bench.index_bench import clustered_hashes, clustered_signatures, flip_bits, parse_size
+from hashshare.model import TrustLevel
 from hashshare.store import open_store
 from hashshare_client import Client, Signal, signal_types
 
@@ -166,7 +167,9 @@ def run_size(size: int, workdir: Path) -> dict[str, Any]:
     bank = SyntheticBank(size)
     store = open_store(store_url)
     try:
-        _, _, token = members.create_member(store, "bench", ["trust_safety", "platform"], time.time())
+        _, _, token = members.create_member(
+            store, "bench", ["trust_safety", "platform"], time.time(), TrustLevel.TRUSTED
+        )
         import_seconds = load_bank(store, bank)
     finally:
         store.close()

@@ -14,8 +14,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from hashshare_client import Signal
+
 from ..errors import InvalidArgument
 from ..model import (
+    AllowedItem,
     AuditDraft,
     AuditEvent,
     AuditFilter,
@@ -23,19 +26,25 @@ from ..model import (
     ContactPoint,
     Entry,
     EntrySummary,
+    EntryTrust,
+    Feedback,
+    FeedbackOutcome,
     IndexedSignal,
     Member,
+    MemberFeedbackStats,
     Notice,
     NoticeDecision,
     NoticeDraft,
     NoticeFilter,
     RetractOutcome,
+    Review,
     Role,
     Sighting,
     SightingStats,
     SubmissionDraft,
     SubmitOutcome,
     Token,
+    TrustLevel,
 )
 from .rollups import ActionRecord, ActionTally, Dimension, Key, Rollup, SightingTally, SubmissionTally
 
@@ -88,7 +97,9 @@ class Store(abc.ABC):
     # Members and tokens
 
     @abc.abstractmethod
-    def create_member(self, name: str, roles: frozenset[Role], now: float) -> Member:
+    def create_member(
+        self, name: str, roles: frozenset[Role], now: float, trust_level: TrustLevel = TrustLevel.PROVISIONAL
+    ) -> Member:
         """A new member; AlreadyExists when the name is taken."""
 
     @abc.abstractmethod
@@ -290,3 +301,79 @@ class Store(abc.ABC):
         """Publish changes committed but not yet on the feed (a writer died in between);
         how many. Every follower calls it now and then; it throttles itself."""
         return 0
+
+    # Trust and safety: trust levels, submission quotas, feedback, review, the allow-list.
+    #
+    # Every write here that changes a verdict input appends EntryChanged for
+    # the entries concerned, so that every process forgets what it cached.
+    # entry_summaries fills EntrySummary's verdict inputs (trusted, endorsers,
+    # disputes, confirmed, disabled). Members stored before trust levels
+    # existed read as TRUSTED: their submissions blocked alone then.
+
+    @abc.abstractmethod
+    def set_trust_level(self, member_id: int, trust_level: TrustLevel) -> Member:
+        """Change a member's trust level (NotFound when unknown), with
+        EntryChanged for every entry it has an active submission on."""
+
+    @abc.abstractmethod
+    def clear_flag(self, member_id: int) -> Member:
+        """Clear the member's rate flag (NotFound when unknown); no-op when not flagged."""
+
+    @abc.abstractmethod
+    def take_submit_quota(
+        self, member_id: int, wanted: int, limit: int, window_seconds: float, now: float, flag_reason: str
+    ) -> int:
+        """Grant up to ``wanted`` submissions so that the member's grants in the
+        last ``window_seconds`` stay within ``limit``; how many were granted.
+        Granting fewer than wanted flags the member (flagged_at = now, with
+        ``flag_reason``) unless it already is. Atomic across processes."""
+
+    @abc.abstractmethod
+    def give_feedback(
+        self, member_id: int, request_id: str, request_digest: bytes, feedback: Feedback
+    ) -> FeedbackOutcome:
+        """Record the member's opinion of an entry, replacing its previous one
+        (NotFound for an unknown entry). Idempotent on (member_id, request_id)
+        like submit."""
+
+    @abc.abstractmethod
+    def review_entry(self, review: Review) -> EntryTrust:
+        """Apply a reviewer's decision (see EntryTrust); NotFound for an unknown entry."""
+
+    @abc.abstractmethod
+    def entry_trust(self, entry_id: int) -> EntryTrust:
+        """The entry's current feedback (oldest first) and review state."""
+
+    @abc.abstractmethod
+    def add_allowed(
+        self,
+        member_id: int,
+        request_id: str,
+        request_digest: bytes,
+        signals: Sequence[Signal],
+        label: str,
+        now: float,
+    ) -> AllowedItem:
+        """A new allow-list item; its signals reach the feed as SignalsAdded
+        rows under negative ids (model.allowed_index_id). Idempotent on
+        (member_id, request_id)."""
+
+    @abc.abstractmethod
+    def remove_allowed(
+        self, member_id: int, request_id: str, request_digest: bytes, allow_id: int, reason: str, now: float
+    ) -> None:
+        """Withdraw an allow-list item (NotFound when unknown or removed), with
+        SignalsRemoved of its rows. Idempotent on (member_id, request_id)."""
+
+    @abc.abstractmethod
+    def list_allowed(self, after: int, limit: int) -> list[AllowedItem]:
+        """Live allow-list items with ids above ``after``, by id, at most ``limit``."""
+
+    @abc.abstractmethod
+    def allowed_signals(self) -> Iterator[IndexedSignal]:
+        """The index rows of every live allow-list item (negative ids), for loading the index."""
+
+    @abc.abstractmethod
+    def feedback_stats(self, start: float | None, end: float | None) -> list[MemberFeedbackStats]:
+        """Per member with any: current opinions given in [start, end), and
+        disputes others gave in it on entries the member submitted."""

@@ -41,7 +41,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -59,22 +59,32 @@ from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 from .. import audit
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..model import (
+    AllowedItem,
     AuditDraft,
     AuditEvent,
     AuditFilter,
     Change,
     ContactPoint,
+    DisputeReason,
     Entry,
+    EntryChanged,
     EntrySummary,
+    EntryTrust,
+    Feedback,
+    FeedbackOutcome,
     IndexedSignal,
     Member,
+    MemberFeedbackStats,
     MemberSightings,
     Notice,
     NoticeDecision,
     NoticeDraft,
     NoticeFilter,
     NoticeState,
+    Opinion,
     RetractOutcome,
+    Review,
+    ReviewDecision,
     Role,
     Sighting,
     SightingStats,
@@ -86,6 +96,8 @@ from ..model import (
     SubmitOutcome,
     Token,
     TokenRevoked,
+    TrustLevel,
+    allowed_index_id,
 )
 from . import changes, codecs
 from . import redis_keys as keys
@@ -507,15 +519,22 @@ class RedisStore(Store):
 
     # Members and tokens
 
-    def create_member(self, name: str, roles: frozenset[Role], now: float) -> Member:
+    def create_member(
+        self, name: str, roles: frozenset[Role], now: float, trust_level: TrustLevel = TrustLevel.PROVISIONAL
+    ) -> Member:
         if self._redis.hexists(keys.MEMBERS_BY_NAME, name):
             raise AlreadyExists(f"a member called {name!r} exists")
-        member = Member(int(self._redis.incr(keys.NEXT_MEMBER)), name, roles, now)
+        member = Member(int(self._redis.incr(keys.NEXT_MEMBER)), name, roles, now, trust_level)
         # The member's record first, its name last: a crash in between leaves an
         # unnamed record that nothing lists, never a name without a member.
         self._redis.hset(
             keys.member(member.member_id),
-            mapping={"name": name, "roles": _roles_text(roles), "created_at": _float(now)},
+            mapping={
+                "name": name,
+                "roles": _roles_text(roles),
+                "created_at": _float(now),
+                "trust_level": trust_level.value,
+            },
         )
         if not self._redis.hsetnx(keys.MEMBERS_BY_NAME, name, member.member_id):
             self._redis.delete(keys.member(member.member_id))
@@ -529,7 +548,17 @@ class RedisStore(Store):
     def _member(member_id: int, fields: dict[str, bytes]) -> Member | None:
         if not fields:
             return None
-        return Member(member_id, fields["name"].decode(), _roles(fields["roles"].decode()), float(fields["created_at"]))
+        flagged_at = fields.get("flagged_at")
+        return Member(
+            member_id,
+            fields["name"].decode(),
+            _roles(fields["roles"].decode()),
+            float(fields["created_at"]),
+            # Members stored before trust levels existed blocked alone: TRUSTED.
+            TrustLevel(fields.get("trust_level", TrustLevel.TRUSTED.value.encode()).decode()),
+            float(flagged_at) if flagged_at else None,
+            fields.get("flag_reason", b"").decode(),
+        )
 
     def list_members(self) -> list[Member]:
         ids = sorted(int(v) for v in _hash_fields(self._redis.hgetall(keys.MEMBERS_BY_NAME)).values())
@@ -966,17 +995,22 @@ class RedisStore(Store):
                 raise
             replies = self._summary_replies_during_failover(ids)
         summaries = {}
-        for entry_id, category, members in zip(ids, replies[::2], replies[1::2], strict=True):
+        for entry_id, category, members in zip(
+            ids, replies[: 2 * len(ids) : 2], replies[1 : 2 * len(ids) : 2], strict=True
+        ):
             if category is not None:
                 summaries[entry_id] = EntrySummary(entry_id, _text(category), int(members), int(members) > 0)
-        return summaries
+        inputs = self._verdict_inputs(ids, replies[2 * len(ids) :])
+        return {entry_id: replace(s, **inputs.get(entry_id, {})) for entry_id, s in summaries.items()}
 
     @staticmethod
     def _summary_replies(client: Any, ids: Sequence[int]) -> list[Any]:
+        """Each entry's category and active members, then its verdict inputs, in one round trip."""
         with client.pipeline(transaction=False) as pipe:
             for entry_id in ids:
                 pipe.hget(keys.entry(entry_id), "category")
                 pipe.hlen(keys.entry_active(entry_id))
+            RedisStore._read_verdict_inputs(pipe, ids)
             return list(pipe.execute())
 
     def _summary_replies_during_failover(self, ids: Sequence[int]) -> list[Any]:
@@ -998,7 +1032,8 @@ class RedisStore(Store):
         for entry_id in ids:
             node = self._redis.get_node_from_key(keys.entry(entry_id), replica=True)
             by_node.setdefault(node.name, (node, []))[1].append(entry_id)
-        replies: dict[int, tuple[Any, Any]] = {}
+        summary: dict[int, tuple[Any, Any]] = {}
+        inputs: dict[int, tuple[Any, Any, Any]] = {}
         for node, node_ids in by_node.values():
             client = self._redis.get_redis_connection(node)
             with client.pipeline(transaction=False) as pipe:
@@ -1006,10 +1041,14 @@ class RedisStore(Store):
                 for entry_id in node_ids:
                     pipe.hget(keys.entry(entry_id), "category")
                     pipe.hlen(keys.entry_active(entry_id))
+                self._read_verdict_inputs(pipe, node_ids)
                 found = pipe.execute()[1:]
+            rest = found[2 * len(node_ids) :]
             for n, entry_id in enumerate(node_ids):
-                replies[entry_id] = (found[2 * n], found[2 * n + 1])
-        return [reply for entry_id in ids for reply in replies[entry_id]]
+                summary[entry_id] = (found[2 * n], found[2 * n + 1])
+                inputs[entry_id] = (rest[3 * n], rest[3 * n + 1], rest[3 * n + 2])
+        # The layout of _summary_replies: every summary pair, then every entry's three verdict inputs.
+        return [r for entry_id in ids for r in summary[entry_id]] + [r for entry_id in ids for r in inputs[entry_id]]
 
     # Sightings
 
@@ -1495,6 +1534,346 @@ class RedisStore(Store):
                 )
         return tally_submissions(entries, start, end, by)
 
+    # Trust and safety
+
+    @staticmethod
+    def _read_verdict_inputs(pipe: Pipeline, ids: Sequence[int]) -> None:
+        """Queue the reads ``_verdict_inputs`` takes the replies of."""
+        for entry_id in ids:
+            pipe.hkeys(keys.entry_active(entry_id))
+            pipe.hgetall(keys.entry_feedback(entry_id))
+            pipe.hmget(keys.entry_review(entry_id), ["confirmed", "disabled"])
+
+    def _verdict_inputs(self, ids: Sequence[int], replies: Sequence[Any]) -> dict[int, dict[str, Any]]:
+        """EntrySummary's verdict inputs of the entries that have any besides the defaults,
+        from the replies of ``_read_verdict_inputs``; the members' trust levels take one more round trip."""
+        active = {i: {int(m) for m in members} for i, members in zip(ids, replies[::3], strict=True)}
+        members = sorted(set().union(*active.values()))
+        levels = []
+        if members:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for member_id in members:
+                    pipe.hget(keys.member(member_id), "trust_level")
+                levels = pipe.execute()
+        trusted = {
+            m for m, level in zip(members, levels, strict=True) if level in (None, TrustLevel.TRUSTED.value.encode())
+        }
+        inputs: dict[int, dict[str, Any]] = {}
+        for entry_id, feedback, review in zip(ids, replies[1::3], replies[2::3], strict=True):
+            found: dict[str, Any] = {}
+            if active[entry_id] and not active[entry_id] & trusted:
+                found["trusted"] = False
+            opinions = [(int(m), json.loads(v)["opinion"]) for m, v in _hash_fields(feedback).items()]
+            disputes = sum(1 for _, opinion in opinions if opinion == Opinion.DISAGREE.value)
+            endorsers = sum(
+                1 for m, opinion in opinions if opinion != Opinion.DISAGREE.value and m not in active[entry_id]
+            )
+            if disputes:
+                found["disputes"] = disputes
+            if endorsers:
+                found["endorsers"] = endorsers
+            if review[0] is not None:
+                found.update(confirmed=review[0] == b"1", disabled=review[1] == b"1")
+            if found:
+                inputs[entry_id] = found
+        return inputs
+
+    def _member_entries(self, member_id: int) -> tuple[int, ...]:
+        """Entries the member has an active submission on: a scan of every entry
+        (a member's entries are not indexed in its own slot, and a submit may
+        not write across slots), so it costs O(entries) pipelined reads."""
+        last = self._counter(self._redis, keys.NEXT_ENTRY)
+        found: list[int] = []
+        for start in range(1, last + 1, _SCAN_BATCH * 10):
+            batch = range(start, min(last, start + _SCAN_BATCH * 10 - 1) + 1)
+            with self._redis.pipeline(transaction=False) as pipe:
+                for entry_id in batch:
+                    pipe.hexists(keys.entry_active(entry_id), str(member_id))
+                found.extend(e for e, present in zip(batch, pipe.execute(), strict=True) if present)
+        return tuple(found)
+
+    def _existing_member(self, pipe: Pipeline, member_id: int) -> Member:
+        member = self._member(member_id, _hash_fields(pipe.hgetall(keys.member(member_id))))
+        if member is None:
+            raise NotFound(f"no member {member_id}")
+        return member
+
+    def set_trust_level(self, member_id: int, trust_level: TrustLevel) -> Member:
+        entries = self._member_entries(member_id)
+
+        def plan(pipe: Pipeline) -> tuple[Member, Writes]:
+            member = replace(self._existing_member(pipe, member_id), trust_level=trust_level)
+
+            def writes(tx: Pipeline) -> None:
+                tx.hset(keys.member(member_id), "trust_level", trust_level.value)
+                if entries:
+                    self._append(tx, EntryChanged(entries))
+
+            return member, writes
+
+        return self._atomically([keys.member(member_id)], plan)
+
+    def clear_flag(self, member_id: int) -> Member:
+        def plan(pipe: Pipeline) -> tuple[Member, Writes | None]:
+            member = self._existing_member(pipe, member_id)
+            if not member.flagged:
+                return member, None
+
+            def writes(tx: Pipeline) -> None:
+                tx.hdel(keys.member(member_id), "flagged_at", "flag_reason")
+
+            return replace(member, flagged_at=None, flag_reason=""), writes
+
+        return self._atomically([keys.member(member_id)], plan)
+
+    def take_submit_quota(
+        self, member_id: int, wanted: int, limit: int, window_seconds: float, now: float, flag_reason: str
+    ) -> int:
+        quota = keys.member_quota(member_id)
+        since = now - window_seconds
+
+        def plan(pipe: Pipeline) -> tuple[int, Writes | None]:
+            member = self._existing_member(pipe, member_id)
+            used = int(pipe.zcount(quota, f"({_float(since)}", "+inf"))
+            granted = max(0, min(wanted, limit - used))
+            flag = granted < wanted and not member.flagged
+            if not granted and not flag:
+                return 0, None
+            stamp = secrets.token_hex(8)
+
+            def writes(tx: Pipeline) -> None:
+                tx.zremrangebyscore(quota, "-inf", _float(since))
+                if granted:
+                    tx.zadd(quota, {f"{stamp}:{n}": now for n in range(granted)})
+                    tx.expire(quota, max(1, int(window_seconds) * 2))
+                if flag:
+                    tx.hset(keys.member(member_id), mapping={"flagged_at": _float(now), "flag_reason": flag_reason})
+
+            return granted, writes
+
+        return self._atomically([quota, keys.member(member_id)], plan)
+
+    def give_feedback(
+        self, member_id: int, request_id: str, request_digest: bytes, feedback: Feedback
+    ) -> FeedbackOutcome:
+        entry_id = feedback.entry_id
+        request_key = keys.entry_request(entry_id, member_id, request_id)
+
+        def plan(pipe: Pipeline) -> tuple[FeedbackOutcome, Writes | None]:
+            replay = self._replay(pipe, request_key, "feedback", request_digest)
+            if replay is not None:
+                return FeedbackOutcome(**replay), None
+            if not pipe.exists(keys.entry(entry_id)):
+                raise NotFound(f"no entry {entry_id}")
+            opinions = {
+                m: json.loads(v)["opinion"]
+                for m, v in _hash_fields(pipe.hgetall(keys.entry_feedback(entry_id))).items()
+            }
+            opinions[str(member_id)] = feedback.opinion.value
+            counted = list(opinions.values())
+            outcome = FeedbackOutcome(
+                entry_id,
+                counted.count(Opinion.AGREE.value),
+                counted.count(Opinion.DISAGREE.value),
+                counted.count(Opinion.SEEN_TOO.value),
+            )
+            record = {
+                "opinion": feedback.opinion.value,
+                "reason": feedback.reason.value,
+                "comment": feedback.comment,
+                "created_at": float(feedback.created_at),
+            }
+
+            def writes(tx: Pipeline) -> None:
+                tx.hset(keys.entry_feedback(entry_id), str(member_id), json.dumps(record))
+                self._append(tx, EntryChanged((entry_id,)))
+                self._remember(tx, request_key, "feedback", request_digest, asdict(outcome), feedback.created_at)
+
+            return outcome, writes
+
+        return self._atomically([request_key, keys.entry_feedback(entry_id)], plan)
+
+    def review_entry(self, review: Review) -> EntryTrust:
+        entry_id = review.entry_id
+
+        def plan(pipe: Pipeline) -> tuple[None, Writes]:
+            if not pipe.exists(keys.entry(entry_id)):
+                raise NotFound(f"no entry {entry_id}")
+            before = pipe.hmget(keys.entry_review(entry_id), ["confirmed", "disabled"])
+            confirmed, disabled = _reviewed(before[0] == b"1", before[1] == b"1", review.decision)
+            state: dict[FieldT, EncodableT] = {
+                "decision": review.decision.value,
+                "reason": review.reason,
+                "reviewer_id": review.reviewer_id,
+                "at": _float(review.at),
+                "confirmed": int(confirmed),
+                "disabled": int(disabled),
+            }
+
+            def writes(tx: Pipeline) -> None:
+                tx.hset(keys.entry_review(entry_id), mapping=state)
+                self._append(tx, EntryChanged((entry_id,)))
+
+            return None, writes
+
+        self._atomically([keys.entry_review(entry_id)], plan)
+        return self.entry_trust(entry_id)
+
+    def entry_trust(self, entry_id: int) -> EntryTrust:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.entry_feedback(entry_id))
+            pipe.hgetall(keys.entry_review(entry_id))
+            feedback_reply, review_reply = (_hash_fields(r) for r in pipe.execute())
+        feedback = sorted(
+            (
+                Feedback(
+                    entry_id,
+                    int(member),
+                    Opinion(record["opinion"]),
+                    DisputeReason(record["reason"]),
+                    record["comment"],
+                    record["created_at"],
+                )
+                for member, record in ((m, json.loads(v)) for m, v in feedback_reply.items())
+            ),
+            key=lambda f: (f.created_at, f.member_id),
+        )
+        if not review_reply:
+            return EntryTrust(entry_id, tuple(feedback))
+        review = Review(
+            entry_id,
+            ReviewDecision(review_reply["decision"].decode()),
+            review_reply["reason"].decode(),
+            int(review_reply["reviewer_id"]),
+            float(review_reply["at"]),
+        )
+        return EntryTrust(
+            entry_id, tuple(feedback), review, review_reply["confirmed"] == b"1", review_reply["disabled"] == b"1"
+        )
+
+    def add_allowed(
+        self,
+        member_id: int,
+        request_id: str,
+        request_digest: bytes,
+        signals: Sequence[Signal],
+        label: str,
+        now: float,
+    ) -> AllowedItem:
+        for signal in signals:
+            _check_signal(signal)
+        request_key = keys.allow_request(member_id, request_id)
+        replayed = self._allowed_replay(request_key, request_digest)
+        if replayed is not None:
+            return replayed
+        # Ids are taken before the transaction (a conflict or a replay wastes them, harmlessly).
+        allow_id = int(self._redis.incr(keys.ALLOW_NEXT_ITEM))
+        first_row = int(self._redis.incrby(keys.ALLOW_NEXT_SIGNAL, len(signals))) - len(signals) + 1
+        item = AllowedItem(allow_id, tuple(signals), label, member_id, now)
+        record = {
+            "label": label,
+            "added_by": member_id,
+            "created_at": float(now),
+            "signals": [
+                [first_row + n, s.type, s.version, s.value.hex(), s.quality, s.variant] for n, s in enumerate(signals)
+            ],
+        }
+        rows = tuple(_allowed_row(first_row + n, allow_id, s) for n, s in enumerate(signals))
+
+        def plan(pipe: Pipeline) -> tuple[AllowedItem | None, Writes | None]:
+            if pipe.exists(request_key):  # a concurrent replay committed first
+                return None, None
+
+            def writes(tx: Pipeline) -> None:
+                tx.hset(keys.ALLOW_ITEMS, str(allow_id), json.dumps(record))
+                self._append(tx, SignalsAdded(rows))
+                self._remember(tx, request_key, "allow", request_digest, {"allow_id": allow_id}, now)
+
+            return item, writes
+
+        committed = self._atomically([request_key], plan)
+        if committed is None:
+            replayed = self._allowed_replay(request_key, request_digest)
+            assert replayed is not None
+            return replayed
+        return committed
+
+    def _allowed_replay(self, request_key: str, request_digest: bytes) -> AllowedItem | None:
+        replay = self._replay(self._redis, request_key, "allow", request_digest)
+        if replay is None:
+            return None
+        record = self._redis.hget(keys.ALLOW_ITEMS, str(replay["allow_id"]))
+        if record is None:
+            raise NotFound(f"allow-list item {replay['allow_id']} was removed since")
+        return _allowed_item(replay["allow_id"], json.loads(_bytes(record)))
+
+    def remove_allowed(
+        self, member_id: int, request_id: str, request_digest: bytes, allow_id: int, reason: str, now: float
+    ) -> None:
+        request_key = keys.allow_request(member_id, request_id)
+
+        def plan(pipe: Pipeline) -> tuple[None, Writes | None]:
+            if self._replay(pipe, request_key, "disallow", request_digest) is not None:
+                return None, None
+            stored = pipe.hget(keys.ALLOW_ITEMS, str(allow_id))
+            if stored is None:
+                raise NotFound(f"no allow-list item {allow_id}")
+            record = json.loads(_bytes(stored))
+            removed = {**record, "removed_at": float(now), "removed_by": member_id, "remove_reason": reason}
+            row_ids = tuple(allowed_index_id(s[0]) for s in record["signals"])
+
+            def writes(tx: Pipeline) -> None:
+                tx.hdel(keys.ALLOW_ITEMS, str(allow_id))
+                tx.hset(keys.ALLOW_REMOVED, str(allow_id), json.dumps(removed))
+                self._append(tx, SignalsRemoved(row_ids))
+                self._remember(tx, request_key, "disallow", request_digest, {"allow_id": allow_id}, now)
+
+            return None, writes
+
+        self._atomically([request_key, keys.ALLOW_ITEMS], plan)
+
+    def _allowed_records(self) -> list[tuple[int, dict[str, Any]]]:
+        items = _hash_fields(self._redis.hgetall(keys.ALLOW_ITEMS))
+        return sorted((int(i), json.loads(v)) for i, v in items.items())
+
+    def list_allowed(self, after: int, limit: int) -> list[AllowedItem]:
+        return [_allowed_item(i, r) for i, r in self._allowed_records() if i > after][:limit]
+
+    def allowed_signals(self) -> Iterator[IndexedSignal]:
+        for allow_id, record in self._allowed_records():
+            for row, *fields in record["signals"]:
+                yield _allowed_row(row, allow_id, _allowed_signal(fields))
+
+    def feedback_stats(self, start: float | None, end: float | None) -> list[MemberFeedbackStats]:
+        low = float("-inf") if start is None else start
+        high = float("inf") if end is None else end
+        given: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        disputed: dict[int, list[int]] = defaultdict(list)  # entry -> members disputing it in the period
+        # Research only: a scan of every entry's feedback (SCAN, never KEYS).
+        for key in self._redis.scan_iter(match="hs:{e:*}:feedback", count=_SCAN_BATCH, _type="HASH"):
+            entry_id = int(_text(key).split("{e:", 1)[1].split("}", 1)[0])
+            for member, value in _hash_fields(self._redis.hgetall(key)).items():
+                record = json.loads(value)
+                if low <= record["created_at"] < high:
+                    given[int(member)][record["opinion"]] += 1
+                    if record["opinion"] == Opinion.DISAGREE.value:
+                        disputed[entry_id].append(int(member))
+        received: dict[int, int] = defaultdict(int)
+        for entry_id, disputers in disputed.items():
+            records = _hash_fields(self._redis.hgetall(keys.entry_submissions(entry_id))).values()
+            for submitter in {json.loads(r)["member_id"] for r in records}:
+                received[submitter] += sum(1 for m in disputers if m != submitter)
+        return [
+            MemberFeedbackStats(
+                member_id,
+                given[member_id][Opinion.AGREE.value] if member_id in given else 0,
+                given[member_id][Opinion.DISAGREE.value] if member_id in given else 0,
+                given[member_id][Opinion.SEEN_TOO.value] if member_id in given else 0,
+                received.get(member_id, 0),
+            )
+            for member_id in sorted(given.keys() | {m for m, n in received.items() if n})
+        ]
+
 
 def _stream_info(reply: Any) -> dict[str, Any]:
     """XINFO STREAM's reply as a dict with text keys (a cluster transaction parses it less)."""
@@ -1511,6 +1890,31 @@ def _queued_slot(pipe: Pipeline) -> int:
             key = args[1] if isinstance(args[1], str) else args[1].decode()
             return keys.slot_of(key)
     raise RuntimeError("_append needs a transaction that already queued a write to its slot")
+
+
+def _reviewed(confirmed: bool, disabled: bool, decision: ReviewDecision) -> tuple[bool, bool]:
+    """(confirmed, disabled) after a decision, as EntryTrust documents."""
+    if decision is ReviewDecision.CONFIRM:
+        return True, False
+    if decision is ReviewDecision.DISABLE:
+        return False, True
+    return confirmed, False
+
+
+def _allowed_signal(fields: list[Any]) -> Signal:
+    signal_type, version, value, quality, variant = fields
+    return Signal(signal_type, version, bytes.fromhex(value), quality, variant)
+
+
+def _allowed_item(allow_id: int, record: dict[str, Any]) -> AllowedItem:
+    signals = tuple(_allowed_signal(fields) for _, *fields in record["signals"])
+    return AllowedItem(allow_id, signals, record["label"], record["added_by"], record["created_at"])
+
+
+def _allowed_row(row_id: int, allow_id: int, signal: Signal) -> IndexedSignal:
+    return IndexedSignal(
+        allowed_index_id(row_id), allowed_index_id(allow_id), signal.type, signal.version, signal.value, signal.variant
+    )
 
 
 def _by_id(records: dict[str, bytes]) -> list[str]:

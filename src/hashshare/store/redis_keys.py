@@ -61,6 +61,29 @@ outbox, and every server's sweeper publishes items older than a few seconds.
 A change can thus reach the feed twice or late (after a later change of the
 same entry): changes are idempotent, and followers re-check added rows
 against ``:signals:active`` before indexing them, so neither matters.
+Trust and safety::
+
+    hs:{m:<member>}:member           HASH    ... trust_level, flagged_at, flag_reason (absent: TRUSTED, not flagged)
+    hs:{m:<member>}:quota            ZSET    one element per granted submission, scored by its time
+    hs:{e:<entry>}:feedback          HASH    member id -> JSON current opinion of the entry
+    hs:{e:<entry>}:review            HASH    decision, reason, reviewer_id, at, confirmed, disabled
+    hs:{e:<entry>}:req:<m>:<req id>  STRING  JSON idempotency record of a GiveFeedback
+    hs:{allow}:next:item             STRING  last allow-list item id (INCR)
+    hs:{allow}:next:signal           STRING  last allow-list signal row id (INCR)
+    hs:{allow}:items                 HASH    item id -> JSON {label, added_by, created_at, signals}
+    hs:{allow}:removed               HASH    item id -> JSON of a removed item, with removed_at/by and reason
+    hs:{allow}:req:<m>:<req id>      STRING  JSON idempotency record of an allow-list add or remove
+
+Each write of these touches one hash tag only: feedback and review the
+entry's, quotas and trust the member's, the allow-list its own ``{allow}``
+(the whole allow-list is small and lives in one slot).
+
+Cluster readiness: every key of one entry carries the hash tag ``{e:<id>}``
+(likewise ``{m:<id>}`` for a member, ``{t:<id>}`` for a token), so an
+entry's data lives in one slot and can be read in one round trip. A submit
+or retract still spans slots (counters, the feed, ``hs:signals:active``,
+the request record); on one server it is a single MULTI/EXEC, and moving to
+Cluster means splitting that transaction first.
 
 The number of an entry's active members (``HLEN`` of ``:active``) is its
 corroboration count, so Match never reads the submissions themselves.
@@ -261,3 +284,37 @@ def ack(slot: int) -> str:
 
 
 SLOTS = REDIS_CLUSTER_HASH_SLOTS
+# Trust and safety
+
+
+def member_quota(member_id: int) -> str:
+    """ZSET: one element per submission granted to the member, scored by its time (a sliding window)."""
+    return f"hs:{{m:{member_id}}}:quota"
+
+
+def entry_feedback(entry_id: int) -> str:
+    """HASH: member id -> JSON {opinion, reason, comment, created_at}, its current opinion."""
+    return f"hs:{{e:{entry_id}}}:feedback"
+
+
+def entry_review(entry_id: int) -> str:
+    """HASH: decision, reason, reviewer_id, at (the latest review), confirmed, disabled ("0"/"1")."""
+    return f"hs:{{e:{entry_id}}}:review"
+
+
+def entry_request(entry_id: int, member_id: int, request_id: str) -> str:
+    """STRING: JSON {kind, digest, outcome, created_at} of a member's GiveFeedback on the entry.
+
+    In the entry's slot, so that it commits with the feedback."""
+    return f"hs:{{e:{entry_id}}}:req:{member_id}:{request_id}"
+
+
+ALLOW_NEXT_ITEM = "hs:{allow}:next:item"  # STRING: last allow-list item id
+ALLOW_NEXT_SIGNAL = "hs:{allow}:next:signal"  # STRING: last allow-list signal row id
+ALLOW_ITEMS = "hs:{allow}:items"  # HASH: item id -> JSON {label, added_by, created_at, signals: [[row, ...]]}
+ALLOW_REMOVED = "hs:{allow}:removed"  # HASH: item id -> JSON of the removed item, with removed_at, removed_by, reason
+
+
+def allow_request(member_id: int, request_id: str) -> str:
+    """STRING: JSON {kind, digest, outcome, created_at} of an allow-list add or remove."""
+    return f"hs:{{allow}}:req:{member_id}:{request_id}"

@@ -16,7 +16,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,22 +26,32 @@ from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 from .. import audit
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ..model import (
+    AllowedItem,
     AuditDraft,
     AuditEvent,
     AuditFilter,
     Change,
     ContactPoint,
+    DisputeReason,
     Entry,
+    EntryChanged,
     EntrySummary,
+    EntryTrust,
+    Feedback,
+    FeedbackOutcome,
     IndexedSignal,
     Member,
+    MemberFeedbackStats,
     MemberSightings,
     Notice,
     NoticeDecision,
     NoticeDraft,
     NoticeFilter,
     NoticeState,
+    Opinion,
     RetractOutcome,
+    Review,
+    ReviewDecision,
     Role,
     Sighting,
     SightingStats,
@@ -53,6 +63,8 @@ from ..model import (
     SubmitOutcome,
     Token,
     TokenRevoked,
+    TrustLevel,
+    allowed_index_id,
 )
 from . import changes, codecs
 from .base import BatchOutcome, BatchSubmission, Replayed, Store, submitted
@@ -140,6 +152,31 @@ CREATE TABLE IF NOT EXISTS audit_events (
     request_id TEXT NOT NULL, target TEXT NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL,
     previous_hash TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_by_member ON audit_events(member, seq);
+-- Trust and safety: trust levels and rate flags, submission quotas, feedback,
+-- reviews, the allow-list. A member without a member_trust row predates
+-- trust levels and is TRUSTED.
+CREATE TABLE IF NOT EXISTS member_trust (
+    member_id INTEGER PRIMARY KEY REFERENCES members(id), trust_level TEXT NOT NULL,
+    flagged_at REAL, flag_reason TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS submissions_by_member ON submissions(member_id, entry_id);
+CREATE TABLE IF NOT EXISTS submit_quota (member_id INTEGER NOT NULL, at REAL NOT NULL, granted INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS submit_quota_by_member ON submit_quota(member_id, at);
+CREATE TABLE IF NOT EXISTS feedback (
+    entry_id INTEGER NOT NULL REFERENCES entries(id), member_id INTEGER NOT NULL REFERENCES members(id),
+    opinion TEXT NOT NULL, reason TEXT NOT NULL, comment TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (entry_id, member_id));
+CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback(created_at);
+CREATE TABLE IF NOT EXISTS entry_reviews (
+    entry_id INTEGER PRIMARY KEY REFERENCES entries(id), decision TEXT NOT NULL, reason TEXT NOT NULL,
+    reviewer_id INTEGER NOT NULL, at REAL NOT NULL, confirmed INTEGER NOT NULL, disabled INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS allowed_items (
+    id INTEGER PRIMARY KEY, label TEXT NOT NULL, added_by INTEGER NOT NULL, created_at REAL NOT NULL,
+    removed_at REAL, removed_by INTEGER, remove_reason TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS allowed_signals (
+    id INTEGER PRIMARY KEY, allow_id INTEGER NOT NULL REFERENCES allowed_items(id),
+    type TEXT NOT NULL, version TEXT NOT NULL, value BLOB NOT NULL, quality INTEGER,
+    variant TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS allowed_signals_by_item ON allowed_signals(allow_id);
 """
 
 
@@ -153,6 +190,17 @@ def _roles(text: str) -> frozenset[Role]:
 
 def _day(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+
+
+# A member with its trust row; members without one predate trust levels.
+_MEMBER_COLUMNS = "m.id, m.name, m.roles, m.created_at, mt.trust_level, mt.flagged_at, mt.flag_reason"
+_MEMBER_TABLES = "members m LEFT JOIN member_trust mt ON mt.member_id = m.id"
+
+
+def _member(row: Sequence[Any]) -> Member:
+    return Member(
+        row[0], row[1], _roles(row[2]), row[3], TrustLevel(row[4] or TrustLevel.TRUSTED), row[5], row[6] or ""
+    )
 
 
 class SqliteStore(Store):
@@ -218,7 +266,9 @@ class SqliteStore(Store):
 
     # Members and tokens
 
-    def create_member(self, name: str, roles: frozenset[Role], now: float) -> Member:
+    def create_member(
+        self, name: str, roles: frozenset[Role], now: float, trust_level: TrustLevel = TrustLevel.PROVISIONAL
+    ) -> Member:
         with self._transaction() as db:
             try:
                 cursor = db.execute(
@@ -227,19 +277,22 @@ class SqliteStore(Store):
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"a member called {name!r} exists") from None
             assert cursor.lastrowid is not None
-            return Member(cursor.lastrowid, name, roles, now)
+            db.execute(
+                "INSERT INTO member_trust (member_id, trust_level) VALUES (?, ?)", (cursor.lastrowid, trust_level.value)
+            )
+            return Member(cursor.lastrowid, name, roles, now, trust_level)
 
     def get_member(self, member_id: int) -> Member | None:
         row = (
             self._reader()
-            .execute("SELECT id, name, roles, created_at FROM members WHERE id = ?", (member_id,))
+            .execute(f"SELECT {_MEMBER_COLUMNS} FROM {_MEMBER_TABLES} WHERE m.id = ?", (member_id,))
             .fetchone()
         )
-        return Member(row[0], row[1], _roles(row[2]), row[3]) if row else None
+        return _member(row) if row else None
 
     def list_members(self) -> list[Member]:
-        rows = self._reader().execute("SELECT id, name, roles, created_at FROM members ORDER BY id").fetchall()
-        return [Member(r[0], r[1], _roles(r[2]), r[3]) for r in rows]
+        rows = self._reader().execute(f"SELECT {_MEMBER_COLUMNS} FROM {_MEMBER_TABLES} ORDER BY m.id").fetchall()
+        return [_member(r) for r in rows]
 
     def create_token(self, member_id: int, token_hash: bytes, roles: frozenset[Role], now: float) -> Token:
         with self._transaction() as db:
@@ -272,8 +325,8 @@ class SqliteStore(Store):
         row = (
             self._reader()
             .execute(
-                "SELECT t.id, t.member_id, t.roles, t.created_at, m.name, m.roles, m.created_at "
-                "FROM tokens t JOIN members m ON m.id = t.member_id "
+                f"SELECT t.id, t.member_id, t.roles, t.created_at, {_MEMBER_COLUMNS} "
+                "FROM tokens t JOIN members m ON m.id = t.member_id LEFT JOIN member_trust mt ON mt.member_id = m.id "
                 "WHERE t.token_hash = ? AND t.revoked_at IS NULL",
                 (token_hash,),
             )
@@ -281,7 +334,7 @@ class SqliteStore(Store):
         )
         if row is None:
             return None
-        return Token(row[0], row[1], _roles(row[2]), row[3]), Member(row[1], row[4], _roles(row[5]), row[6])
+        return Token(row[0], row[1], _roles(row[2]), row[3]), _member(row[4:])
 
     # The bank
 
@@ -625,7 +678,8 @@ class SqliteStore(Store):
             )
             .fetchall()
         )
-        return {r[0]: EntrySummary(r[0], r[1], r[2], r[2] > 0) for r in rows}
+        inputs = self._verdict_inputs(self._reader(), [r[0] for r in rows])
+        return {r[0]: EntrySummary(r[0], r[1], r[2], r[2] > 0, **inputs.get(r[0], {})) for r in rows}
 
     # Sightings
 
@@ -957,6 +1011,306 @@ class SqliteStore(Store):
             )
             for r in rows
         }
+
+    # Trust and safety
+
+    def _verdict_inputs(self, db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """EntrySummary's verdict inputs of the entries that have any besides the defaults."""
+        inputs: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = list(ids[start : start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for (entry_id,) in db.execute(
+                f"SELECT e.id FROM entries e WHERE e.id IN ({marks})"
+                " AND EXISTS (SELECT 1 FROM submissions s WHERE s.entry_id = e.id AND s.retracted_at IS NULL)"
+                " AND NOT EXISTS ("
+                " SELECT 1 FROM submissions s LEFT JOIN member_trust mt ON mt.member_id = s.member_id"
+                " WHERE s.entry_id = e.id AND s.retracted_at IS NULL"
+                f" AND COALESCE(mt.trust_level, '{TrustLevel.TRUSTED.value}') = '{TrustLevel.TRUSTED.value}')",
+                chunk,
+            ):
+                inputs.setdefault(entry_id, {})["trusted"] = False
+            for entry_id, opinion, submitter, count in db.execute(
+                "SELECT f.entry_id, f.opinion, EXISTS (SELECT 1 FROM submissions s WHERE s.entry_id = f.entry_id"
+                " AND s.member_id = f.member_id AND s.retracted_at IS NULL), COUNT(*)"
+                f" FROM feedback f WHERE f.entry_id IN ({marks}) GROUP BY 1, 2, 3",
+                chunk,
+            ):
+                found = inputs.setdefault(entry_id, {})
+                if opinion == Opinion.DISAGREE.value:
+                    found["disputes"] = found.get("disputes", 0) + count
+                elif not submitter:
+                    found["endorsers"] = found.get("endorsers", 0) + count
+            for entry_id, confirmed, disabled in db.execute(
+                f"SELECT entry_id, confirmed, disabled FROM entry_reviews WHERE entry_id IN ({marks})", chunk
+            ):
+                inputs.setdefault(entry_id, {}).update(confirmed=bool(confirmed), disabled=bool(disabled))
+        return inputs
+
+    def _member_entries(self, db: sqlite3.Connection, member_id: int) -> tuple[int, ...]:
+        rows = db.execute(
+            "SELECT DISTINCT entry_id FROM submissions WHERE member_id = ? AND retracted_at IS NULL ORDER BY 1",
+            (member_id,),
+        )
+        return tuple(r[0] for r in rows)
+
+    def _member_in(self, db: sqlite3.Connection, member_id: int) -> Member:
+        row = db.execute(f"SELECT {_MEMBER_COLUMNS} FROM {_MEMBER_TABLES} WHERE m.id = ?", (member_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no member {member_id}")
+        return _member(row)
+
+    def _upsert_trust(self, db: sqlite3.Connection, member: Member) -> None:
+        db.execute(
+            "INSERT INTO member_trust (member_id, trust_level, flagged_at, flag_reason) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (member_id) DO UPDATE SET trust_level = excluded.trust_level,"
+            " flagged_at = excluded.flagged_at, flag_reason = excluded.flag_reason",
+            (member.member_id, member.trust_level.value, member.flagged_at, member.flag_reason),
+        )
+
+    def set_trust_level(self, member_id: int, trust_level: TrustLevel) -> Member:
+        with self._transaction() as db:
+            member = replace(self._member_in(db, member_id), trust_level=trust_level)
+            self._upsert_trust(db, member)
+            entries = self._member_entries(db, member_id)
+            if entries:
+                self._append(db, EntryChanged(entries))
+            return member
+
+    def clear_flag(self, member_id: int) -> Member:
+        with self._transaction() as db:
+            member = self._member_in(db, member_id)
+            if member.flagged:
+                member = replace(member, flagged_at=None, flag_reason="")
+                self._upsert_trust(db, member)
+            return member
+
+    def take_submit_quota(
+        self, member_id: int, wanted: int, limit: int, window_seconds: float, now: float, flag_reason: str
+    ) -> int:
+        with self._transaction() as db:
+            db.execute("DELETE FROM submit_quota WHERE member_id = ? AND at <= ?", (member_id, now - window_seconds))
+            used = db.execute(
+                "SELECT COALESCE(SUM(granted), 0) FROM submit_quota WHERE member_id = ?", (member_id,)
+            ).fetchone()[0]
+            granted = max(0, min(wanted, limit - int(used)))
+            if granted:
+                db.execute(
+                    "INSERT INTO submit_quota (member_id, at, granted) VALUES (?, ?, ?)", (member_id, now, granted)
+                )
+            if granted < wanted:
+                member = self._member_in(db, member_id)
+                if not member.flagged:
+                    self._upsert_trust(db, replace(member, flagged_at=now, flag_reason=flag_reason))
+            return granted
+
+    def give_feedback(
+        self, member_id: int, request_id: str, request_digest: bytes, feedback: Feedback
+    ) -> FeedbackOutcome:
+        with self._transaction() as db:
+            replay = self._replay(db, member_id, request_id, request_digest, "feedback")
+            if replay is not None:
+                return FeedbackOutcome(**replay)
+            if db.execute("SELECT 1 FROM entries WHERE id = ?", (feedback.entry_id,)).fetchone() is None:
+                raise NotFound(f"no entry {feedback.entry_id}")
+            db.execute(
+                "INSERT OR REPLACE INTO feedback (entry_id, member_id, opinion, reason, comment, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    feedback.entry_id,
+                    member_id,
+                    feedback.opinion.value,
+                    feedback.reason.value,
+                    feedback.comment,
+                    feedback.created_at,
+                ),
+            )
+            counts = dict(
+                db.execute(
+                    "SELECT opinion, COUNT(*) FROM feedback WHERE entry_id = ? GROUP BY opinion", (feedback.entry_id,)
+                ).fetchall()
+            )
+            outcome = FeedbackOutcome(
+                feedback.entry_id,
+                counts.get(Opinion.AGREE.value, 0),
+                counts.get(Opinion.DISAGREE.value, 0),
+                counts.get(Opinion.SEEN_TOO.value, 0),
+            )
+            self._append(db, EntryChanged((feedback.entry_id,)))
+            self._remember(db, member_id, request_id, request_digest, "feedback", asdict(outcome), feedback.created_at)
+            return outcome
+
+    def review_entry(self, review: Review) -> EntryTrust:
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM entries WHERE id = ?", (review.entry_id,)).fetchone() is None:
+                raise NotFound(f"no entry {review.entry_id}")
+            before = db.execute(
+                "SELECT confirmed, disabled FROM entry_reviews WHERE entry_id = ?", (review.entry_id,)
+            ).fetchone()
+            confirmed, disabled = _reviewed(bool(before and before[0]), bool(before and before[1]), review.decision)
+            db.execute(
+                "INSERT OR REPLACE INTO entry_reviews"
+                " (entry_id, decision, reason, reviewer_id, at, confirmed, disabled) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    review.entry_id,
+                    review.decision.value,
+                    review.reason,
+                    review.reviewer_id,
+                    review.at,
+                    confirmed,
+                    disabled,
+                ),
+            )
+            self._append(db, EntryChanged((review.entry_id,)))
+        return self.entry_trust(review.entry_id)
+
+    def entry_trust(self, entry_id: int) -> EntryTrust:
+        db = self._reader()
+        feedback = tuple(
+            Feedback(entry_id, r[0], Opinion(r[1]), DisputeReason(r[2]), r[3], r[4])
+            for r in db.execute(
+                "SELECT member_id, opinion, reason, comment, created_at FROM feedback WHERE entry_id = ?"
+                " ORDER BY created_at, member_id",
+                (entry_id,),
+            )
+        )
+        row = db.execute(
+            "SELECT decision, reason, reviewer_id, at, confirmed, disabled FROM entry_reviews WHERE entry_id = ?",
+            (entry_id,),
+        ).fetchone()
+        if row is None:
+            return EntryTrust(entry_id, feedback)
+        review = Review(entry_id, ReviewDecision(row[0]), row[1], row[2], row[3])
+        return EntryTrust(entry_id, feedback, review, bool(row[4]), bool(row[5]))
+
+    def add_allowed(
+        self,
+        member_id: int,
+        request_id: str,
+        request_digest: bytes,
+        signals: Sequence[Signal],
+        label: str,
+        now: float,
+    ) -> AllowedItem:
+        with self._transaction() as db:
+            replay = self._replay(db, member_id, request_id, request_digest, "allow")
+            if replay is not None:
+                found = self._allowed_items(db, "i.id = ?", (replay["allow_id"],))
+                if found:
+                    return found[0]
+                raise NotFound(f"allow-list item {replay['allow_id']} was removed since")
+            cursor = db.execute(
+                "INSERT INTO allowed_items (label, added_by, created_at) VALUES (?, ?, ?)", (label, member_id, now)
+            )
+            allow_id = cursor.lastrowid
+            assert allow_id is not None
+            rows = []
+            for signal in signals:
+                cursor = db.execute(
+                    "INSERT INTO allowed_signals (allow_id, type, version, value, quality, variant)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (allow_id, signal.type, signal.version, signal.value, signal.quality, signal.variant),
+                )
+                assert cursor.lastrowid is not None
+                rows.append(_allowed_row(cursor.lastrowid, allow_id, signal))
+            self._append(db, SignalsAdded(tuple(rows)))
+            self._remember(db, member_id, request_id, request_digest, "allow", {"allow_id": allow_id}, now)
+            return AllowedItem(allow_id, tuple(signals), label, member_id, now)
+
+    def remove_allowed(
+        self, member_id: int, request_id: str, request_digest: bytes, allow_id: int, reason: str, now: float
+    ) -> None:
+        with self._transaction() as db:
+            if self._replay(db, member_id, request_id, request_digest, "disallow") is not None:
+                return
+            updated = db.execute(
+                "UPDATE allowed_items SET removed_at = ?, removed_by = ?, remove_reason = ?"
+                " WHERE id = ? AND removed_at IS NULL",
+                (now, member_id, reason, allow_id),
+            )
+            if updated.rowcount == 0:
+                raise NotFound(f"no allow-list item {allow_id}")
+            row_ids = [r[0] for r in db.execute("SELECT id FROM allowed_signals WHERE allow_id = ?", (allow_id,))]
+            self._append(db, SignalsRemoved(tuple(allowed_index_id(r) for r in row_ids)))
+            self._remember(db, member_id, request_id, request_digest, "disallow", {"allow_id": allow_id}, now)
+
+    def list_allowed(self, after: int, limit: int) -> list[AllowedItem]:
+        return self._allowed_items(self._reader(), "i.id > ?", (after,), limit)
+
+    def _allowed_items(
+        self, db: sqlite3.Connection, where: str, parameters: tuple[Any, ...], limit: int = 1
+    ) -> list[AllowedItem]:
+        items = db.execute(
+            f"SELECT i.id, i.label, i.added_by, i.created_at FROM allowed_items i WHERE {where}"
+            " AND i.removed_at IS NULL ORDER BY i.id LIMIT ?",
+            (*parameters, limit),
+        ).fetchall()
+        found = []
+        for allow_id, label, added_by, created_at in items:
+            signals = tuple(
+                Signal(r[0], r[1], bytes(r[2]), r[3], r[4])
+                for r in db.execute(
+                    "SELECT type, version, value, quality, variant FROM allowed_signals WHERE allow_id = ? ORDER BY id",
+                    (allow_id,),
+                )
+            )
+            found.append(AllowedItem(allow_id, signals, label, added_by, created_at))
+        return found
+
+    def allowed_signals(self) -> Iterator[IndexedSignal]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT s.id, s.allow_id, s.type, s.version, s.value, s.quality, s.variant FROM allowed_signals s"
+                " JOIN allowed_items i ON i.id = s.allow_id WHERE i.removed_at IS NULL ORDER BY s.id"
+            )
+            .fetchall()
+        )
+        for r in rows:
+            yield _allowed_row(r[0], r[1], Signal(r[2], r[3], bytes(r[4]), r[5], r[6]))
+
+    def feedback_stats(self, start: float | None, end: float | None) -> list[MemberFeedbackStats]:
+        period = "f.created_at >= ? AND f.created_at < ?"
+        bounds = (float("-inf") if start is None else start, float("inf") if end is None else end)
+        db = self._reader()
+        given: dict[int, dict[str, int]] = {}
+        for member_id, opinion, count in db.execute(
+            f"SELECT f.member_id, f.opinion, COUNT(*) FROM feedback f WHERE {period} GROUP BY 1, 2", bounds
+        ):
+            given.setdefault(member_id, {})[opinion] = count
+        received = dict(
+            db.execute(
+                "SELECT s.member_id, COUNT(*) FROM feedback f"
+                " JOIN (SELECT DISTINCT entry_id, member_id FROM submissions) s ON s.entry_id = f.entry_id"
+                f" WHERE f.opinion = ? AND f.member_id != s.member_id AND {period} GROUP BY 1",
+                (Opinion.DISAGREE.value, *bounds),
+            ).fetchall()
+        )
+        return [
+            MemberFeedbackStats(
+                member_id,
+                given.get(member_id, {}).get(Opinion.AGREE.value, 0),
+                given.get(member_id, {}).get(Opinion.DISAGREE.value, 0),
+                given.get(member_id, {}).get(Opinion.SEEN_TOO.value, 0),
+                received.get(member_id, 0),
+            )
+            for member_id in sorted(given.keys() | received.keys())
+        ]
+
+
+def _reviewed(confirmed: bool, disabled: bool, decision: ReviewDecision) -> tuple[bool, bool]:
+    """(confirmed, disabled) after a decision, as EntryTrust documents."""
+    if decision is ReviewDecision.CONFIRM:
+        return True, False
+    if decision is ReviewDecision.DISABLE:
+        return False, True
+    return confirmed, False
+
+
+def _allowed_row(row_id: int, allow_id: int, signal: Signal) -> IndexedSignal:
+    return IndexedSignal(
+        allowed_index_id(row_id), allowed_index_id(allow_id), signal.type, signal.version, signal.value, signal.variant
+    )
 
 
 def sqlite_path_from_url(url: str) -> str:

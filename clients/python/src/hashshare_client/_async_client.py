@@ -13,22 +13,29 @@ import grpc.aio
 from . import _research, protocol
 from ._config import CHANNEL_OPTIONS, DEFAULT_TIMEOUT, auth_metadata, resolve_target
 from ._models import (
+    AllowedItem,
     AuditPage,
     Category,
     ContactPoint,
     DirectoryEntry,
     DiscoveryMethod,
+    DisputeReason,
     Entry,
+    FeedbackResult,
     ItemError,
     LegalBasis,
     MatchResult,
+    Member,
     Notice,
     NoticePage,
     NoticeState,
+    Opinion,
     Removal,
     RetractResult,
+    ReviewDecision,
     Spread,
     SubmitResult,
+    TrustLevel,
 )
 from ._research import (
     ActionReport,
@@ -334,10 +341,94 @@ class AsyncClient:
         return _research.notices_result(await self._call(self._research.GetNoticeStats, request, timeout))
 
     async def feedback_stats(
-        self, start: datetime, end: datetime, *, timeout: float | None = None
+        self, start: datetime | None = None, end: datetime | None = None, *, timeout: float | None = None
     ) -> list[FeedbackStats]:
+        """Feedback given and received per platform (pseudonyms), in [start, end) (all time when unset)."""
         request = research_pb2.GetFeedbackStatsRequest(period=_research.period(start, end))
         return _research.feedback_result(await self._call(self._research.GetFeedbackStats, request, timeout))
+
+    async def give_feedback(
+        self,
+        entry_id: str,
+        opinion: Opinion | str,
+        *,
+        reason: DisputeReason | str | None = None,
+        comment: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> FeedbackResult:
+        """Record this member's opinion of an entry ("agree", "disagree" with a
+        ``reason``, "seen_too"); a later one replaces it."""
+        request = protocol.feedback_request(request_id or str(uuid.uuid4()), entry_id, opinion, reason, comment)
+        return protocol.feedback_result(await self._call(self._submission.GiveFeedback, request, timeout))
+
+    async def review_entry(
+        self,
+        entry_id: str,
+        decision: ReviewDecision | str,
+        *,
+        reason: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Entry:
+        """Confirm, disable or re-enable an entry (roles "authority", "admin"); disabling and enabling need a reason."""
+        request = protocol.review_request(request_id or str(uuid.uuid4()), entry_id, decision, reason)
+        reviewed = await self._call(self._submission.ReviewEntry, request, timeout)
+        return protocol.entry_result(submission_pb2.GetEntryResponse(entry=reviewed.entry))
+
+    async def add_to_allow_list(
+        self, signals: Sequence[Signal], *, label: str, request_id: str | None = None, timeout: float | None = None
+    ) -> AllowedItem:
+        """Put known-benign content on the allow-list: matching it never blocks."""
+        request = protocol.allow_request(request_id or str(uuid.uuid4()), signals, label)
+        return protocol.allowed_item((await self._call(self._submission.AddToAllowList, request, timeout)).item)
+
+    async def remove_from_allow_list(
+        self, allow_id: str, *, reason: str, request_id: str | None = None, timeout: float | None = None
+    ) -> None:
+        request = submission_pb2.RemoveFromAllowListRequest(
+            request_id=request_id or str(uuid.uuid4()), allow_id=allow_id, reason=reason
+        )
+        await self._call(self._submission.RemoveFromAllowList, request, timeout)
+
+    async def list_allow_list(self, *, page_size: int = 100, timeout: float | None = None) -> list[AllowedItem]:
+        """Every item of the allow-list, oldest first (read ``page_size`` at a time)."""
+        items: list[AllowedItem] = []
+        token = ""
+        while True:
+            request = submission_pb2.ListAllowListRequest(page_size=page_size, page_token=token)
+            response = await self._call(self._submission.ListAllowList, request, timeout)
+            items.extend(protocol.allowed_item(i) for i in response.items)
+            token = response.next_page_token
+            if not token:
+                return items
+
+    async def set_trust_level(
+        self,
+        member_id: str,
+        trust_level: TrustLevel | str,
+        *,
+        reason: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Member:
+        """Make a member "provisional" or "trusted" (role "admin")."""
+        request = admin_pb2.SetTrustLevelRequest(
+            request_id=request_id or str(uuid.uuid4()),
+            member_id=member_id,
+            trust_level=protocol.TRUST_LEVELS[TrustLevel(trust_level)],
+            reason=reason,
+        )
+        return protocol.member_result((await self._call(self._admin.SetTrustLevel, request, timeout)).member)
+
+    async def clear_flag(
+        self, member_id: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> Member:
+        """Clear the flag a member got for submitting too fast (role "admin")."""
+        request = admin_pb2.ClearFlagRequest(
+            request_id=request_id or str(uuid.uuid4()), member_id=member_id, reason=reason
+        )
+        return protocol.member_result((await self._call(self._admin.ClearFlag, request, timeout)).member)
 
     async def _call(
         self, method: Callable[..., Awaitable[_Response]], request: Any, timeout: float | None

@@ -16,12 +16,16 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditEvent",
     "AuditPage",
+    "AllowedItem",
     "Category",
     "ContactPoint",
     "DailyCount",
     "DirectoryEntry",
     "DiscoveryMethod",
+    "DisputeReason",
     "Entry",
+    "EntryFeedback",
+    "FeedbackResult",
     "ItemError",
     "LegalBasis",
     "MatchResult",
@@ -29,14 +33,18 @@ __all__ = [
     "Notice",
     "NoticePage",
     "NoticeState",
+    "Member",
+    "Opinion",
     "PlatformSpread",
     "Removal",
     "RetractResult",
+    "ReviewDecision",
     "SignalMatch",
     "SkippedSignal",
     "Spread",
     "SubmitResult",
     "Submission",
+    "TrustLevel",
     "Verdict",
     "to_jsonable",
 ]
@@ -85,6 +93,9 @@ class MatchedEntry:
     corroborations: int
     verdict: Verdict
     evidence: tuple[SignalMatch, ...] = ()
+    # Why the signals alone would block but the verdict is REVIEW: "disputed",
+    # "awaiting_corroboration", "allow_listed".
+    held_reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +180,18 @@ class Entry:
     first_removed_at: datetime | None
     signals: tuple[Signal, ...] = ()
     submissions: tuple[Submission, ...] = ()
+    status: str = "active"  # "active", "retracted" or "disabled"
+    confirmed: bool = False
+    agreements: int = 0
+    disputes: int = 0
+    seen_too: int = 0
+    # What an exact copy gets now, and why it is held at REVIEW.
+    verdict: Verdict = Verdict.NONE
+    held_reasons: tuple[str, ...] = ()
+    feedback: tuple[EntryFeedback, ...] = ()  # the caller's own (everyone's for admins and the authority)
+    last_review: str = ""  # "confirm", "disable", "enable" or "" when never reviewed
+    last_review_reason: str = ""
+    reviewed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +305,76 @@ class AuditEvent:
 class AuditPage:
     events: tuple[AuditEvent, ...]
     next_page_token: str  # empty on the last page
+
+
+class Opinion(enum.StrEnum):
+    """A member's opinion of an entry (``Client.give_feedback``)."""
+
+    AGREE = "agree"
+    DISAGREE = "disagree"  # needs a DisputeReason
+    SEEN_TOO = "seen_too"
+
+
+class DisputeReason(enum.StrEnum):
+    NOT_HATEFUL = "not_hateful"
+    WRONG_CATEGORY = "wrong_category"
+    LAWFUL = "lawful"
+    BAD_HASH = "bad_hash"
+
+
+class ReviewDecision(enum.StrEnum):
+    CONFIRM = "confirm"
+    DISABLE = "disable"
+    ENABLE = "enable"
+
+
+class TrustLevel(enum.StrEnum):
+    PROVISIONAL = "provisional"  # its submissions alone never block
+    TRUSTED = "trusted"
+
+
+@dataclass(frozen=True)
+class EntryFeedback:
+    member_id: str
+    opinion: Opinion
+    reason: DisputeReason | None
+    comment: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """The entry's opinion counts and verdict after a GiveFeedback."""
+
+    entry_id: str
+    agreements: int
+    disputes: int
+    seen_too: int
+    verdict: Verdict
+    held_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AllowedItem:
+    """Known-benign content on the allow-list: matching it never blocks."""
+
+    allow_id: str
+    signals: tuple[Signal, ...]
+    label: str
+    added_by: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Member:
+    member_id: str
+    name: str
+    roles: tuple[str, ...]
+    created_at: datetime | None
+    trust_level: TrustLevel
+    flagged: bool = False
+    flag_reason: str = ""
+    flagged_at: datetime | None = None
 
 
 def to_jsonable(record: Any) -> Any:

@@ -18,7 +18,17 @@ from . import signals
 from ._client import Client
 from ._config import TARGET_ENV, TOKEN_ENV
 from ._exceptions import ApiError, HashshareError
-from ._models import ContactPoint, DiscoveryMethod, LegalBasis, MatchResult, NoticeState, to_jsonable
+from ._models import (
+    ContactPoint,
+    DiscoveryMethod,
+    DisputeReason,
+    LegalBasis,
+    MatchResult,
+    NoticeState,
+    Opinion,
+    ReviewDecision,
+    to_jsonable,
+)
 from .signals import Signal
 
 
@@ -82,6 +92,34 @@ def build_parser() -> argparse.ArgumentParser:
     _server_arguments(categories)
 
     _notice_commands(commands)
+    feedback = commands.add_parser("feedback", help="give your opinion of an entry (a later one replaces it)")
+    feedback.add_argument("entry_id")
+    feedback.add_argument("opinion", choices=[o.value for o in Opinion])
+    feedback.add_argument("--reason", choices=[r.value for r in DisputeReason], help="required with disagree")
+    feedback.add_argument("--comment", default="")
+    _server_arguments(feedback)
+
+    review = commands.add_parser("review", help="confirm, disable or re-enable an entry (authority, admin)")
+    review.add_argument("entry_id")
+    review.add_argument("decision", choices=[d.value for d in ReviewDecision])
+    review.add_argument("--reason", default="", help="required to disable or enable")
+    _server_arguments(review)
+
+    allow = commands.add_parser("allow", help="put known-benign content on the allow-list (authority, admin)")
+    _content_arguments(allow)
+    allow.add_argument("--label", required=True, help='what it is, e.g. "national flag"')
+    _server_arguments(allow)
+    disallow = commands.add_parser("disallow", help="take an item off the allow-list (authority, admin)")
+    disallow.add_argument("allow_id")
+    disallow.add_argument("--reason", required=True)
+    _server_arguments(disallow)
+    allow_list = commands.add_parser("allow-list", help="list the allow-list")
+    _server_arguments(allow_list)
+
+    stats = commands.add_parser("feedback-stats", help="feedback given and received per platform (researchers)")
+    stats.add_argument("--since", type=_timestamp, help="ISO 8601 start of the period (UTC if no zone)")
+    stats.add_argument("--until", type=_timestamp, help="ISO 8601 end of the period, excluded")
+    _server_arguments(stats)
 
     evaluate = commands.add_parser("eval", help="measure recall per re-upload trick and false matches")
     evaluate.add_argument("--images", type=Path, help="a folder of original images")
@@ -272,6 +310,7 @@ def _print_match(result: MatchResult) -> None:
         print(
             f"  {match.entry_id}  {match.verdict:<6}  {match.category}  via {match.signal_type}"
             f" (distance {match.distance}, similarity {match.similarity:.3f}), corroborations {match.corroborations}"
+            + (f", held: {', '.join(match.held_reasons)}" if match.held_reasons else "")
         )
     for skipped in result.skipped:
         print(f"  skipped {skipped.signal_type}: {skipped.reason}")
@@ -315,6 +354,19 @@ def _run(args: argparse.Namespace) -> Any:
             return client.spread(args.entry_id)
         if args.command in ("notice", "contacts", "set-contacts", "audit"):
             return _run_notices(args, client)
+        if args.command == "feedback":
+            return client.give_feedback(args.entry_id, args.opinion, reason=args.reason, comment=args.comment)
+        if args.command == "review":
+            return client.review_entry(args.entry_id, args.decision, reason=args.reason)
+        if args.command == "allow":
+            return client.add_to_allow_list(_signals(args), label=args.label)
+        if args.command == "disallow":
+            client.remove_from_allow_list(args.allow_id, reason=args.reason)
+            return {"allow_id": args.allow_id, "removed": True}
+        if args.command == "allow-list":
+            return {"items": client.list_allow_list()}
+        if args.command == "feedback-stats":
+            return {"platforms": client.feedback_stats(start=args.since, end=args.until)}
         return {"categories": client.categories()}
 
 

@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from ._exceptions import API_ERRORS, ApiError, FieldViolation
 from ._models import (
+    AllowedItem,
     AuditEvent,
     AuditPage,
     Category,
@@ -25,22 +26,29 @@ from ._models import (
     DailyCount,
     DirectoryEntry,
     DiscoveryMethod,
+    DisputeReason,
     Entry,
+    EntryFeedback,
+    FeedbackResult,
     ItemError,
     LegalBasis,
     MatchedEntry,
     MatchResult,
+    Member,
     Notice,
     NoticePage,
     NoticeState,
+    Opinion,
     PlatformSpread,
     Removal,
     RetractResult,
+    ReviewDecision,
     SignalMatch,
     SkippedSignal,
     Spread,
     Submission,
     SubmitResult,
+    TrustLevel,
     Verdict,
 )
 from .pb.hashshare.v1 import admin_pb2, match_pb2, notice_pb2, research_pb2, signal_pb2, submission_pb2
@@ -151,6 +159,7 @@ def _matched_entry(message: match_pb2.MatchedEntry) -> MatchedEntry:
         evidence=tuple(
             SignalMatch(e.signal_type, e.distance, e.similarity, VERDICTS[e.verdict]) for e in message.evidence
         ),
+        held_reasons=tuple(message.held_reasons),
     )
 
 
@@ -250,6 +259,17 @@ def entry_result(response: submission_pb2.GetEntryResponse) -> Entry:
         first_removed_at=from_timestamp(entry, "first_removed_at"),
         signals=tuple(signal_from_proto(s) for s in entry.signals),
         submissions=tuple(_submission(s) for s in entry.submissions),
+        status=ENTRY_STATUSES.get(entry.status, ""),
+        confirmed=entry.confirmed,
+        agreements=entry.agreements,
+        disputes=entry.disputes,
+        seen_too=entry.seen_too,
+        verdict=VERDICTS[entry.verdict],
+        held_reasons=tuple(entry.held_reasons),
+        feedback=tuple(_entry_feedback(f) for f in entry.feedback),
+        last_review=REVIEW_DECISION_NAMES.get(entry.last_review, ""),
+        last_review_reason=entry.last_review_reason,
+        reviewed_at=from_timestamp(entry, "reviewed_at"),
     )
 
 
@@ -469,4 +489,114 @@ def audit_page(response: admin_pb2.ListAuditEventsResponse) -> AuditPage:
             for e in response.events
         ),
         response.next_page_token,
+    )
+
+
+# Trust and safety: feedback, review, the allow-list, trust levels.
+
+OPINIONS: dict[Opinion, submission_pb2.Opinion.ValueType] = {
+    Opinion.AGREE: submission_pb2.OPINION_AGREE,
+    Opinion.DISAGREE: submission_pb2.OPINION_DISAGREE,
+    Opinion.SEEN_TOO: submission_pb2.OPINION_SEEN_TOO,
+}
+DISPUTE_REASONS: dict[DisputeReason, submission_pb2.DisputeReason.ValueType] = {
+    DisputeReason.NOT_HATEFUL: submission_pb2.DISPUTE_REASON_NOT_HATEFUL,
+    DisputeReason.WRONG_CATEGORY: submission_pb2.DISPUTE_REASON_WRONG_CATEGORY,
+    DisputeReason.LAWFUL: submission_pb2.DISPUTE_REASON_LAWFUL,
+    DisputeReason.BAD_HASH: submission_pb2.DISPUTE_REASON_BAD_HASH,
+}
+REVIEW_DECISIONS: dict[ReviewDecision, submission_pb2.ReviewDecision.ValueType] = {
+    ReviewDecision.CONFIRM: submission_pb2.REVIEW_DECISION_CONFIRM,
+    ReviewDecision.DISABLE: submission_pb2.REVIEW_DECISION_DISABLE,
+    ReviewDecision.ENABLE: submission_pb2.REVIEW_DECISION_ENABLE,
+}
+REVIEW_DECISION_NAMES = {number: decision.value for decision, number in REVIEW_DECISIONS.items()}
+TRUST_LEVELS: dict[TrustLevel, admin_pb2.TrustLevel.ValueType] = {
+    TrustLevel.PROVISIONAL: admin_pb2.TRUST_LEVEL_PROVISIONAL,
+    TrustLevel.TRUSTED: admin_pb2.TRUST_LEVEL_TRUSTED,
+}
+ENTRY_STATUSES = {
+    submission_pb2.ENTRY_STATUS_ACTIVE: "active",
+    submission_pb2.ENTRY_STATUS_RETRACTED: "retracted",
+    submission_pb2.ENTRY_STATUS_DISABLED: "disabled",
+}
+
+
+def feedback_request(
+    request_id: str, entry_id: str, opinion: Opinion | str, reason: DisputeReason | str | None, comment: str
+) -> submission_pb2.GiveFeedbackRequest:
+    return submission_pb2.GiveFeedbackRequest(
+        request_id=request_id,
+        entry_id=entry_id,
+        opinion=OPINIONS[Opinion(opinion)],
+        reason=DISPUTE_REASONS[DisputeReason(reason)] if reason else submission_pb2.DISPUTE_REASON_UNSPECIFIED,
+        comment=comment,
+    )
+
+
+def feedback_result(response: submission_pb2.GiveFeedbackResponse) -> FeedbackResult:
+    return FeedbackResult(
+        entry_id=response.entry_id,
+        agreements=response.agreements,
+        disputes=response.disputes,
+        seen_too=response.seen_too,
+        verdict=VERDICTS[response.verdict],
+        held_reasons=tuple(response.held_reasons),
+    )
+
+
+def _entry_feedback(message: submission_pb2.Feedback) -> EntryFeedback:
+    opinions = {number: opinion for opinion, number in OPINIONS.items()}
+    reasons = {number: reason for reason, number in DISPUTE_REASONS.items()}
+    return EntryFeedback(
+        member_id=message.member_id,
+        opinion=opinions[message.opinion],
+        reason=reasons.get(message.reason),
+        comment=message.comment,
+        created_at=from_timestamp(message, "created_at"),
+    )
+
+
+def review_request(
+    request_id: str, entry_id: str, decision: ReviewDecision | str, reason: str
+) -> submission_pb2.ReviewEntryRequest:
+    return submission_pb2.ReviewEntryRequest(
+        request_id=request_id, entry_id=entry_id, decision=REVIEW_DECISIONS[ReviewDecision(decision)], reason=reason
+    )
+
+
+def allow_request(request_id: str, signals: Sequence[Signal], label: str) -> submission_pb2.AddToAllowListRequest:
+    return submission_pb2.AddToAllowListRequest(
+        request_id=request_id,
+        # As for a submission: the bank keeps the stored views, lookups compute the others.
+        signals=[signal_to_proto(s) for s in signals if (v := view(s.variant)) is not None and v.stored],
+        label=label,
+    )
+
+
+def allowed_item(message: submission_pb2.AllowedItem) -> AllowedItem:
+    return AllowedItem(
+        allow_id=message.allow_id,
+        signals=tuple(signal_from_proto(s) for s in message.signals),
+        label=message.label,
+        added_by=message.added_by,
+        created_at=from_timestamp(message, "created_at"),
+    )
+
+
+def period(start: datetime | None, end: datetime | None) -> research_pb2.Period:
+    return research_pb2.Period(start=timestamp(start), end=timestamp(end))
+
+
+def member_result(message: admin_pb2.Member) -> Member:
+    levels = {number: level for level, number in TRUST_LEVELS.items()}
+    return Member(
+        member_id=message.member_id,
+        name=message.name,
+        roles=tuple(message.roles),
+        created_at=from_timestamp(message, "created_at"),
+        trust_level=levels.get(message.trust_level, TrustLevel.PROVISIONAL),
+        flagged=message.flagged,
+        flag_reason=message.flag_reason,
+        flagged_at=from_timestamp(message, "flagged_at"),
     )

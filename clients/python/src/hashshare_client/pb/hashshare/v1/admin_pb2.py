@@ -26,53 +26,53 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashshare/v1/admin.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"H\n\x0c\x43ontactPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\"\xa1\x02\n\x06Member\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x0btrust_level\x18\x05 \x01(\x0e\x32\x18.hashshare.v1.TrustLevel\x12\x32\n\x0e\x63ontact_points\x18\x06 \x03(\x0b\x32\x1a.hashshare.v1.ContactPoint\x12\x0f\n\x07\x66lagged\x18\x07 \x01(\x08\x12\x13\n\x0b\x66lag_reason\x18\x08 \x01(\t\x12.\n\nflagged_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x13\x43reateMemberRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x32\n\x0e\x63ontact_points\x18\x05 \x03(\x0b\x32\x1a.hashshare.v1.ContactPoint\"]\n\x14\x43reateMemberResponse\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Member\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08token_id\x18\x03 \x01(\t\"\x14\n\x12ListMembersRequest\"<\n\x13ListMembersResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.hashshare.v1.Member\"I\n\x11IssueTokenRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\"5\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\":\n\x12RevokeTokenRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"\'\n\x13RevokeTokenResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\"|\n\x14SetTrustLevelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12-\n\x0btrust_level\x18\x03 \x01(\x0e\x32\x18.hashshare.v1.TrustLevel\x12\x0e\n\x06reason\x18\x04 \x01(\t\"=\n\x15SetTrustLevelResponse\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Member\"t\n\x17SetContactPointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x32\n\x0e\x63ontact_points\x18\x03 \x03(\x0b\x32\x1a.hashshare.v1.ContactPoint\"@\n\x18SetContactPointsResponse\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Member\"I\n\x10\x43learFlagRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"9\n\x11\x43learFlagResponse\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Member\"\xb8\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe1\x01\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x0e\n\x06target\x18\x07 \x01(\t\x12\x0e\n\x06result\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\x12\x15\n\rprevious_hash\x18\n \x01(\t\x12\x0c\n\x04hash\x18\x0b \x01(\t\"\\\n\x17ListAuditEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.hashshare.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*_\n\nTrustLevel\x12\x1b\n\x17TRUST_LEVEL_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRUST_LEVEL_PROVISIONAL\x10\x01\x12\x17\n\x13TRUST_LEVEL_TRUSTED\x10\x02\x32\xc9\x05\n\x0c\x41\x64minService\x12U\n\x0c\x43reateMember\x12!.hashshare.v1.CreateMemberRequest\x1a\".hashshare.v1.CreateMemberResponse\x12R\n\x0bListMembers\x12 .hashshare.v1.ListMembersRequest\x1a!.hashshare.v1.ListMembersResponse\x12O\n\nIssueToken\x12\x1f.hashshare.v1.IssueTokenRequest\x1a .hashshare.v1.IssueTokenResponse\x12R\n\x0bRevokeToken\x12 .hashshare.v1.RevokeTokenRequest\x1a!.hashshare.v1.RevokeTokenResponse\x12X\n\rSetTrustLevel\x12\".hashshare.v1.SetTrustLevelRequest\x1a#.hashshare.v1.SetTrustLevelResponse\x12\x61\n\x10SetContactPoints\x12%.hashshare.v1.SetContactPointsRequest\x1a&.hashshare.v1.SetContactPointsResponse\x12L\n\tClearFlag\x12\x1e.hashshare.v1.ClearFlagRequest\x1a\x1f.hashshare.v1.ClearFlagResponse\x12^\n\x0fListAuditEvents\x12$.hashshare.v1.ListAuditEventsRequest\x1a%.hashshare.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashshare/v1/admin.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"H\n\x0c\x43ontactPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\"\xa1\x02\n\x06Member\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x0btrust_level\x18\x05 \x01(\x0e\x32\x18.hashshare.v1.TrustLevel\x12\x32\n\x0e\x63ontact_points\x18\x06 \x03(\x0b\x32\x1a.hashshare.v1.ContactPoint\x12\x0f\n\x07\x66lagged\x18\x07 \x01(\x08\x12\x13\n\x0b\x66lag_reason\x18\x08 \x01(\t\x12.\n\nflagged_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa9\x01\n\x13\x43reateMemberRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12-\n\x0btrust_level\x18\x04 \x01(\x0e\x32\x18.hashshare.v1.TrustLevel\x12\x32\n\x0e\x63ontact_points\x18\x05 \x03(\x0b\x32\x1a.hashshare.v1.ContactPoint\"]\n\x14\x43reateMemberResponse\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Member\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08token_id\x18\x03 \x01(\t\"\x14\n\x12ListMembersRequest\"<\n\x13ListMembersResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.hashshare.v1.Member\"I\n\x11IssueTokenRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\"5\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\":\n\x12RevokeTokenRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"\'\n\x13RevokeTokenResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\"|\n\x14SetTrustLevelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12-\n\x0btrust_level\x18\x03 \x01(\x0e\x32\x18.hashshare.v1.TrustLevel\x12\x0e\n\x06reason\x18\x04 \x01(\t\"=\n\x15SetTrustLevelResponse\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Member\"t\n\x17SetContactPointsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x32\n\x0e\x63ontact_points\x18\x03 \x03(\x0b\x32\x1a.hashshare.v1.ContactPoint\"@\n\x18SetContactPointsResponse\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Member\"I\n\x10\x43learFlagRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"9\n\x11\x43learFlagResponse\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.hashshare.v1.Member\"\xb8\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe1\x01\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x0e\n\x06target\x18\x07 \x01(\t\x12\x0e\n\x06result\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\x12\x15\n\rprevious_hash\x18\n \x01(\t\x12\x0c\n\x04hash\x18\x0b \x01(\t\"\\\n\x17ListAuditEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.hashshare.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*_\n\nTrustLevel\x12\x1b\n\x17TRUST_LEVEL_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRUST_LEVEL_PROVISIONAL\x10\x01\x12\x17\n\x13TRUST_LEVEL_TRUSTED\x10\x02\x32\xc9\x05\n\x0c\x41\x64minService\x12U\n\x0c\x43reateMember\x12!.hashshare.v1.CreateMemberRequest\x1a\".hashshare.v1.CreateMemberResponse\x12R\n\x0bListMembers\x12 .hashshare.v1.ListMembersRequest\x1a!.hashshare.v1.ListMembersResponse\x12O\n\nIssueToken\x12\x1f.hashshare.v1.IssueTokenRequest\x1a .hashshare.v1.IssueTokenResponse\x12R\n\x0bRevokeToken\x12 .hashshare.v1.RevokeTokenRequest\x1a!.hashshare.v1.RevokeTokenResponse\x12X\n\rSetTrustLevel\x12\".hashshare.v1.SetTrustLevelRequest\x1a#.hashshare.v1.SetTrustLevelResponse\x12\x61\n\x10SetContactPoints\x12%.hashshare.v1.SetContactPointsRequest\x1a&.hashshare.v1.SetContactPointsResponse\x12L\n\tClearFlag\x12\x1e.hashshare.v1.ClearFlagRequest\x1a\x1f.hashshare.v1.ClearFlagResponse\x12^\n\x0fListAuditEvents\x12$.hashshare.v1.ListAuditEventsRequest\x1a%.hashshare.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashshare.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRUSTLEVEL']._serialized_start=1991
-  _globals['_TRUSTLEVEL']._serialized_end=2086
+  _globals['_TRUSTLEVEL']._serialized_start=2039
+  _globals['_TRUSTLEVEL']._serialized_end=2134
   _globals['_CONTACTPOINT']._serialized_start=75
   _globals['_CONTACTPOINT']._serialized_end=147
   _globals['_MEMBER']._serialized_start=150
   _globals['_MEMBER']._serialized_end=439
-  _globals['_CREATEMEMBERREQUEST']._serialized_start=441
-  _globals['_CREATEMEMBERREQUEST']._serialized_end=563
-  _globals['_CREATEMEMBERRESPONSE']._serialized_start=565
-  _globals['_CREATEMEMBERRESPONSE']._serialized_end=658
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=660
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=680
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=682
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=742
-  _globals['_ISSUETOKENREQUEST']._serialized_start=744
-  _globals['_ISSUETOKENREQUEST']._serialized_end=817
-  _globals['_ISSUETOKENRESPONSE']._serialized_start=819
-  _globals['_ISSUETOKENRESPONSE']._serialized_end=872
-  _globals['_REVOKETOKENREQUEST']._serialized_start=874
-  _globals['_REVOKETOKENREQUEST']._serialized_end=932
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=934
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=973
-  _globals['_SETTRUSTLEVELREQUEST']._serialized_start=975
-  _globals['_SETTRUSTLEVELREQUEST']._serialized_end=1099
-  _globals['_SETTRUSTLEVELRESPONSE']._serialized_start=1101
-  _globals['_SETTRUSTLEVELRESPONSE']._serialized_end=1162
-  _globals['_SETCONTACTPOINTSREQUEST']._serialized_start=1164
-  _globals['_SETCONTACTPOINTSREQUEST']._serialized_end=1280
-  _globals['_SETCONTACTPOINTSRESPONSE']._serialized_start=1282
-  _globals['_SETCONTACTPOINTSRESPONSE']._serialized_end=1346
-  _globals['_CLEARFLAGREQUEST']._serialized_start=1348
-  _globals['_CLEARFLAGREQUEST']._serialized_end=1421
-  _globals['_CLEARFLAGRESPONSE']._serialized_start=1423
-  _globals['_CLEARFLAGRESPONSE']._serialized_end=1480
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1483
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1667
-  _globals['_AUDITEVENT']._serialized_start=1670
-  _globals['_AUDITEVENT']._serialized_end=1895
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1897
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1989
-  _globals['_ADMINSERVICE']._serialized_start=2089
-  _globals['_ADMINSERVICE']._serialized_end=2802
+  _globals['_CREATEMEMBERREQUEST']._serialized_start=442
+  _globals['_CREATEMEMBERREQUEST']._serialized_end=611
+  _globals['_CREATEMEMBERRESPONSE']._serialized_start=613
+  _globals['_CREATEMEMBERRESPONSE']._serialized_end=706
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=708
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=728
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=730
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=790
+  _globals['_ISSUETOKENREQUEST']._serialized_start=792
+  _globals['_ISSUETOKENREQUEST']._serialized_end=865
+  _globals['_ISSUETOKENRESPONSE']._serialized_start=867
+  _globals['_ISSUETOKENRESPONSE']._serialized_end=920
+  _globals['_REVOKETOKENREQUEST']._serialized_start=922
+  _globals['_REVOKETOKENREQUEST']._serialized_end=980
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=982
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1021
+  _globals['_SETTRUSTLEVELREQUEST']._serialized_start=1023
+  _globals['_SETTRUSTLEVELREQUEST']._serialized_end=1147
+  _globals['_SETTRUSTLEVELRESPONSE']._serialized_start=1149
+  _globals['_SETTRUSTLEVELRESPONSE']._serialized_end=1210
+  _globals['_SETCONTACTPOINTSREQUEST']._serialized_start=1212
+  _globals['_SETCONTACTPOINTSREQUEST']._serialized_end=1328
+  _globals['_SETCONTACTPOINTSRESPONSE']._serialized_start=1330
+  _globals['_SETCONTACTPOINTSRESPONSE']._serialized_end=1394
+  _globals['_CLEARFLAGREQUEST']._serialized_start=1396
+  _globals['_CLEARFLAGREQUEST']._serialized_end=1469
+  _globals['_CLEARFLAGRESPONSE']._serialized_start=1471
+  _globals['_CLEARFLAGRESPONSE']._serialized_end=1528
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1531
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1715
+  _globals['_AUDITEVENT']._serialized_start=1718
+  _globals['_AUDITEVENT']._serialized_end=1943
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1945
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=2037
+  _globals['_ADMINSERVICE']._serialized_start=2137
+  _globals['_ADMINSERVICE']._serialized_end=2850
 # @@protoc_insertion_point(module_scope)

@@ -130,9 +130,14 @@ class CreateMemberRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
+    TRUST_LEVEL_FIELD_NUMBER: _builtins.int
     CONTACT_POINTS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     name: _builtins.str
+    trust_level: Global___TrustLevel.ValueType
+    """TRUST_LEVEL_UNSPECIFIED: the server's --new-member-trust (provisional
+    unless configured otherwise).
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Any of "platform", "trust_safety", "researcher", "admin", "authority"."""
@@ -147,11 +152,12 @@ class CreateMemberRequest(_message.Message):
         request_id: _builtins.str = ...,
         name: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
+        trust_level: Global___TrustLevel.ValueType = ...,
         contact_points: _abc.Iterable[Global___ContactPoint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_points", b"contact_points", "name", b"name", "request_id", b"request_id", "roles", b"roles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_points", b"contact_points", "name", b"name", "request_id", b"request_id", "roles", b"roles", "trust_level", b"trust_level"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -453,11 +453,36 @@ class Entry(_message.Message):
     FIRST_REMOVED_AT_FIELD_NUMBER: _builtins.int
     SIGNALS_FIELD_NUMBER: _builtins.int
     SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CONFIRMED_FIELD_NUMBER: _builtins.int
+    AGREEMENTS_FIELD_NUMBER: _builtins.int
+    DISPUTES_FIELD_NUMBER: _builtins.int
+    SEEN_TOO_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    HELD_REASONS_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    LAST_REVIEW_FIELD_NUMBER: _builtins.int
+    LAST_REVIEW_REASON_FIELD_NUMBER: _builtins.int
+    REVIEWED_AT_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     category: _builtins.str
     active: _builtins.bool
     """Whether the entry matches (it has at least one active submission)."""
     corroborations: _builtins.int
+    status: Global___EntryStatus.ValueType
+    confirmed: _builtins.bool
+    """Confirmed by an authority or admin reviewer (until disabled)."""
+    agreements: _builtins.int
+    """Distinct members whose current opinion is agree, disagree or seen too."""
+    disputes: _builtins.int
+    seen_too: _builtins.int
+    verdict: _signal_pb2.Verdict.ValueType
+    """What an exact copy of the content gets now, and why it is held at
+    VERDICT_REVIEW ("disputed", "awaiting_corroboration", "allow_listed").
+    """
+    last_review: Global___ReviewDecision.ValueType
+    """The latest review of the entry, if any."""
+    last_review_reason: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -472,6 +497,14 @@ class Entry(_message.Message):
     def submissions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Submission]:
         """The caller's own submissions (all of them, for admins)."""
 
+    @_builtins.property
+    def held_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___Feedback]:
+        """The caller's own feedback (everyone's, for admins and the authority)."""
+
+    @_builtins.property
+    def reviewed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -483,10 +516,21 @@ class Entry(_message.Message):
         first_removed_at: _timestamp_pb2.Timestamp | None = ...,
         signals: _abc.Iterable[_signal_pb2.Signal] | None = ...,
         submissions: _abc.Iterable[Global___Submission] | None = ...,
+        status: Global___EntryStatus.ValueType = ...,
+        confirmed: _builtins.bool = ...,
+        agreements: _builtins.int = ...,
+        disputes: _builtins.int = ...,
+        seen_too: _builtins.int = ...,
+        verdict: _signal_pb2.Verdict.ValueType = ...,
+        held_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        feedback: _abc.Iterable[Global___Feedback] | None = ...,
+        last_review: Global___ReviewDecision.ValueType = ...,
+        last_review_reason: _builtins.str = ...,
+        reviewed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "first_removed_at", b"first_removed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "first_removed_at", b"first_removed_at", "reviewed_at", b"reviewed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "category", b"category", "corroborations", b"corroborations", "created_at", b"created_at", "entry_id", b"entry_id", "first_removed_at", b"first_removed_at", "signals", b"signals", "submissions", b"submissions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "agreements", b"agreements", "category", b"category", "confirmed", b"confirmed", "corroborations", b"corroborations", "created_at", b"created_at", "disputes", b"disputes", "entry_id", b"entry_id", "feedback", b"feedback", "first_removed_at", b"first_removed_at", "held_reasons", b"held_reasons", "last_review", b"last_review", "last_review_reason", b"last_review_reason", "reviewed_at", b"reviewed_at", "seen_too", b"seen_too", "signals", b"signals", "status", b"status", "submissions", b"submissions", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
