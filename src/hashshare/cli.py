@@ -66,7 +66,7 @@ def _verify_audit(store: Store, as_json: bool) -> int:
 
 
 # What an offline command did, for the audit trail: (target, detail).
-_OFFLINE_AUDITED = ("create-member", "issue-token", "revoke-token")
+_OFFLINE_AUDITED = ("create-member", "issue-token", "revoke-token", "set-trust", "clear-flag")
 
 
 def _audit_offline(store: Store, command: str, target: str, detail: str, result: str) -> None:
@@ -96,46 +96,6 @@ def _admin(args: argparse.Namespace) -> int:
             _audit_offline(store, args.admin_command, "", "", error.code)
             raise
         return code
-        now = time.time()
-        if args.admin_command == "create-member":
-            level = members.trust_level(args.trust_level, "--trust-level")
-            member, token, secret = members.create_member(store, args.name, args.role, now, level)
-            out = {**_member_json(member), "token": secret, "token_id": format_id(IdKind.TOKEN, token.token_id)}
-            text = f"created {out['member_id']} {member.name!r} ({level}); its token (shown once):\n{secret}"
-        elif args.admin_command == "set-trust":
-            member = _resolve_member(store, args.member)
-            member = store.set_trust_level(member.member_id, members.trust_level(args.level, "level"))
-            out = _member_json(member)
-            text = f"{out['member_id']} {member.name!r} is now {member.trust_level}"
-        elif args.admin_command == "clear-flag":
-            member = store.clear_flag(_resolve_member(store, args.member).member_id)
-            out = _member_json(member)
-            text = f"{out['member_id']} {member.name!r} is not flagged"
-        elif args.admin_command == "issue-token":
-            member = _resolve_member(store, args.member)
-            token, secret = members.issue_token(store, member.member_id, args.role, now)
-            out = {
-                "member_id": format_id(IdKind.MEMBER, member.member_id),
-                "token": secret,
-                "token_id": format_id(IdKind.TOKEN, token.token_id),
-            }
-            text = f"new token {out['token_id']} for {member.name!r} (shown once):\n{secret}"
-        elif args.admin_command == "revoke-token":
-            token, _ = store.revoke_token(parse_id(IdKind.TOKEN, args.token_id, "token_id"), now)
-            out = {"token_id": format_id(IdKind.TOKEN, token.token_id), "revoked": True}
-            text = f"revoked {out['token_id']}"
-        else:  # list-members
-            listed = store.list_members()
-            if args.json:
-                print(json.dumps([_member_json(m) for m in listed], indent=2))
-            else:
-                for m in listed:
-                    flag = f"\tflagged: {m.flag_reason}" if m.flagged else ""
-                    roles = ",".join(sorted(m.roles))
-                    print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{roles}\t{m.trust_level}{flag}")
-            return 0
-        print(json.dumps(out) if args.json else text)
-        return 0
     finally:
         store.close()
 
@@ -143,11 +103,23 @@ def _admin(args: argparse.Namespace) -> int:
 def _admin_command(store: Store, args: argparse.Namespace) -> int:
     now = time.time()
     if args.admin_command == "create-member":
-        member, token, secret = members.create_member(store, args.name, args.role, now)
+        level = members.trust_level(args.trust_level, "--trust-level")
+        member, token, secret = members.create_member(store, args.name, args.role, now, level)
         out = {**_member_json(member), "token": secret, "token_id": format_id(IdKind.TOKEN, token.token_id)}
         roles = ",".join(sorted(r.value for r in member.roles))
         _audit_offline(store, args.admin_command, str(out["member_id"]), f"roles={roles}", "OK")
-        text = f"created {out['member_id']} {member.name!r}; its token (shown once):\n{secret}"
+        text = f"created {out['member_id']} {member.name!r} ({level}); its token (shown once):\n{secret}"
+    elif args.admin_command == "set-trust":
+        member = _resolve_member(store, args.member)
+        member = store.set_trust_level(member.member_id, members.trust_level(args.level, "level"))
+        out = _member_json(member)
+        text = f"{out['member_id']} {member.name!r} is now {member.trust_level}"
+        _audit_offline(store, args.admin_command, str(out["member_id"]), f"trust={member.trust_level}", "OK")
+    elif args.admin_command == "clear-flag":
+        member = store.clear_flag(_resolve_member(store, args.member).member_id)
+        out = _member_json(member)
+        text = f"{out['member_id']} {member.name!r} is not flagged"
+        _audit_offline(store, args.admin_command, str(out["member_id"]), "", "OK")
     elif args.admin_command == "issue-token":
         member = _resolve_member(store, args.member)
         token, secret = members.issue_token(store, member.member_id, args.role, now)
@@ -169,7 +141,9 @@ def _admin_command(store: Store, args: argparse.Namespace) -> int:
             print(json.dumps([_member_json(m) for m in listed], indent=2))
         else:
             for m in listed:
-                print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{','.join(sorted(m.roles))}")
+                flag = f"\tflagged: {m.flag_reason}" if m.flagged else ""
+                roles = ",".join(sorted(m.roles))
+                print(f"{format_id(IdKind.MEMBER, m.member_id)}\t{m.name}\t{roles}\t{m.trust_level}{flag}")
         return 0
     print(json.dumps(out) if args.json else text)
     return 0

@@ -1123,18 +1123,29 @@ class RedisStore(Store):
         if not rows:
             return set()
         by_slot: dict[int, list[int]] = defaultdict(list)
+        allowed: dict[int, list[int]] = defaultdict(list)  # allow-list item id -> its rows
         for row in rows:
-            by_slot[keys.slot_of(keys.entry(row.entry_id))].append(row.row_id)
+            if row.entry_id < 0:  # an allow-list row (model.allowed_index_id)
+                allowed[-row.entry_id].append(row.row_id)
+            else:
+                by_slot[keys.slot_of(keys.entry(row.entry_id))].append(row.row_id)
         with self._redis.pipeline(transaction=False) as pipe:
             for slot, row_ids in by_slot.items():
                 pipe.hmget(keys.slot_active_signals(slot), row_ids)
+            if allowed:
+                pipe.hmget(keys.ALLOW_ITEMS, [str(item) for item in allowed])
             replies = pipe.execute()
-        return {
+        active = {
             row_id
-            for row_ids, found in zip(by_slot.values(), replies, strict=True)
+            for row_ids, found in zip(by_slot.values(), replies[: len(by_slot)], strict=True)
             for row_id, record in zip(row_ids, found, strict=True)
             if record is not None
         }
+        if allowed:
+            for row_ids, record in zip(allowed.values(), replies[-1], strict=True):
+                if record is not None:
+                    active.update(row_ids)
+        return active
 
     def changes_since(self, position: str, limit: int = 10_000) -> tuple[list[Change], str]:
         after, count = _parse_position(position)
