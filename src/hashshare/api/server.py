@@ -140,6 +140,16 @@ def ensure_dev_admin(settings: Settings) -> Path | None:
         store.close()
 
 
+def _wait_for_signal(stopping: threading.Event) -> None:
+    """Wait until a signal handler sets ``stopping``.
+
+    Python runs signal handlers in the main thread only, and a signal the kernel
+    hands to one of gRPC's threads does not interrupt a main thread blocked on a
+    lock without a timeout: waking up now and then lets the handler run."""
+    while not stopping.wait(0.2):
+        pass
+
+
 def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     token_file = ensure_dev_admin(settings)
@@ -159,7 +169,7 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    stopping.wait()
+    _wait_for_signal(stopping)
     log.info("shutting down")
     running.stop()
 
@@ -189,5 +199,5 @@ def _serve_worker(settings: Settings, worker: int, ready: Callable[[], None], re
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     running = start(settings, worker=worker, listen_after_load=replacing)
     ready()
-    stopping.wait()
+    _wait_for_signal(stopping)
     running.stop()
