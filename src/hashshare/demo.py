@@ -19,7 +19,17 @@ from hashshare_client import DiscoveryMethod, LegalBasis, Signal, signal_types
 from hashshare_client.report.quarter import Quarter
 
 from . import members
-from .model import Sighting, SubmissionDraft
+from .model import (
+    DisputeReason,
+    Feedback,
+    Member,
+    NoticeDecision,
+    NoticeDraft,
+    NoticeState,
+    Opinion,
+    Sighting,
+    SubmissionDraft,
+)
 from .store.base import BatchSubmission, Store, submitted
 from .store.rollups import HOUR, Action, ActionRecord
 
@@ -70,7 +80,7 @@ def seed(store: Store, quarter: str, entries_per_quarter: int = 60, rng_seed: in
     made = time.time()
     platforms = [members.create_member(store, name, ["trust_safety", "platform"], made)[0] for name in PLATFORMS]
     researcher = members.create_member(store, RESEARCHER, ["researcher"], made)[2]
-    authority = members.create_member(store, AUTHORITY, ["authority"], made)[2]
+    authority_member, _, authority = members.create_member(store, AUTHORITY, ["authority"], made)
     weights = [6, 5, 3, 2, 1, 1]  # a few large platforms and a long tail
     sightings: list[Sighting] = []
     actions: dict[int, list[ActionRecord]] = {p.member_id: [] for p in platforms}
@@ -84,7 +94,10 @@ def seed(store: Store, quarter: str, entries_per_quarter: int = 60, rng_seed: in
         outcome = submitted(store.submit_many(first.member_id, batch, removed_at)[0])
         assert outcome is not None
         entries += 1
+        if draft.notice_received_at is not None:
+            _notice(store, authority_member.member_id, first.member_id, f"demo-{n}", draft, outcome.entry_id)
         others = [p for p in platforms if p != first]
+        _feedback(rng, store, others, outcome.entry_id, removed_at, last, f"demo-{n}")
         for k, other in enumerate(rng.sample(others, rng.choice((0, 0, 1, 1, 2, 3)))):
             joined_at = min(last, removed_at + rng.expovariate(1 / (2 * DAY)))
             joining = _draft(rng, signal, category, joined_at)
@@ -106,6 +119,49 @@ def seed(store: Store, quarter: str, entries_per_quarter: int = 60, rng_seed: in
                 member_id, f"demo-actions-{start}", bytes(32), records[start : start + 1000], now
             )
     return DemoBank(researcher, authority, entries, len(sightings), reported)
+
+
+def _notice(
+    store: Store, authority_id: int, platform_id: int, name: str, draft: SubmissionDraft, entry_id: int
+) -> None:
+    """The authority's notice behind a removal, filed when the platform received it and
+    decided when the content was removed."""
+    assert draft.notice_received_at is not None and draft.removed_at is not None
+    notice = store.file_notice(
+        authority_id,
+        f"{name}-notice",
+        bytes(32),
+        NoticeDraft(
+            platform_id,
+            f"https://demo.example/posts/{name}",
+            draft.signals,
+            draft.category,
+            LegalBasis.LOCAL_LAW,
+            "Decree 72/2013, Article 5",
+            "demo notice",
+        ),
+        (),
+        draft.notice_received_at,
+    )
+    decision = NoticeDecision(NoticeState.REMOVED, "", platform_id, draft.removed_at, entry_id)
+    store.answer_notice(notice.notice_id, f"{name}-answer", bytes(32), decision)
+
+
+def _feedback(
+    rng: random.Random, store: Store, others: Sequence[Member], entry_id: int, after: float, last: float, name: str
+) -> None:
+    """Other platforms mostly agree; now and then one disputes an entry."""
+    for k, member in enumerate(rng.sample(list(others), rng.choice((0, 1, 1, 2)))):
+        disputes = rng.random() < 0.15
+        feedback = Feedback(
+            entry_id,
+            member.member_id,
+            Opinion.DISAGREE if disputes else rng.choice((Opinion.AGREE, Opinion.SEEN_TOO)),
+            rng.choice((DisputeReason.LAWFUL, DisputeReason.NOT_HATEFUL)) if disputes else DisputeReason.NONE,
+            "",
+            min(last, after + rng.uniform(1, 72) * HOUR),
+        )
+        store.give_feedback(member.member_id, f"{name}-feedback-{k}", bytes(32), feedback)
 
 
 def _act(rng: random.Random, into: list[ActionRecord], entry_id: int, at: float, item: int) -> None:
