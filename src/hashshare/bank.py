@@ -6,6 +6,7 @@ decides verdicts, clusters submissions and records sightings.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import threading
@@ -34,6 +35,7 @@ from .model import (
 from .settings import Settings
 from .sightings import SightingRecorder
 from .store.base import BatchSubmission, Replayed, Store
+from .summaries import SummaryCache
 from .taxonomy import Taxonomy
 
 
@@ -66,6 +68,8 @@ class Bank:
         self.auth = Authenticator(store, settings.token_cache_seconds)
         self.feed = FeedFollower(store, self.index, settings.feed_poll_seconds, self.auth.forget)
         self.sightings = SightingRecorder(store, settings.sighting_flush_seconds)
+        self.summaries: SummaryCache[EntrySummary] = SummaryCache(store)
+        self.feed.subscribe(self.summaries.apply)
         self._clock = clock
         # Serialises "find the cluster, then write" so that two submissions
         # of the same content through this process land in one entry.
@@ -79,6 +83,11 @@ class Bank:
         self._pseudonym_key = self.store.secret("pseudonyms")
         directory = snapshot_directory(self.settings)
         self.feed.load(directory)
+        # The loaded index and everything before it live as long as the process: keep
+        # them out of the cycle collector's full passes, which otherwise walk them all
+        # and pause lookups for milliseconds.
+        gc.collect()
+        gc.freeze()
         self.feed.start()
         self.sightings.start()
         self._snapshots: SnapshotWriter | None = None
@@ -100,11 +109,14 @@ class Bank:
         self, principal: Principal, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
     ) -> MatchOutcome:
         candidates = find_candidates(self.index, signals, thresholds)
-        summaries = self.store.entry_summaries(candidates.evidence) if candidates.evidence else {}
+        summaries = self.summaries.entry_summaries(candidates.evidence) if candidates.evidence else {}
         outcome = decide(candidates, summaries)
-        now = self._clock()
-        for match in outcome.matches:
-            self.sightings.record(Sighting(match.entry_id, principal.member_id, now, match.verdict.value))
+        if outcome.matches:
+            now = self._clock()
+            member_id = principal.member_id
+            self.sightings.record_many(
+                Sighting(match.entry_id, member_id, now, match.verdict.value) for match in outcome.matches
+            )
         return outcome
 
     def submit(

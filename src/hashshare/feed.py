@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .index import SignalIndex, snapshot
-from .model import EntryChanged, TokenRevoked
+from .model import Change, EntryChanged, TokenRevoked
 from .store.base import Store
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class FeedFollower:
         self._thread: threading.Thread | None = None
         self.loaded = threading.Event()
         self.snapshot_position: str | None = None  # of the snapshot last loaded or written
+        self._listeners: list[Callable[[Change], None]] = []
 
     @property
     def position(self) -> str:
@@ -132,6 +133,8 @@ class FeedFollower:
                         self._on_entries_changed(change.entry_ids)
                     else:
                         self._index.apply(change)
+                    for listener in self._listeners:
+                        listener(change)
                 self._position = position
                 applied += len(changes)
                 if not changes:
@@ -152,6 +155,11 @@ class FeedFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def subscribe(self, listener: Callable[[Change], None]) -> None:
+        """Call ``listener`` with every change applied from now on (after the index applied
+        it), under the feed's lock: it must be quick and must not read the feed."""
+        self._listeners.append(listener)
 
 
 class SnapshotWriter:
