@@ -21,7 +21,7 @@ from .errors import InvalidArgument, NotFound
 from .feed import FeedFollower, SnapshotWriter
 from .index import SignalIndex
 from .index.snapshot import snapshot_directory
-from .matching import DEFAULT_THRESHOLDS, MatchOutcome, Thresholds, decide, find_candidates
+from .matching import DEFAULT_THRESHOLDS, MatchOutcome, Thresholds, decide, find_candidates, find_candidates_many
 from .model import (
     Entry,
     EntrySummary,
@@ -108,16 +108,7 @@ class Bank:
     def match(
         self, principal: Principal, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
     ) -> MatchOutcome:
-        candidates = find_candidates(self.index, signals, thresholds)
-        summaries = self.summaries.entry_summaries(candidates.evidence) if candidates.evidence else {}
-        outcome = decide(candidates, summaries)
-        if outcome.matches:
-            now = self._clock()
-            member_id = principal.member_id
-            self.sightings.record_many(
-                Sighting(match.entry_id, member_id, now, match.verdict.value) for match in outcome.matches
-            )
-        return outcome
+        return self.match_many(principal, [(signals, thresholds)])[0]
 
     def submit(
         self, principal: Principal, request_id: str, request_digest: bytes, draft: SubmissionDraft
@@ -199,3 +190,21 @@ class Bank:
         and it cannot be reversed without the bank's secret key."""
         digest = hmac.new(self._pseudonym_key, str(member_id).encode(), hashlib.sha256).hexdigest()
         return f"platform-{digest[:12]}"
+
+    def match_many(
+        self, principal: Principal, lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]]
+    ) -> list[MatchOutcome]:
+        """``match`` of each ``(signals, thresholds)`` lookup, searched together (MatchStream)."""
+        candidates = find_candidates_many(self.index, lookups)
+        entry_ids = {entry_id for found in candidates for entry_id in found.evidence}
+        summaries = self.summaries.entry_summaries(entry_ids) if entry_ids else {}
+        outcomes = [decide(found, summaries) for found in candidates]
+        if entry_ids:
+            now = self._clock()
+            member_id = principal.member_id
+            self.sightings.record_many(
+                Sighting(match.entry_id, member_id, now, match.verdict.value)
+                for outcome in outcomes
+                for match in outcome.matches
+            )
+        return outcomes
