@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from hashshare.index import SignalIndex
-from hashshare.index.signal_index import region_of
 from hashshare.index.lsh import MinHashLSHIndex, compact, scan16
 from hashshare.index.mih import MIHIndex
+from hashshare.index.signal_index import region_of
 from hashshare.model import IndexedSignal
 from hashshare_client.signal_types import DHASH, PDQ, PHASH
 
