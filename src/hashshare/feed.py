@@ -81,10 +81,10 @@ class FeedFollower:
     def _load_snapshot(self, directory: Path) -> int | None:
         """Rows loaded from the snapshot (and our position set to its), or None (logged)
         when there is none fit for this store; under ``_lock``, on an empty index."""
-        found = snapshot.load(directory, self.bank_id())
+        found = snapshot.load_with_structures(directory, self.bank_id())
         if found is None:
             return None
-        position, rows = found
+        position, rows, structures = found
         current = self._store.feed_position()
         try:
             ahead = snapshot.position_key(position) > snapshot.position_key(current)
@@ -94,7 +94,7 @@ class FeedFollower:
             log.warning("index snapshot %s is at %r, past the store's %r: ignored", directory, position, current)
             return None
         try:
-            count = self._index.load_arrays(rows)
+            count = self._index.load_arrays(rows, structures)
         except ValueError as error:
             log.warning("index snapshot %s does not fit this index (%s): ignored", directory, error)
             return None

@@ -307,10 +307,10 @@ def bench_restart(n: int, rng: np.random.Generator) -> list[Row]:
         del index
         gc.collect()
         start = time.perf_counter()
-        found = snapshot.load(directory, "bench")
+        found = snapshot.load_with_structures(directory, "bench")
         assert found is not None
         restarted = SignalIndex()
-        loaded = restarted.load_arrays(found[1])
+        loaded = restarted.load_arrays(found[1], found[2])
         ready_s = time.perf_counter() - start
     assert loaded == 3 * n
     return [
