@@ -6,6 +6,7 @@ decides verdicts, clusters submissions and records sightings.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import threading
@@ -30,6 +31,7 @@ from .matching import (
     blocking_entries,
     decide,
     find_candidates,
+    find_candidates_many,
 )
 from .model import (
     AllowedItem,
@@ -55,6 +57,7 @@ from .model import (
 from .settings import Settings
 from .sightings import SightingRecorder
 from .store.base import BatchSubmission, Replayed, Store
+from .summaries import SummaryCache
 from .taxonomy import Taxonomy
 
 
@@ -87,6 +90,8 @@ class Bank:
         self.auth = Authenticator(store, settings.token_cache_seconds)
         self.feed = FeedFollower(store, self.index, settings.feed_poll_seconds, self.auth.forget)
         self.sightings = SightingRecorder(store, settings.sighting_flush_seconds)
+        self.summaries: SummaryCache[EntrySummary] = SummaryCache(store)
+        self.feed.subscribe(self.summaries.apply)
         self._clock = clock
         # Serialises "find the cluster, then write" so that two submissions
         # of the same content through this process land in one entry.
@@ -110,6 +115,11 @@ class Bank:
         self._pseudonym_key = self.store.secret("pseudonyms")
         directory = snapshot_directory(self.settings)
         self.feed.load(directory)
+        # The loaded index and everything before it live as long as the process: keep
+        # them out of the cycle collector's full passes, which otherwise walk them all
+        # and pause lookups for milliseconds.
+        gc.collect()
+        gc.freeze()
         self.feed.start()
         self.sightings.start()
         self._snapshots: SnapshotWriter | None = None
@@ -130,14 +140,7 @@ class Bank:
     def match(
         self, principal: Principal, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
     ) -> MatchOutcome:
-        candidates = find_candidates(self.index, signals, thresholds)
-        entry_ids = [e for e in candidates.evidence if e > 0]  # not the allow-list's
-        summaries = self.store.entry_summaries(entry_ids) if entry_ids else {}
-        outcome = decide(candidates, summaries, self.policy)
-        now = self._clock()
-        for match in outcome.matches:
-            self.sightings.record(Sighting(match.entry_id, principal.member_id, now, match.verdict.value))
-        return outcome
+        return self.match_many(principal, [(signals, thresholds)])[0]
 
     def submit(
         self, principal: Principal, request_id: str, request_digest: bytes, draft: SubmissionDraft
@@ -314,3 +317,22 @@ class Bank:
     def feedback_stats(self, start: float | None, end: float | None) -> list[tuple[str, MemberFeedbackStats]]:
         """Per member, under its pseudonym (sorted by it), never its name or id."""
         return sorted((self.pseudonym(s.member_id), s) for s in self.store.feedback_stats(start, end))
+
+    def match_many(
+        self, principal: Principal, lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]]
+    ) -> list[MatchOutcome]:
+        """``match`` of each ``(signals, thresholds)`` lookup, searched together (MatchStream)."""
+        candidates = find_candidates_many(self.index, lookups)
+        # Negative ids are the allow-list's: decide() reads them from the evidence, never as entries.
+        entry_ids = {entry_id for found in candidates for entry_id in found.evidence if entry_id > 0}
+        summaries = self.summaries.entry_summaries(entry_ids) if entry_ids else {}
+        outcomes = [decide(found, summaries, self.policy) for found in candidates]
+        if entry_ids:
+            now = self._clock()
+            member_id = principal.member_id
+            self.sightings.record_many(
+                Sighting(match.entry_id, member_id, now, match.verdict.value)
+                for outcome in outcomes
+                for match in outcome.matches
+            )
+        return outcomes

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .index import SignalIndex, snapshot
-from .model import EntryChanged, IndexedSignal, SignalsAdded, TokenRevoked
+from .model import Change, EntryChanged, IndexedSignal, SignalsAdded, SignalsRemoved, TokenRevoked
 from .store.base import FeedGap, Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class FeedFollower:
         self.loaded = threading.Event()
         self.snapshot_position: str | None = None  # of the snapshot last loaded or written
         self.rebuilds = 0  # times the feed had a gap and the index was reconciled with the store
+        self._listeners: list[Callable[[Change], None]] = []
 
     @property
     def position(self) -> str:
@@ -92,10 +93,10 @@ class FeedFollower:
     def _load_snapshot(self, directory: Path) -> int | None:
         """Rows loaded from the snapshot (and our position set to its), or None (logged)
         when there is none fit for this store; under ``_lock``, on an empty index."""
-        found = snapshot.load(directory, self.bank_id())
+        found = snapshot.load_with_structures(directory, self.bank_id())
         if found is None:
             return None
-        position, rows = found
+        position, rows, structures = found
         current = self._store.feed_position()
         try:
             ahead = snapshot.position_key(position) > snapshot.position_key(current)
@@ -105,7 +106,7 @@ class FeedFollower:
             log.warning("index snapshot %s is at %r, past the store's %r: ignored", directory, position, current)
             return None
         try:
-            count = self._index.load_arrays(rows)
+            count = self._index.load_arrays(rows, structures)
         except ValueError as error:
             log.warning("index snapshot %s does not fit this index (%s): ignored", directory, error)
             return None
@@ -154,6 +155,8 @@ class FeedFollower:
                         self._index.apply(SignalsAdded(tuple(r for r in change.rows if r.row_id in active)))
                     else:
                         self._index.apply(change)
+                    for listener in self._listeners:
+                        listener(change)
                 self._position = position
                 applied += len(changes)
                 if not changes:
@@ -165,13 +168,19 @@ class FeedFollower:
         removed one by one, never all dropped at once."""
         started = time.monotonic()
         position = self._store.feed_position()  # before the scan, as in load()
-        wanted: dict[int, IndexedSignal] = {row.row_id: row for row in self._store.active_signals()}
+        rows = itertools.chain(self._store.active_signals(), self._store.allowed_signals())
+        wanted: dict[int, IndexedSignal] = {row.row_id: row for row in rows}
         held: set[int] = set()
         for row_ids, _, _ in self._index.export().values():
             held.update(int(r) for r in row_ids)
-        for row_id in held - wanted.keys():
+        removed = SignalsRemoved(tuple(held - wanted.keys()))
+        added = SignalsAdded(tuple(row for row_id, row in wanted.items() if row_id not in held))
+        for row_id in removed.row_ids:
             self._index.remove(row_id)
-        self._index.add_many(row for row_id, row in wanted.items() if row_id not in held)
+        self._index.add_many(added.rows)
+        for listener in self._listeners:  # what the index went through, as changes
+            listener(removed)
+            listener(added)
         self._position = position
         self.rebuilds += 1
         log.info(
@@ -221,6 +230,11 @@ class FeedFollower:
             self._thread.join(timeout=5)
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+
+    def subscribe(self, listener: Callable[[Change], None]) -> None:
+        """Call ``listener`` with every change applied from now on (after the index applied
+        it), under the feed's lock: it must be quick and must not read the feed."""
+        self._listeners.append(listener)
 
 
 class SnapshotWriter:

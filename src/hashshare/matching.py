@@ -130,24 +130,41 @@ def find_candidates(
     few sub-indexes (the crop windows' pHash, say): they are searched in one
     batch per sub-index.
     """
-    evidence: dict[int, dict[tuple[str, str], Evidence]] = {}
-    skipped: dict[str, SkippedSignal] = {}
-    limited: dict[str, SkippedSignal] = {}
-    batches: dict[tuple[str, str, str, float], list[tuple[Signal, bool]]] = {}
-    for signal in signals:
-        signal_type = SIGNAL_TYPES[signal.type]
-        reason = _unreliable(signal_type, signal.quality)
-        if reason:
-            limited[signal.type] = SkippedSignal(signal.type, reason)
-        looked = view(signal.variant)
-        assert looked is not None  # the API layer refuses unknown views
-        review = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type]).review
-        batches.setdefault((signal.type, signal.version, looked.region, review), []).append((signal, bool(reason)))
+    return find_candidates_many(index, [(signals, thresholds)])[0]
+
+
+def find_candidates_many(
+    index: SignalIndex, lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]]
+) -> list[Candidates]:
+    """``find_candidates`` of each ``(signals, thresholds)`` lookup, equal to calling it on
+    each, with the signals of all of them searched in one batch per sub-index: the items
+    of a MatchStream share the per-search costs."""
+    evidences: list[dict[int, dict[tuple[str, str], Evidence]]] = []
+    limits: list[dict[str, SkippedSignal]] = []
+    # Per sub-index and radius: (lookup number, signal, unreliable) of every signal to search.
+    batches: dict[tuple[str, str, str, float], list[tuple[int, Signal, bool]]] = {}
+    for number, (signals, thresholds) in enumerate(lookups):
+        evidences.append({})
+        limited: dict[str, SkippedSignal] = {}
+        limits.append(limited)
+        for signal in signals:
+            signal_type = SIGNAL_TYPES[signal.type]
+            reason = _unreliable(signal_type, signal.quality)
+            if reason:
+                limited[signal.type] = SkippedSignal(signal.type, reason)
+            looked = view(signal.variant)
+            assert looked is not None  # the API layer refuses unknown views
+            review = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type]).review
+            key = (signal.type, signal.version, looked.region, review)
+            batches.setdefault(key, []).append((number, signal, bool(reason)))
     for (type_name, version, region, review), batch in batches.items():
-        results = index.search_many(type_name, version, region, [s.value for s, _ in batch], review)
-        for (signal, unreliable), hits in zip(batch, results, strict=True):
-            _grade(signal, unreliable, hits, thresholds, evidence)
-    return Candidates(evidence, tuple(skipped.values()), tuple(limited.values()))
+        results = index.search_many(type_name, version, region, [s.value for _, s, _ in batch], review)
+        for (number, signal, unreliable), hits in zip(batch, results, strict=True):
+            if hits:
+                _grade(signal, unreliable, hits, lookups[number][1], evidences[number])
+    return [
+        Candidates(evidence, (), tuple(limited.values())) for evidence, limited in zip(evidences, limits, strict=True)
+    ]
 
 
 def _grade(

@@ -8,8 +8,8 @@ the bank, and the README says so.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections.abc import Iterable
 
 from .model import Sighting
 from .store.base import Store
@@ -24,17 +24,28 @@ class SightingRecorder:
     def __init__(self, store: Store, flush_seconds: float) -> None:
         self._store = store
         self._flush_seconds = flush_seconds
-        self._queue: queue.Queue[Sighting] = queue.Queue(maxsize=_MAX_QUEUED)
+        # A list under a lock, swapped out whole by the writer: a Match appends its
+        # hits in one step (queue.Queue costs a condition variable per item).
+        self._pending: list[Sighting] = []
+        self._pending_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0
 
     def record(self, sighting: Sighting) -> None:
-        try:
-            self._queue.put_nowait(sighting)
-        except queue.Full:
-            # Never hold up an upload check for analytics.
-            self.dropped += 1
+        self.record_many((sighting,))
+
+    def record_many(self, sightings: Iterable[Sighting]) -> None:
+        """Queue the sightings of one lookup; beyond the queue's bound they are dropped
+        (and counted): an upload check is never held up for analytics."""
+        batch = list(sightings)
+        with self._pending_lock:
+            room = _MAX_QUEUED - len(self._pending)
+            if room >= len(batch):
+                self._pending.extend(batch)
+                return
+            self._pending.extend(batch[: max(room, 0)])
+            self.dropped += len(batch) - max(room, 0)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hashshare-sightings", daemon=True)
@@ -47,22 +58,18 @@ class SightingRecorder:
 
     def flush(self) -> int:
         """Write what is queued now; how many were written."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
         written = 0
-        while True:
-            batch: list[Sighting] = []
-            while len(batch) < _MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if not batch:
-                return written
+        for start in range(0, len(pending), _MAX_BATCH):
+            batch = pending[start : start + _MAX_BATCH]
             try:
                 self._store.add_sightings(batch)
                 written += len(batch)
             except Exception:
-                log.exception("could not write %d sightings; they are lost", len(batch))
+                log.exception("could not write %d sightings; they are lost", len(pending) - start)
                 return written
+        return written
 
     def stop(self) -> None:
         self._stop.set()

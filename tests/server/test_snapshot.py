@@ -15,11 +15,12 @@ from PIL import Image
 from hashshare.api.server import RunningServer
 from hashshare.feed import FeedFollower
 from hashshare.index import SignalIndex, snapshot
+from hashshare.model import IndexedSignal
 from hashshare.store.sqlite import SqliteStore
 from hashshare_client import Client, signals
 from hashshare_client.signal_types import MD5, MINHASH, PDQ, PHASH
 from tests.conftest import ServerFactory, encode, new_member
-from tests.server.test_index import as_set, random_rows
+from tests.server.test_index import as_set, clustered, random_rows, signature_bank
 
 
 def test_round_trip_equals_the_original_index(tmp_path: Path) -> None:
@@ -211,3 +212,62 @@ def test_a_corrupt_snapshot_is_ignored_for_a_full_load(
         assert bank.verdict(photos["astronaut"]) == "BLOCK"
     finally:
         bank.close()
+
+
+def _whole_image_rows(n: int) -> list[IndexedSignal]:
+    rng = np.random.default_rng(17)
+    pdq = clustered(rng, n, 4, max_flips=20)
+    phash = clustered(rng, n, 1, max_flips=8)
+    text = signature_bank(rng, n)
+    rows = []
+    for i in range(n):
+        rows.append(IndexedSignal(3 * i + 1, i, "image/pdq", PDQ.version, pdq[i].tobytes()))
+        rows.append(IndexedSignal(3 * i + 2, i, "image/phash", PHASH.version, phash[i].tobytes()))
+        rows.append(IndexedSignal(3 * i + 3, i, "text/minhash", MINHASH.version, text[i].astype("<u4").tobytes()))
+    return rows
+
+
+def _searches_agree(original: SignalIndex, loaded: SignalIndex, rows: list[IndexedSignal]) -> int:
+    found = 0
+    thresholds = {"image/pdq": 31, "image/phash": 12, "text/minhash": 0.3}
+    for row in rows[:900:7]:
+        expected = original.search(row.type, row.version, "full", row.value, thresholds[row.type])
+        assert as_set(loaded.search(row.type, row.version, "full", row.value, thresholds[row.type])) == as_set(expected)
+        found += len(expected)
+    return found
+
+
+def test_a_restart_reuses_the_saved_search_structures(tmp_path: Path) -> None:
+    rows = _whole_image_rows(20_000)
+    original = SignalIndex()
+    original.add_many(rows)
+    snapshot.save(original, "5", "bank-a", tmp_path / "snap")
+    manifest = json.loads((tmp_path / "snap" / snapshot.MANIFEST).read_text())
+    assert {p["key"][0] for p in manifest["indexes"] if "structure" in p} == {
+        "image/pdq",
+        "image/phash",
+        "text/minhash",
+    }
+
+    found = snapshot.load_with_structures(tmp_path / "snap", "bank-a")
+    assert found is not None
+    position, arrays, structures = found
+    assert position == "5"
+    loaded = SignalIndex()
+    assert loaded.load_arrays(arrays, structures) == len(rows)
+    for key, sub in loaded._indexes.items():  # the very tables that were saved, not rebuilt ones
+        saved = structures[key]
+        tables = sub._state.segments[0].structure.buckets  # type: ignore[attr-defined]
+        assert np.shares_memory(tables.positions, saved["positions"])
+    assert _searches_agree(original, loaded, rows) > len(rows[:900:7])  # near duplicates found too
+
+    # Tables that do not fit their rows are not used: the index is built again.
+    key = next(k for k in structures if k[0] == "image/pdq")
+    structures[key]["positions"] = structures[key]["positions"][:-1]
+    rebuilt = SignalIndex()
+    assert rebuilt.load_arrays(arrays, structures) == len(rows)
+    assert not np.shares_memory(
+        rebuilt._indexes[key]._state.segments[0].structure.buckets.positions,  # type: ignore[attr-defined]
+        structures[key]["positions"],
+    )
+    _searches_agree(original, rebuilt, rows)

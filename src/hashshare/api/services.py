@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 
 import grpc
@@ -25,6 +27,7 @@ from hashshare_client.signal_types import SIGNAL_TYPES, view
 from .. import members
 from ..bank import Bank
 from ..errors import FieldViolation, InvalidArgument, RateLimited
+from ..matching import Thresholds
 from ..model import (
     DisputeReason,
     Entry,
@@ -52,6 +55,8 @@ MAX_ALLOW_PAGE = 1000
 # Items of one stream in flight at once: enough to keep every thread busy,
 # few enough that a slow reader does not make the server buffer a backlog.
 STREAM_WINDOW = 64
+# Items of one stream looked up together at most.
+STREAM_BATCH = 64
 
 
 class MatchService(match_pb2_grpc.MatchServiceServicer):
@@ -83,20 +88,49 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
     def MatchStream(
         self, requests: Iterator[match_pb2.MatchRequest], context: grpc.ServicerContext, principal: Principal
     ) -> Iterator[match_pb2.MatchResponse]:
-        pending: deque[futures.Future[match_pb2.MatchResponse]] = deque()
-        for request in requests:
-            pending.append(self._pool.submit(self._match_item, request, principal))
-            if len(pending) >= STREAM_WINDOW:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-    def _match_item(self, request: match_pb2.MatchRequest, principal: Principal) -> match_pb2.MatchResponse:
+        # Items that have arrived are looked up together (one search per sub-index for
+        # all of them: numpy's per-call costs, not the hashes, dominate a single lookup).
+        # A reader thread takes requests off the stream so that the batch is whatever
+        # is waiting; answers go out in order, and a client that waits for an answer
+        # before it sends more is never kept waiting for a batch to fill.
+        inbox = _StreamInbox(requests)
+        pending: deque[futures.Future[list[match_pb2.MatchResponse]]] = deque()
         try:
-            return self._match(request, principal)
-        except InvalidArgument as error:
-            # One malformed item must not end a backfill of millions.
-            return match_pb2.MatchResponse(item_id=request.item_id, error=convert.item_error(error))
+            while True:
+                batch = inbox.take(STREAM_BATCH, wait=not pending)
+                if batch:
+                    pending.append(self._pool.submit(self._match_batch, batch, principal))
+                if pending and (not batch or len(pending) > 1 or pending[0].done()):
+                    yield from pending.popleft().result()
+                elif not batch and inbox.finished:
+                    return
+        finally:
+            inbox.close()
+
+    def _match_batch(
+        self, requests: list[match_pb2.MatchRequest], principal: Principal
+    ) -> list[match_pb2.MatchResponse]:
+        responses: list[match_pb2.MatchResponse | None] = []
+        lookups: list[tuple[Sequence[Signal], Mapping[str, Thresholds]]] = []
+        valid: list[match_pb2.MatchRequest] = []
+        for request in requests:
+            violations: list[FieldViolation] = []
+            signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
+            thresholds = convert.thresholds_from_proto(request.thresholds, violations)
+            if violations:
+                # One malformed item must not end a backfill of millions.
+                error = convert.item_error(InvalidArgument(violations))
+                responses.append(match_pb2.MatchResponse(item_id=request.item_id, error=error))
+                continue
+            responses.append(None)
+            lookups.append((signals, thresholds))
+            valid.append(request)
+        outcomes = iter(self.bank.match_many(principal, lookups) if lookups else [])
+        requests_left = iter(valid)
+        return [
+            response if response is not None else convert.match_response(next(outcomes), next(requests_left).item_id)
+            for response in responses
+        ]
 
     @rpc
     def ReportAction(
@@ -106,6 +140,62 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
         digest = convert.request_digest(request)
         recorded = self.research.report_actions(principal, request.request_id, digest, drafts)
         return match_pb2.ReportActionResponse(recorded=recorded)
+
+
+class _StreamInbox:
+    """The requests of a stream, read by a thread of their own into a bounded queue."""
+
+    def __init__(self, requests: Iterator[match_pb2.MatchRequest]) -> None:
+        self._queue: queue.Queue[match_pb2.MatchRequest | None] = queue.Queue(maxsize=STREAM_WINDOW)
+        self._closed = threading.Event()
+        self._failure: BaseException | None = None
+        self.finished = False  # the end of the stream was taken
+        self._thread = threading.Thread(target=self._read, args=(requests,), name="hashshare-stream-reader")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _read(self, requests: Iterator[match_pb2.MatchRequest]) -> None:
+        try:
+            for request in requests:
+                if not self._put(request):
+                    return
+        except BaseException as error:  # a cancelled call or a client gone: the handler re-raises it
+            self._failure = error
+        self._put(None)
+
+    def _put(self, item: match_pb2.MatchRequest | None) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self, most: int, wait: bool) -> list[match_pb2.MatchRequest]:
+        """Up to ``most`` requests that have arrived; with ``wait``, at least one unless the
+        stream has ended. Raises what ended the stream if it did not end cleanly."""
+        batch: list[match_pb2.MatchRequest] = []
+        if self.finished:
+            return batch
+        try:
+            item = self._queue.get() if wait else self._queue.get_nowait()
+            while True:
+                if item is None:
+                    self.finished = True
+                    if self._failure is not None:
+                        raise self._failure
+                    break
+                batch.append(item)
+                if len(batch) >= most:
+                    break
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return batch
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 class SubmissionService(submission_pb2_grpc.SubmissionServiceServicer):

@@ -27,8 +27,9 @@ import numpy as np
 from hashshare.index import SignalIndex
 from hashshare.index.lsh import MinHashLSHIndex, compact, scan16
 from hashshare.index.mih import MIHIndex
+from hashshare.index.signal_index import region_of
 from hashshare.model import IndexedSignal
-from hashshare_client.signal_types import PDQ, PHASH
+from hashshare_client.signal_types import DHASH, PDQ, PHASH
 
 Row = dict[str, Any]
 
@@ -280,6 +281,48 @@ def bench_load(n: int, rng: np.random.Generator) -> list[Row]:
     ]
 
 
+def bench_restart(n: int, rng: np.random.Generator) -> list[Row]:
+    """A restart from an index snapshot of ``n`` image entries (PDQ, pHash and dHash each):
+    reading the snapshot and rebuilding the index from its arrays, which is what a server
+    does before it reports SERVING (then it replays the few changes made since)."""
+    import tempfile
+    from pathlib import Path
+
+    from hashshare.index import snapshot
+
+    index = SignalIndex()
+    arrays = {}
+    for i, signal_type in enumerate((PDQ, PHASH, DHASH)):
+        row_ids = np.arange(n, dtype=np.int64) * 3 + i + 1
+        entry_ids = np.arange(n, dtype=np.int64) + 1
+        values = clustered_hashes(rng, n, signal_type.size_bytes // 8, 6)
+        arrays[(signal_type.name, signal_type.version, str(region_of("")))] = (row_ids, entry_ids, values)
+    index.load_arrays(arrays)
+    del arrays
+    with tempfile.TemporaryDirectory(dir=os.environ.get("HASHSHARE_BENCH_TMP")) as scratch:
+        directory = Path(scratch) / "snapshot"
+        start = time.perf_counter()
+        snapshot.save(index, "1", "bench", directory)
+        save_s = time.perf_counter() - start
+        del index
+        gc.collect()
+        start = time.perf_counter()
+        found = snapshot.load_with_structures(directory, "bench")
+        assert found is not None
+        restarted = SignalIndex()
+        loaded = restarted.load_arrays(found[1], found[2])
+        ready_s = time.perf_counter() - start
+    assert loaded == 3 * n
+    return [
+        {
+            "index": f"hashshare restart from a snapshot, {n} image entries (3 hashes each)",
+            "n": n,
+            "build_s": round(ready_s, 2),
+            "save_s": round(save_s, 2),
+        }
+    ]
+
+
 def bench_threatexchange(n: int, bank: np.ndarray, queries: np.ndarray) -> list[Row]:
     try:
         from threatexchange.signal_type.pdq.pdq_index import PDQIndex
@@ -415,9 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100k,1M,10M", help="bank sizes, comma-separated (k, M suffixes)")
     parser.add_argument(
         "--kinds",
-        default="hamming64,pdq,text,batch,load",
+        default="hamming64,pdq,text,batch,load,restart",
         help="what to measure: hamming64, pdq, text, batch (search_many of 120 64-bit values), "
-        "load (SignalIndex.add_many of PDQ and pHash rows)",
+        "load (SignalIndex.add_many of PDQ and pHash rows), restart (from an index snapshot)",
     )
     parser.add_argument("--queries", type=int, default=400)
     parser.add_argument("--text-max", type=parse_size, default=parse_size("1M"), help="largest text bank")
@@ -444,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_batch(n, rng)
         if "load" in kinds:
             rows += bench_load(n, rng)
+        if "restart" in kinds:
+            rows += bench_restart(n, rng)
         add_ratios(rows)
         print_table([r for r in rows if r["n"] == n])
     if args.json:

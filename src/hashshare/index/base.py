@@ -60,3 +60,16 @@ class SubIndex(abc.ABC):
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
+
+    def export_snapshot(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray] | None]:
+        """``export_rows`` and, when the index can hand it over, its search structure over
+        exactly those rows as named arrays (for a restart without rebuilding); else None."""
+        return self.export_rows(), None
+
+    def load_snapshot(
+        self,
+        rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+        structure: dict[str, np.ndarray] | None,
+    ) -> None:
+        """Bulk load ``export_snapshot``'s rows, reusing its structure where the index can."""
+        self.add_many(*rows)

@@ -63,6 +63,31 @@ class Buckets:
             tuple(int(b) for b in bases),
         )
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The tables as named arrays (an index snapshot)."""
+        return {"offsets": self.offsets, "positions": self.positions, "bases": np.array(self.bases, dtype=np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], widths: list[int], rows: int) -> Buckets:
+        """``arrays()``' tables back, for ``widths`` and ``rows``; ValueError if they do not fit."""
+        offsets, positions, bases = arrays["offsets"], arrays["positions"], arrays["bases"]
+        expected = np.cumsum([0] + [(1 << w) + 1 for w in widths[:-1]]).tolist() if widths else []
+        if (
+            offsets.ndim != 1
+            or offsets.dtype.kind != "i"
+            or len(offsets) != sum((1 << w) + 1 for w in widths)
+            or positions.dtype != np.uint32
+            or positions.shape != (rows * len(widths),)
+            or bases.tolist() != expected
+            or (len(positions) and int(positions.max()) >= rows)
+            or any(
+                int(offsets[b]) != t * rows or int(offsets[b + (1 << w)]) != (t + 1) * rows
+                for t, (b, w) in enumerate(zip(expected, widths, strict=True))
+            )
+        ):
+            raise ValueError("bucket tables that do not fit their rows")
+        return cls(offsets, positions, tuple(int(b) for b in expected))
+
     def candidates(self, slots: np.ndarray) -> np.ndarray:
         """Rows in the buckets at ``slots`` (absolute offsets-table indexes), with repeats."""
         starts = self.offsets[slots].astype(np.int64)

@@ -106,6 +106,16 @@ class MinHashLSHIndex(SegmentedIndex):
         buckets = Buckets.build(list(keys), [bits] * len(keys))
         return Bands(bits, buckets, np.array(buckets.bases, dtype=np.int64))
 
+    def structure_arrays(self, structure: Any) -> dict[str, np.ndarray] | None:
+        return {"bits": np.array([structure.bits], dtype=np.int64), **structure.buckets.arrays()}
+
+    def structure_from_arrays(self, arrays: dict[str, np.ndarray], values: np.ndarray) -> Bands:
+        bits = int(arrays["bits"][0])
+        if not 8 <= bits <= 20:
+            raise ValueError(f"band keys of {bits} bits")
+        buckets = Buckets.from_arrays(arrays, [bits] * (self._permutations // ROWS_PER_BAND), len(values))
+        return Bands(bits, buckets, np.array(buckets.bases, dtype=np.int64))
+
     def match(self, values: np.ndarray, structure: Any, query: np.ndarray, threshold: float) -> tuple[Any, Any]:
         if len(values) == 0:
             return _NO_ROWS, _NO_ROWS

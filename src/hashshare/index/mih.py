@@ -204,6 +204,16 @@ class MIHIndex(SegmentedIndex):
         keys = [extract(values, s, w) for s, w in zip(starts, widths, strict=True)]
         return MultiIndex(starts, widths, Buckets.build(keys, widths), len(values), self._words)
 
+    def structure_arrays(self, structure: Any) -> dict[str, np.ndarray] | None:
+        return {"widths": np.array(structure.widths, dtype=np.int64), **structure.buckets.arrays()}
+
+    def structure_from_arrays(self, arrays: dict[str, np.ndarray], values: np.ndarray) -> MultiIndex:
+        widths = [int(w) for w in arrays["widths"]]
+        if sum(widths) != self._bits or not all(1 <= w <= _MAX_TABLE_BITS for w in widths):
+            raise ValueError(f"chunk widths {widths} do not split {self._bits} bits")
+        starts = [sum(widths[:i]) for i in range(len(widths))]
+        return MultiIndex(starts, widths, Buckets.from_arrays(arrays, widths, len(values)), len(values), self._words)
+
     def match(self, values: np.ndarray, structure: Any, query: np.ndarray, threshold: float) -> tuple[Any, Any]:
         radius = math.floor(threshold)
         if radius < 0 or len(values) == 0:

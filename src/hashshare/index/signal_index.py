@@ -172,21 +172,36 @@ class SignalIndex:
             indexes = dict(self._indexes)
         return {key: index.export_rows() for key, index in indexes.items()}
 
-    def load_arrays(self, rows: dict[IndexKey, RowArrays]) -> int:
+    def export_snapshot(self) -> dict[IndexKey, tuple[RowArrays, dict[str, np.ndarray] | None]]:
+        """``export``, with each sub-index's search structure where it can hand it over."""
+        with self._lock:
+            indexes = dict(self._indexes)
+        return {key: index.export_snapshot() for key, index in indexes.items()}
+
+    def load_arrays(
+        self, rows: dict[IndexKey, RowArrays], structures: dict[IndexKey, dict[str, np.ndarray]] | None = None
+    ) -> int:
         """Bulk load ``export``'s arrays (no per-row objects); how many rows were given.
         Keys of types or views this server does not index are skipped. ValueError, before
         anything is added, when some values are not in the form their sub-index exports."""
-        loads: list[tuple[SubIndex, RowArrays]] = []
+        loads: list[tuple[IndexKey, SubIndex, RowArrays]] = []
         for (type_name, version, region), arrays in rows.items():
             if type_name not in SIGNAL_TYPES:
                 continue
             index = _sub_index(SIGNAL_TYPES[type_name])
             index.check_rows(arrays[2])
-            loads.append((self._index_for((type_name, version, region)), arrays))
+            key = (type_name, version, region)
+            loads.append((key, self._index_for(key), arrays))
         count = 0
-        for index, (row_ids, entry_ids, values) in loads:
-            index.add_many(row_ids, entry_ids, values)
-            count += len(row_ids)
+        for key, index, arrays in loads:
+            structure = (structures or {}).get(key)
+            try:
+                index.load_snapshot(arrays, structure)
+            except ValueError:
+                if structure is None:
+                    raise
+                index.load_snapshot(arrays, None)  # a structure that does not fit: build one
+            count += len(arrays[0])
         return count
 
     def sizes(self) -> dict[IndexKey, int]:

@@ -60,13 +60,22 @@ def save(index: SignalIndex, position: str, bank_id: str, directory: Path) -> in
     try:
         parts: list[dict[str, Any]] = []
         count = 0
-        for n, (key, arrays) in enumerate(sorted(index.export().items())):
+        for n, (key, (arrays, structure)) in enumerate(sorted(index.export_snapshot().items())):
             files = {}
             for name, array in zip(_PARTS, arrays, strict=True):
                 file_name = f"{n:03d}-{name}.npy"
                 _write_array(temporary / file_name, array)
                 files[name] = file_name
-            parts.append({"key": list(key), "rows": len(arrays[0]), "files": files})
+            part: dict[str, Any] = {"key": list(key), "rows": len(arrays[0]), "files": files}
+            if structure is not None:
+                # The search structure too, so that a restart need not rebuild it (most of a
+                # restart's time). Readers that do not know this key rebuild it.
+                part["structure"] = {}
+                for name, array in structure.items():
+                    file_name = f"{n:03d}-structure-{name}.npy"
+                    _write_array(temporary / file_name, array)
+                    part["structure"][name] = file_name
+            parts.append(part)
             count += len(arrays[0])
         manifest = {
             "format": FORMAT_VERSION,
@@ -87,6 +96,14 @@ def save(index: SignalIndex, position: str, bank_id: str, directory: Path) -> in
 def load(directory: Path, bank_id: str) -> tuple[str, dict[IndexKey, RowArrays]] | None:
     """The snapshot's feed position and rows per sub-index key, or None (logged) when there
     is no usable snapshot of this bank at ``directory``."""
+    found = load_with_structures(directory, bank_id)
+    return None if found is None else (found[0], found[1])
+
+
+def load_with_structures(
+    directory: Path, bank_id: str
+) -> tuple[str, dict[IndexKey, RowArrays], dict[IndexKey, dict[str, np.ndarray]]] | None:
+    """``load``, and the search structures saved with the rows (for ``SignalIndex.load_arrays``)."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
@@ -109,6 +126,7 @@ def load(directory: Path, bank_id: str) -> tuple[str, dict[IndexKey, RowArrays]]
         if not isinstance(position, str):
             raise ValueError(f"position {position!r} is not a string")
         rows: dict[IndexKey, RowArrays] = {}
+        structures: dict[IndexKey, dict[str, np.ndarray]] = {}
         for part in manifest["indexes"]:
             type_name, version, region = (str(k) for k in part["key"])
             arrays = tuple(np.load(directory / part["files"][name], allow_pickle=False) for name in _PARTS)
@@ -118,10 +136,15 @@ def load(directory: Path, bank_id: str) -> tuple[str, dict[IndexKey, RowArrays]]
             if row_ids.ndim != 1 or entry_ids.ndim != 1 or row_ids.dtype.kind != "i" or entry_ids.dtype.kind != "i":
                 raise ValueError(f"{part['key']}: ids are not 1-D integer arrays")
             rows[(type_name, version, region)] = (row_ids, entry_ids, values)
+            if isinstance(part.get("structure"), dict):
+                structures[(type_name, version, region)] = {
+                    str(name): np.load(directory / file_name, allow_pickle=False)
+                    for name, file_name in part["structure"].items()
+                }
     except Exception as error:  # anything unreadable: the store is the truth
         log.warning("index snapshot %s is unreadable (%s): ignored", directory, error)
         return None
-    return position, rows
+    return position, rows, structures
 
 
 def _write_array(path: Path, array: np.ndarray) -> None:
