@@ -17,8 +17,9 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
+from hashshare_client._timestamps import timestamp
 from hashshare_client.pb.hashshare.v1 import admin_pb2, match_pb2, research_pb2, signal_pb2, submission_pb2
-from hashshare_client.protocol import DISCOVERY_METHODS, LEGAL_BASES, signal_to_proto, timestamp
+from hashshare_client.protocol import DISCOVERY_METHODS, LEGAL_BASES, signal_to_proto
 from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, view
 
 from ..errors import FieldViolation, InvalidArgument

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from ._timestamps import from_timestamp, timestamp
 from .pb.hashshare.v1 import match_pb2, research_pb2
-from .protocol import from_timestamp, timestamp
 
 __all__ = [
     "Action",

@@ -9,11 +9,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from ._exceptions import API_ERRORS, ApiError, FieldViolation
@@ -51,6 +49,7 @@ from ._models import (
     TrustLevel,
     Verdict,
 )
+from ._timestamps import from_timestamp, timestamp
 from .pb.hashshare.v1 import admin_pb2, match_pb2, notice_pb2, research_pb2, signal_pb2, submission_pb2
 from .signal_types import view
 from .signals import Signal
@@ -84,23 +83,6 @@ class Threshold:
 
     block: float | None = None
     review: float | None = None
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"timestamps must carry a time zone: {value!r}")
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
-def from_timestamp(message: Any, field: str) -> datetime | None:
-    if not message.HasField(field):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def signal_to_proto(signal: Signal) -> signal_pb2.Signal:
