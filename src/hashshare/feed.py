@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .index import SignalIndex, snapshot
-from .model import Change, EntryChanged, IndexedSignal, SignalsAdded, SignalsRemoved, TokenRevoked
+from .model import Change, IndexedSignal, SignalsAdded, SignalsRemoved, TokenRevoked
 from .store.base import FeedGap, Store
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,11 @@ class FeedFollower:
         index: SignalIndex,
         poll_seconds: float,
         on_token_revoked: Callable[[bytes], None] = lambda token_hash: None,
-        on_entries_changed: Callable[[tuple[int, ...]], None] = lambda entry_ids: None,
     ) -> None:
         self._store = store
         self._index = index
         self._poll_seconds = poll_seconds
         self._on_token_revoked = on_token_revoked
-        self._on_entries_changed = on_entries_changed
         self._lock = threading.Lock()
         self._position = ""
         self._stop = threading.Event()
@@ -146,8 +144,6 @@ class FeedFollower:
                 for change in changes:
                     if isinstance(change, TokenRevoked):
                         self._on_token_revoked(change.token_hash)
-                    elif isinstance(change, EntryChanged):
-                        self._on_entries_changed(change.entry_ids)
                     elif isinstance(change, SignalsAdded):
                         # A store may publish an addition late, after the row's removal:
                         # index only the rows still active.
