@@ -351,17 +351,6 @@ def allowed_item_message(item: AllowedItem) -> submission_pb2.AllowedItem:
     )
 
 
-def period(
-    message: research_pb2.Period, field: str, violations: list[FieldViolation]
-) -> tuple[float | None, float | None]:
-    """A Period's bounds in seconds (None when unset)."""
-    start = message.start.ToMicroseconds() / 1e6 if message.HasField("start") else None
-    end = message.end.ToMicroseconds() / 1e6 if message.HasField("end") else None
-    if start is not None and end is not None and end <= start:
-        violations.append(FieldViolation(f"{field}.end", "must be after period.start"))
-    return start, end
-
-
 def count_message(value: int, minimum: int) -> research_pb2.Count:
     """A count, withheld (suppressed, value 0) below ``minimum`` so that small groups cannot be singled out."""
     if value < minimum:

@@ -8,13 +8,8 @@ from hashshare_client.pb.hashshare.v1 import research_pb2
 from ..bank import Bank
 from ..errors import FieldViolation, InvalidArgument
 from ..notices import NoticeDesk, PlatformNoticeStats
+from .convert import count_message
 from .paging import period
-
-
-def _count(value: int, minimum: int) -> research_pb2.Count:
-    if value < minimum:
-        return research_pb2.Count(value=0, suppressed=True)
-    return research_pb2.Count(value=value)
 
 
 def notice_stats_message(row: PlatformNoticeStats, minimum: int) -> research_pb2.NoticeStats:
@@ -22,14 +17,14 @@ def notice_stats_message(row: PlatformNoticeStats, minimum: int) -> research_pb2
     shown = row.received >= minimum
     return research_pb2.NoticeStats(
         platform=row.platform,
-        received=_count(row.received, minimum),
-        decided=_count(row.decided, minimum),
-        decided_within_24h=_count(row.decided_within_24h, minimum),
+        received=count_message(row.received, minimum),
+        decided=count_message(row.decided, minimum),
+        decided_within_24h=count_message(row.decided_within_24h, minimum),
         share_decided_within_24h=row.share_decided_within_24h if shown else 0.0,
         median_hours_to_decision=row.median_hours_to_decision if shown else 0.0,
-        removed=_count(row.removed, minimum),
-        disabled=_count(row.disabled, minimum),
-        rejected=_count(row.rejected, minimum),
+        removed=count_message(row.removed, minimum),
+        disabled=count_message(row.disabled, minimum),
+        rejected=count_message(row.rejected, minimum),
     )
 
 

@@ -38,11 +38,12 @@ def page_size(requested: int, violations: list[FieldViolation]) -> int:
 
 
 def period(
-    message: object, start: str, end: str, violations: list[FieldViolation]
+    message: object, start: str, end: str, violations: list[FieldViolation], path: str = ""
 ) -> tuple[float | None, float | None]:
-    """The [start, end) times of a request's two Timestamp fields; either may be unset."""
+    """The [start, end) times of a message's two Timestamp fields; either may be unset.
+    ``path`` prefixes the field names a violation gives (``"period."``)."""
     since = getattr(message, start).ToMicroseconds() / 1e6 if message.HasField(start) else None  # type: ignore[attr-defined]
     until = getattr(message, end).ToMicroseconds() / 1e6 if message.HasField(end) else None  # type: ignore[attr-defined]
     if since is not None and until is not None and until <= since:
-        violations.append(FieldViolation(end, f"must be after {start}"))
+        violations.append(FieldViolation(f"{path}{end}", f"must be after {path}{start}"))
     return since, until

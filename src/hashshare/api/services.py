@@ -43,7 +43,7 @@ from ..model import (
     parse_id,
 )
 from ..research import Research
-from . import audit_events, convert, directory, notice_stats, research_messages
+from . import audit_events, convert, directory, notice_stats, paging, research_messages
 from .rpc import rpc
 
 # The most items one SubmitBatch call may carry (documented in submission.proto).
@@ -548,7 +548,7 @@ class ResearchService(research_pb2_grpc.ResearchServiceServicer):
         self, request: research_pb2.GetFeedbackStatsRequest, context: grpc.ServicerContext, principal: Principal
     ) -> research_pb2.GetFeedbackStatsResponse:
         violations: list[FieldViolation] = []
-        start, end = convert.period(request.period, "period", violations)
+        start, end = paging.period(request.period, "start", "end", violations, path="period.")
         if violations:
             raise InvalidArgument(violations)
         minimum = self.bank.settings.research_min_count
