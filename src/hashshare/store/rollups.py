@@ -44,8 +44,6 @@ class Dimension(enum.StrEnum):
     WEEK = "week"
 
 
-TIME_DIMENSIONS = frozenset({Dimension.HOUR, Dimension.DAY, Dimension.WEEK})
-
 Key = tuple[int | str, ...]
 
 

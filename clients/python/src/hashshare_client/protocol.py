@@ -566,10 +566,6 @@ def allowed_item(message: submission_pb2.AllowedItem) -> AllowedItem:
     )
 
 
-def period(start: datetime | None, end: datetime | None) -> research_pb2.Period:
-    return research_pb2.Period(start=timestamp(start), end=timestamp(end))
-
-
 def member_result(message: admin_pb2.Member) -> Member:
     levels = {number: level for level, number in TRUST_LEVELS.items()}
     return Member(
