@@ -1,5 +1,5 @@
 """The storage interface. Every implementation passes the same contract
-suite (tests/server/test_store_contract.py).
+suite (tests/server/store/test_store_contract.py).
 
 A store is the bank's source of truth and its change feed: every write that
 changes what matches is committed together with a Change, and every

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -45,18 +44,6 @@ T_AND_S = frozenset({Role.TRUST_SAFETY})
 # How each store refuses a signal without a value; the contract fixes the
 # rollback, not the exception.
 UNSTORABLE = (sqlite3.IntegrityError, TypeError)
-
-
-@pytest.fixture
-def store_url(every_store_url: str) -> str:
-    return every_store_url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 def sha256(text: str) -> Signal:

@@ -8,7 +8,6 @@ import itertools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -31,18 +30,6 @@ from hashshare_client import LegalBasis, Signal, signal_types
 
 NOW = 1_720_000_000.25
 HOUR = 3600.0
-
-
-@pytest.fixture
-def store_url(every_store_url: str) -> str:
-    return every_store_url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 def digest(text: str) -> bytes:

@@ -7,7 +7,6 @@ import dataclasses
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,23 +29,11 @@ from hashshare.store.rollups import (
     hour_of,
     week_of_day,
 )
-from tests.server.test_store_contract import DAY, NOW, digest, draft, member, retract, sha256, submit
+from tests.server.store.test_store_contract import DAY, NOW, digest, draft, member, retract, sha256, submit
 
 # NOW is 2024-03-01 09:30 UTC, a Friday.
 MIDNIGHT = NOW - 9.5 * HOUR - 0.125
 TODAY = int(MIDNIGHT // DAY)
-
-
-@pytest.fixture
-def store_url(every_store_url: str) -> str:
-    return every_store_url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 def two_entries(store: Store) -> tuple[int, int, int, int]:

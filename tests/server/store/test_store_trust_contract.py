@@ -4,8 +4,6 @@ verdict inputs entry_summaries reports."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from hashshare.errors import InvalidArgument, NotFound
@@ -23,8 +21,8 @@ from hashshare.model import (
     SignalsRemoved,
     TrustLevel,
 )
-from hashshare.store import Store, open_store
-from tests.server.test_store_contract import (
+from hashshare.store import Store
+from tests.server.store.test_store_contract import (
     DAY,
     NOW,
     T_AND_S,
@@ -37,18 +35,6 @@ from tests.server.test_store_contract import (
     sha256,
     submit,
 )
-
-
-@pytest.fixture
-def store_url(every_store_url: str) -> str:
-    return every_store_url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 def opinion(store: Store, member_id: int, entry_id: int, kind: Opinion, at: float = NOW, request: str = "") -> None:
