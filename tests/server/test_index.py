@@ -104,6 +104,8 @@ def test_mih_bulk_load_replayed_feed_and_chunked_segments() -> None:
     ids = np.arange(len(bank), dtype=np.int64)
     index, reference = MIHIndex(8, design_radius=10), HammingIndex(8)
     index.add_many(ids, ids + 1, bank)
+    structure = index._state.segments[0].structure
+    assert structure is not None and structure.keyed is not None, "20k 64-bit rows are searched through tables"
     index.add_many(ids[:100], ids[:100] + 1, bank[:100])  # a replayed feed adds nothing twice
     index.add(5, 6, bank[5].tobytes())
     for i, row in enumerate(bank):

@@ -18,6 +18,8 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,11 +37,13 @@ from hashshare.bankfile import import_signals
 from hashshare.bench.index_bench import clustered_hashes, clustered_signatures, flip_bits, parse_size
 from hashshare.model import TrustLevel
 from hashshare.store import open_store
-from hashshare_client import Client, Signal, signal_types
+from hashshare_client import Client, Signal, protocol, signal_types
 
 IMAGE_TYPES = (signal_types.PDQ, signal_types.PHASH, signal_types.DHASH)
 QUERIES = 2_000
 STREAM_SECONDS = 10.0
+STREAM_METHOD = "/hashshare.v1.MatchService/MatchStream"
+H2LOAD_ITEMS = 250  # items per stream h2load sends; a stream cut off by the deadline counts for nothing
 
 
 def free_port() -> int:
@@ -162,6 +166,51 @@ def stream_throughput(target: str, token: str, lookups: list[list[Signal]], clie
     return total / (time.monotonic() - started)
 
 
+def stream_throughput_h2load(target: str, token: str, lookups: list[list[Signal]], pid: int) -> dict[str, float]:
+    """Items per second through MatchStream driven by nghttp2's h2load (C), two connections
+    each with one stream at a time, and the server's CPU per item: the server's capacity
+    without the Python clients' own cost on the same two cores. Each stream is one request
+    body of ``H2LOAD_ITEMS`` length-prefixed MatchRequests, answered item by item."""
+    messages = [
+        protocol.match_request(signals, item_id=str(i)).SerializeToString()
+        for i, signals in enumerate(lookups[:H2LOAD_ITEMS])
+    ]
+    body = b"".join(b"\0" + len(m).to_bytes(4, "big") + m for m in messages)
+    with tempfile.NamedTemporaryFile(suffix=".grpc") as request:
+        request.write(body)
+        request.flush()
+        before = server_cpu_seconds(pid)
+        command = ["h2load", "--clients", "2", "--threads", "1", "--max-concurrent-streams", "1",
+                   "--warm-up-time", "1s", "--duration", f"{STREAM_SECONDS:.0f}s", "--data", request.name,
+                   "--header", "content-type: application/grpc", "--header", "te: trailers",
+                   "--header", f"authorization: Bearer {token}", f"http://{target}{STREAM_METHOD}"]  # fmt: skip
+        output = subprocess.run(command, capture_output=True, text=True, timeout=STREAM_SECONDS * 10).stdout
+        cpu = server_cpu_seconds(pid) - before
+    found = re.search(r"(\d+) succeeded, (\d+) failed", output)
+    if found is None:
+        raise RuntimeError(f"h2load printed no result: {output[-2000:]}")
+    streams, failed = int(found.group(1)), int(found.group(2))
+    if failed:
+        raise RuntimeError(f"{failed} MatchStream calls failed under h2load: {output[-2000:]}")
+    items = streams * len(messages)
+    # The server's CPU includes h2load's warm-up second: scale it to the measured window.
+    return {
+        "items_per_s": items / STREAM_SECONDS,
+        "server_cpu_ms_per_item": 1000 * cpu * STREAM_SECONDS / (STREAM_SECONDS + 1) / max(items, 1),
+    }
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server process and its workers."""
+    total = 0.0
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for process in [pid, *map(int, children)]:
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run_size(size: int, workdir: Path) -> dict[str, Any]:
     store_url = f"sqlite:///{workdir / f'bank-{size}.db'}"
     bank = SyntheticBank(size)
@@ -183,10 +232,14 @@ def run_size(size: int, workdir: Path) -> dict[str, Any]:
             "match": match_latency(target, token, lookups),
             "stream_items_per_s": stream_throughput(target, token, lookups),
         }
+        if shutil.which("h2load"):
+            row["stream_h2load"] = stream_throughput_h2load(target, token, lookups, process.pid)
     # The first server wrote an index snapshot at shutdown: the workers start from it.
     with serving(store_url, workers=2) as (process, target, ready):
         row["ready_from_snapshot_s"] = ready
         row["stream_items_per_s_2_workers"] = stream_throughput(target, token, lookups)
+        if shutil.which("h2load"):
+            row["stream_h2load_2_workers"] = stream_throughput_h2load(target, token, lookups, process.pid)
     return row
 
 
@@ -225,6 +278,13 @@ def print_row(row: dict[str, Any]) -> None:
         f"ready from a snapshot in {row['ready_from_snapshot_s']:.1f} s)",
         flush=True,
     )
+    for key, label in (("stream_h2load", "1 worker"), ("stream_h2load_2_workers", "2 workers")):
+        if key in row:
+            print(
+                f"    MatchStream driven by h2load, {label}: {row[key]['items_per_s']:,.0f} items/s, "
+                f"server CPU {row[key]['server_cpu_ms_per_item']:.3f} ms an item",
+                flush=True,
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _EMPTY = np.zeros(0, dtype=np.uint32)
+_NO_ENTRIES = np.zeros(0, dtype=np.int64)
 _PARALLEL_ROWS = 200_000
 
 
@@ -90,25 +91,29 @@ class Buckets:
 
     def candidates(self, slots: np.ndarray) -> np.ndarray:
         """Rows in the buckets at ``slots`` (absolute offsets-table indexes), with repeats."""
-        starts = self.offsets[slots].astype(np.int64)
-        lengths = self.offsets[slots + 1] - starts
-        ends = np.cumsum(lengths)
-        if len(ends) == 0 or ends[-1] == 0:
-            return _EMPTY
-        # Concatenated ranges [start, start + length) without a Python loop.
-        shift = np.repeat(starts - (ends - lengths), lengths)
-        rows: np.ndarray = self.positions[np.arange(int(ends[-1]), dtype=np.int64) + shift]
+        rows: np.ndarray = self.positions[self.entries(slots)]
         return rows
 
     def candidates_per_row(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``candidates`` of each row of ``slots`` (2-D), concatenated, and how many each row has."""
+        entries, per_row = self.entries_per_row(slots)
+        return self.positions[entries], per_row
+
+    def entries(self, slots: np.ndarray) -> np.ndarray:
+        """Indexes into ``positions`` (and any array laid out like it) of the buckets at ``slots``."""
+        return self.entries_per_row(slots.reshape(1, -1))[0]
+
+    def entries_per_row(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``entries`` of each row of ``slots`` (2-D), concatenated, and how many each row has."""
         flat = slots.ravel()
         starts = self.offsets[flat].astype(np.int64)
         lengths = self.offsets[flat + 1] - starts
         ends = np.cumsum(lengths)
         if len(ends) == 0 or ends[-1] == 0:
-            return _EMPTY, np.zeros(len(slots), dtype=np.int64)
+            return _NO_ENTRIES, np.zeros(len(slots), dtype=np.int64)
+        # Concatenated ranges [start, start + length) without a Python loop.
         shift = np.repeat(starts - (ends - lengths), lengths)
-        rows: np.ndarray = self.positions[np.arange(int(ends[-1]), dtype=np.int64) + shift]
+        entries = np.arange(int(ends[-1]), dtype=np.int64)
+        entries += shift
         per_row = np.diff(ends[slots.shape[1] - 1 :: slots.shape[1]], prepend=0)
-        return rows, per_row
+        return entries, per_row
