@@ -155,6 +155,17 @@ class MinHashLSHIndex(SegmentedIndex):
         close = equal >= threshold * self._permutations
         return candidates[close], equal[close] / self._permutations
 
+    def candidates(self, value: bytes) -> tuple[int, int]:
+        """How many rows the bands propose for ``value`` over every banded segment, with
+        repeats and distinct: what a search verifies (a benchmark's and a tuning figure)."""
+        query = self.encode(value)
+        proposed = [
+            structure.buckets.candidates(structure.slots(query))
+            for structure in (segment.structure for segment in self._state.segments)
+            if structure is not None
+        ]
+        return sum(len(rows) for rows in proposed), sum(len(distinct(rows)) for rows in proposed)
+
     def match_many(
         self, values: np.ndarray, structure: Any, queries: np.ndarray, threshold: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
