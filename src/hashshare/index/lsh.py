@@ -145,15 +145,15 @@ class MinHashLSHIndex(SegmentedIndex):
         if len(values) == 0:
             return _NO_ROWS, _NO_ROWS
         if structure is None or threshold < self._min_similarity:
-            equal = equal_counts(values, query)
-            found = np.flatnonzero(equal >= threshold * self._permutations)
-            return found, equal[found] / self._permutations
+            similarity = equal_counts(values, query) / self._permutations  # as scan16 compares
+            found = np.flatnonzero(similarity >= threshold)
+            return found, similarity[found]
         # Near duplicates share many bands: dropping repeats before verifying reads each
         # row once, and leaves the positions sorted and unique as ``match`` returns them.
         candidates = distinct(structure.buckets.candidates(structure.slots(query)))
-        equal = equal_counts(values.take(candidates, axis=0), query)
-        close = equal >= threshold * self._permutations
-        return candidates[close], equal[close] / self._permutations
+        similarity = equal_counts(values.take(candidates, axis=0), query) / self._permutations
+        close = similarity >= threshold
+        return candidates[close], similarity[close]
 
     def candidates(self, value: bytes) -> tuple[int, int]:
         """How many rows the bands propose for ``value`` over every banded segment, with
@@ -179,5 +179,6 @@ class MinHashLSHIndex(SegmentedIndex):
         # (query, row) pairs without repeats, sorted by query then row, as ``match_many`` returns them.
         owners, positions = np.divmod(distinct(owners * n + candidates), n)
         equal = equal_counts(values.take(positions, axis=0), queries.take(owners, axis=0))
-        close = np.flatnonzero(equal >= threshold * self._permutations)
-        return owners[close], positions[close], equal[close] / self._permutations
+        similarity = equal / self._permutations
+        close = np.flatnonzero(similarity >= threshold)
+        return owners[close], positions[close], similarity[close]
