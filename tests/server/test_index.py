@@ -11,7 +11,7 @@ import pytest
 from hashshare.index import SignalIndex, segments
 from hashshare.index.exact import ExactIndex
 from hashshare.index.hamming import HammingIndex
-from hashshare.index.lsh import MinHashLSHIndex, compact, scan16
+from hashshare.index.lsh import MinHashLSHIndex, compact, equal_counts, scan16
 from hashshare.index.mih import MIHIndex, choose_widths, chunk_radii
 from hashshare.model import IndexedSignal, SignalsAdded, SignalsRemoved
 from hashshare_client.signal_types import MD5, MINHASH, PDQ, PHASH
@@ -187,6 +187,55 @@ def test_minhash_lsh_recall_at_the_thresholds() -> None:
             query[same] = bank[target, same]
             found += any(hit.row_id == target for hit in index.search(query.tobytes(), threshold))
         assert found / 300 >= floor, threshold
+
+
+@pytest.mark.parametrize("width", [128, 16, 6, 130, 256])
+def test_equal_counts_is_the_scans_count(width: int) -> None:
+    rng = np.random.default_rng(width)
+    rows = rng.integers(0, 3, size=(300, width), dtype=np.uint16)  # small values: many equal
+    query = rng.integers(0, 3, size=width, dtype=np.uint16)
+    rows[0] = query  # every value equal: the largest count must not overflow
+    rows[1] = query + 3  # none equal
+    assert equal_counts(rows, query).tolist() == np.count_nonzero(rows == query, axis=1).tolist()
+    pairs = rng.integers(0, 3, size=rows.shape, dtype=np.uint16)  # one query per row
+    assert equal_counts(rows, pairs).tolist() == np.count_nonzero(rows == pairs, axis=1).tolist()
+
+
+def test_minhash_lsh_in_a_large_cluster_of_near_duplicates() -> None:
+    """Rows of one cluster share many bands with a query near it: repeated candidates
+    are verified once, and every search (single or batched) still equals the scan's."""
+    rng = np.random.default_rng(13)
+    centre = rng.integers(0, 2**32, size=128, dtype=np.uint32)
+    bank = rng.integers(0, 2**32, size=(5000, 128), dtype=np.uint32)
+    members = rng.random((2500, 128)) < rng.uniform(0.5, 1.0, size=(2500, 1))
+    bank[:2500] = np.where(members, centre, bank[:2500])
+    bank = bank[rng.permutation(len(bank))]
+    stored = compact(bank)
+    index = MinHashLSHIndex(128, min_similarity=0.3)
+    ids = np.arange(len(bank))
+    index.add_many(ids, ids + 7, stored)
+    queries = [
+        np.where(rng.random(128) < share, centre, rng.integers(0, 2**32, 128, dtype=np.uint32))
+        for share in (1.0, 0.8, 0.6)
+    ]
+    queries += [bank[int(i)] for i in rng.integers(len(bank), size=3)]
+    queries.append(rng.integers(0, 2**32, size=128, dtype=np.uint32))
+    values = [query.astype("<u4").tobytes() for query in queries]
+    proposed, distinct = index.candidates(values[0])
+    assert proposed > 10 * distinct >= 10 * 2500, "the cluster's rows come up in many bands"
+    batched = index.search_many(values + values[:2], 0.3)
+    expected_total = missed = 0
+    for value, query, many in zip(values + values[:2], queries + queries[:2], batched, strict=True):
+        got = index.search(value, 0.3)
+        assert many == got, "a batch returns what one search does, in the same order"
+        positions, similarity = scan16(stored, compact(query), 0.3)
+        expected = {(int(p), int(p) + 7, float(s)) for p, s in zip(positions, similarity, strict=True)}
+        assert as_set(got) <= expected
+        expected_total += len(expected)
+        missed += len(expected - as_set(got))
+    # Each member is at similarity 0.5 or more to the centre: missed with probability 2e-8 at most.
+    assert len(batched[0]) >= 2500
+    assert expected_total > 5000 and missed <= expected_total // 100
 
 
 def test_mih_ids_beyond_int32_and_empty_batches() -> None:

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from hashshare.model import IndexedSignal
 from hashshare_client.signal_types import DHASH, PDQ, PHASH
 
 Row = dict[str, Any]
+Built = TypeVar("Built")
 
 
 def parse_size(text: str) -> int:
@@ -352,7 +353,7 @@ def bench_text(n: int, queries_count: int, rng: np.random.Generator, datasketch_
     def build_ours() -> MinHashLSHIndex:
         index = MinHashLSHIndex(128, min_similarity=threshold)
         index.add_many(ids, ids, compact(bank))
-        return index
+        return frozen(index)
 
     def search_ours(index: MinHashLSHIndex, q: np.ndarray) -> set[int]:
         return {hit.row_id for hit in index.search(q.astype("<u4").tobytes(), threshold)}
@@ -360,7 +361,10 @@ def bench_text(n: int, queries_count: int, rng: np.random.Generator, datasketch_
     row, ours = measure(
         f"hashshare LSH minhash J>={threshold}", n, build_ours, search_ours, queries, lambda i: i.nbytes()
     )
-    row["recall"] = recall(build_ours, rng, bank)
+    second = build_ours()
+    row["recall"] = recall(second, rng, bank)
+    row["candidates"] = candidate_counts(second, queries)
+    del second
     rows.append(row)
     compact_bank = compact(bank)
 
@@ -376,12 +380,33 @@ def bench_text(n: int, queries_count: int, rng: np.random.Generator, datasketch_
     if any(not a <= b for a, b in zip(ours, reference, strict=True)):
         raise AssertionError("LSH returned a row the scan does not")
     rows.extend(bench_datasketch(min(n, datasketch_max), bank, queries, threshold))
+    gc.unfreeze()
     return rows
 
 
-def recall(build: Callable[[], MinHashLSHIndex], rng: np.random.Generator, bank: np.ndarray) -> dict[str, float]:
+def frozen(index: Built) -> Built:
+    """``index`` after moving every object so far out of the cycle collector's passes, as
+    the server does once its index is loaded: a full pass over millions of objects (as
+    datasketch makes) would otherwise pause a lookup now and then."""
+    gc.collect()
+    gc.freeze()
+    return index
+
+
+def candidate_counts(index: MinHashLSHIndex, queries: np.ndarray) -> dict[str, list[int]]:
+    """Rows the bands propose per query (distinct; verification reads each once): p50, p99
+    and max, for the near-duplicate queries (the first half) and the unrelated ones."""
+    counts = np.array([index.candidates(q.astype("<u4").tobytes())[1] for q in queries])
+    half = len(queries) // 2
+    return {
+        kind: [int(np.percentile(part, 50)), int(np.percentile(part, 99)), int(part.max())]
+        for kind, part in (("near", counts[:half]), ("unrelated", counts[half:]))
+        if len(part)
+    }
+
+
+def recall(index: MinHashLSHIndex, rng: np.random.Generator, bank: np.ndarray) -> dict[str, float]:
     """Share of pairs at exactly similarity t (ceil(128 t) equal values) that the index finds."""
-    index = build()
     out = {}
     for t in (0.3, 0.4, 0.5):
         equal = math.ceil(128 * t)
@@ -406,7 +431,7 @@ def bench_datasketch(n: int, bank: np.ndarray, queries: np.ndarray, threshold: f
         with lsh.insertion_session() as session:
             for i in range(n):
                 session.insert(i, datasketch.LeanMinHash(seed=1, hashvalues=bank[i], scheme="affine32"))
-        return lsh
+        return frozen(lsh)
 
     def search(lsh: Any, q: np.ndarray) -> Any:
         return lsh.query(
@@ -449,7 +474,8 @@ def print_table(rows: list[Row]) -> None:
         if "recall" in row:
             print(
                 f"n={row['n']}: LSH recall of pairs at similarity t: {row['recall']}; "
-                f"recall of the scan's results over the queries: {row['query_recall']}"
+                f"recall of the scan's results over the queries: {row['query_recall']}; "
+                f"distinct candidates per query (p50, p99, max): {row['candidates']}"
             )
 
 

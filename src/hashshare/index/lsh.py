@@ -49,26 +49,45 @@ def scan16(values: np.ndarray, query: np.ndarray, threshold: float) -> tuple[np.
     return found, similarity[found]
 
 
-_LANE_LOW_BITS = np.uint64(0x0001_0001_0001_0001)
+_BYTE_SUM = np.uint64(0x0101_0101_0101_0101)  # times a word: the sum of its 8 bytes in the top byte
 
 
-def fast_similarity(values: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """``scan16``'s similarity, four 16-bit values per 64-bit word (several times faster)."""
-    differ = values.view(np.uint64) ^ query.view(np.uint64)
-    # Fold each 16-bit lane onto its lowest bit: set iff the two values differ there.
-    for shift in (8, 4, 2, 1):
-        differ |= differ >> np.uint64(shift)
-    unequal = np.bitwise_count(differ & _LANE_LOW_BITS).sum(axis=1, dtype=np.int32)
-    similarity: np.ndarray = (values.shape[1] - unequal) / values.shape[1]
-    return similarity
+def equal_counts(values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """How many of each row's values equal the query's (``scan16``'s similarity times the
+    width), in a few numpy calls: the comparison's booleans are summed eight at a time."""
+    equal = values == query  # a new array: contiguous, so its rows can be read as words
+    width = values.shape[1]
+    if width % 8 or width > 255:
+        counted: np.ndarray = np.count_nonzero(equal, axis=1)
+        return counted
+    # Each byte lane of a word sums width / 8 booleans (no carry), then the lanes are added up.
+    lanes = equal.view(np.uint64).sum(axis=1, dtype=np.uint64)
+    counts: np.ndarray = (lanes * _BYTE_SUM) >> np.uint64(56)
+    return counts
+
+
+def distinct(rows: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of ``rows`` (``np.unique`` without its per-call overhead)."""
+    rows = np.sort(rows)
+    keep = np.empty(len(rows), dtype=bool)
+    keep[:1] = True
+    np.not_equal(rows[1:], rows[:-1], out=keep[1:])
+    picked: np.ndarray = rows[keep]
+    return picked
+
+
+def _mixed(values: np.ndarray) -> np.ndarray:
+    """Each band's two 16-bit values joined in one 32-bit word and mixed: shape (..., bands),
+    the key's bits on top (a key of ``b`` bits is the word shifted right by ``32 - b``)."""
+    wide = values.astype(np.uint32)
+    joined = (wide[..., 0::ROWS_PER_BAND] << np.uint32(16)) | wide[..., 1::ROWS_PER_BAND]
+    mixed: np.ndarray = joined * _MIX
+    return mixed
 
 
 def band_keys(values: np.ndarray, bits: int) -> np.ndarray:
     """Bucket keys, shape (bands, n): each band's two 16-bit values mixed down to ``bits`` bits."""
-    n, permutations = values.shape
-    pairs = values.reshape(n, permutations // ROWS_PER_BAND, ROWS_PER_BAND).astype(np.uint32)
-    joined = (pairs[:, :, 0] << np.uint32(16)) | pairs[:, :, 1]
-    return np.ascontiguousarray(((joined * _MIX) >> np.uint32(32 - bits)).T)
+    return np.ascontiguousarray((_mixed(values) >> np.uint32(32 - bits)).T)
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,12 @@ class Bands:
     bits: int
     buckets: Buckets
     bases: np.ndarray
+
+    def slots(self, queries: np.ndarray) -> np.ndarray:
+        """The bucket of each band of each query (one query or a 2-D array of them) as
+        absolute offsets-table indexes, shape (..., bands)."""
+        slots: np.ndarray = (_mixed(queries) >> np.uint32(32 - self.bits)) + self.bases
+        return slots
 
 
 class MinHashLSHIndex(SegmentedIndex):
@@ -120,16 +145,26 @@ class MinHashLSHIndex(SegmentedIndex):
         if len(values) == 0:
             return _NO_ROWS, _NO_ROWS
         if structure is None or threshold < self._min_similarity:
-            similarity = fast_similarity(values, query)
+            similarity = equal_counts(values, query) / self._permutations  # as scan16 compares
             found = np.flatnonzero(similarity >= threshold)
             return found, similarity[found]
-        slots = band_keys(query[None, :], structure.bits)[:, 0].astype(np.int64) + structure.bases
-        candidates = structure.buckets.candidates(slots)
-        similarity = fast_similarity(values[candidates], query)
+        # Near duplicates share many bands: dropping repeats before verifying reads each
+        # row once, and leaves the positions sorted and unique as ``match`` returns them.
+        candidates = distinct(structure.buckets.candidates(structure.slots(query)))
+        similarity = equal_counts(values.take(candidates, axis=0), query) / self._permutations
         close = similarity >= threshold
-        # Verifying a repeated candidate twice is cheaper than sorting them all to drop repeats.
-        found, first = np.unique(candidates[close], return_index=True)
-        return found, similarity[close][first]
+        return candidates[close], similarity[close]
+
+    def candidates(self, value: bytes) -> tuple[int, int]:
+        """How many rows the bands propose for ``value`` over every banded segment, with
+        repeats and distinct: what a search verifies (a benchmark's and a tuning figure)."""
+        query = self.encode(value)
+        proposed = [
+            structure.buckets.candidates(structure.slots(query))
+            for structure in (segment.structure for segment in self._state.segments)
+            if structure is not None
+        ]
+        return sum(len(rows) for rows in proposed), sum(len(distinct(rows)) for rows in proposed)
 
     def match_many(
         self, values: np.ndarray, structure: Any, queries: np.ndarray, threshold: float
@@ -139,10 +174,11 @@ class MinHashLSHIndex(SegmentedIndex):
             return _NO_ROWS, _NO_ROWS, _NO_ROWS
         if structure is None or threshold < self._min_similarity:
             return super().match_many(values, structure, queries, threshold)
-        slots = band_keys(queries, structure.bits).T.astype(np.int64) + structure.bases
-        candidates, per_query = structure.buckets.candidates_per_row(slots)
-        similarity = fast_similarity(values[candidates], np.repeat(queries, per_query, axis=0))
+        candidates, per_query = structure.buckets.candidates_per_row(structure.slots(queries))
+        owners = np.repeat(np.arange(len(queries), dtype=np.int64), per_query)
+        # (query, row) pairs without repeats, sorted by query then row, as ``match_many`` returns them.
+        owners, positions = np.divmod(distinct(owners * n + candidates), n)
+        equal = equal_counts(values.take(positions, axis=0), queries.take(owners, axis=0))
+        similarity = equal / self._permutations
         close = np.flatnonzero(similarity >= threshold)
-        owners = np.searchsorted(np.cumsum(per_query), close, side="right")
-        pairs, first = np.unique(owners * n + candidates[close], return_index=True)
-        return pairs // n, pairs % n, similarity[close[first]]
+        return owners[close], positions[close], similarity[close]
