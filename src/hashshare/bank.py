@@ -138,9 +138,13 @@ class Bank:
         return self._clock()
 
     def match(
-        self, principal: Principal, signals: Sequence[Signal], thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS
+        self,
+        principal: Principal,
+        signals: Sequence[Signal],
+        thresholds: Mapping[str, Thresholds] = DEFAULT_THRESHOLDS,
+        limit: int | None = None,
     ) -> MatchOutcome:
-        return self.match_many(principal, [(signals, thresholds)])[0]
+        return self.match_many(principal, [(signals, thresholds)], [limit])[0]
 
     def submit(
         self, principal: Principal, request_id: str, request_digest: bytes, draft: SubmissionDraft
@@ -319,20 +323,27 @@ class Bank:
         return sorted((self.pseudonym(s.member_id), s) for s in self.store.feedback_stats(start, end))
 
     def match_many(
-        self, principal: Principal, lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]]
+        self,
+        principal: Principal,
+        lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]],
+        limits: Sequence[int | None] | None = None,
     ) -> list[MatchOutcome]:
-        """``match`` of each ``(signals, thresholds)`` lookup, searched together (MatchStream)."""
+        """``match`` of each ``(signals, thresholds)`` lookup, searched together (MatchStream);
+        ``limits`` caps how many matches each outcome describes (all when None)."""
         candidates = find_candidates_many(self.index, lookups)
         # Negative ids are the allow-list's: decide() reads them from the evidence, never as entries.
         entry_ids = {entry_id for found in candidates for entry_id in found.evidence if entry_id > 0}
         summaries = self.summaries.entry_summaries(entry_ids) if entry_ids else {}
-        outcomes = [decide(found, summaries, self.policy) for found in candidates]
+        outcomes = [
+            decide(found, summaries, self.policy, limit)
+            for found, limit in zip(candidates, limits or [None] * len(candidates), strict=True)
+        ]
         if entry_ids:
             now = self._clock()
             member_id = principal.member_id
             self.sightings.record_many(
-                Sighting(match.entry_id, member_id, now, match.verdict.value)
+                Sighting(entry_id, member_id, now, verdict.value)
                 for outcome in outcomes
-                for match in outcome.matches
+                for entry_id, verdict in outcome.seen
             )
         return outcomes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -92,10 +93,16 @@ class SkippedSignal:
 
 @dataclass(frozen=True)
 class MatchOutcome:
-    verdict: Verdict
-    matches: tuple[EntryMatch, ...]
+    verdict: Verdict  # over every matched entry, returned or not
+    matches: tuple[EntryMatch, ...]  # the strongest, at most the lookup's limit
     skipped: tuple[SkippedSignal, ...]
     limited: tuple[SkippedSignal, ...] = ()
+    # Every matched entry and its verdict, in no order (sightings record them all).
+    seen: tuple[tuple[int, Verdict], ...] = ()
+
+    @property
+    def total_matches(self) -> int:
+        return len(self.seen)
 
 
 @dataclass(frozen=True)
@@ -247,34 +254,62 @@ def _best_per_type(evidence: Iterable[Evidence]) -> tuple[Evidence, ...]:
     return tuple(sorted(best.values(), key=lambda e: e.strength, reverse=True))
 
 
+# (sort key, entry id, verdict, held reasons, summary) of one matched entry.
+_Ranked = tuple[tuple[int, tuple[int, float], int], int, Verdict, tuple[str, ...], EntrySummary]
+
+
+def _rank(ranked: _Ranked) -> tuple[int, tuple[int, float], int]:
+    return ranked[0]
+
+
 def decide(
-    candidates: Candidates, summaries: Mapping[int, EntrySummary], policy: VerdictPolicy = VerdictPolicy()
+    candidates: Candidates,
+    summaries: Mapping[int, EntrySummary],
+    policy: VerdictPolicy = VerdictPolicy(),
+    limit: int | None = None,
 ) -> MatchOutcome:
     """One verdict per active entry, strongest entries first, and the overall verdict.
 
     Allow-list items (negative ids) are never matches; matching one at BLOCK
     strength holds every blocking entry at REVIEW. Disabled entries match
-    nothing."""
+    nothing. With ``limit``, only that many of the strongest entries are
+    described in full: an upload in a cluster of a thousand near duplicates
+    must not pay for a thousand descriptions it will not read."""
     allow_listed = any(
         entry_id < 0 and _fused_verdict(per_view.values()) is Verdict.BLOCK
         for entry_id, per_view in candidates.evidence.items()
     )
-    matches = []
+    ranked: list[_Ranked] = []
     for entry_id, per_view in candidates.evidence.items():
         summary = summaries.get(entry_id) if entry_id > 0 else None
         if summary is None or not summary.active or summary.disabled:
             continue  # an allow-list item, retracted since the index was read, or disabled
-        ranked = _best_per_type(per_view.values())
         verdict = _fused_verdict(per_view.values())
         held: tuple[str, ...] = ()
         if verdict is Verdict.BLOCK:
             held = held_reasons(summary, policy) + ((ALLOW_LISTED,) if allow_listed else ())
             if held:
                 verdict = Verdict.REVIEW
-        matches.append(EntryMatch(entry_id, summary.category, summary.corroborations, verdict, ranked, held))
-    matches.sort(key=lambda m: (VERDICT_RANK[m.verdict], m.evidence[0].strength, -m.entry_id), reverse=True)
-    overall = max((m.verdict for m in matches), key=VERDICT_RANK.__getitem__, default=Verdict.NONE)
-    return MatchOutcome(overall, tuple(matches), candidates.skipped, candidates.limited)
+        strongest = max(found.strength for found in per_view.values())
+        ranked.append(((VERDICT_RANK[verdict], strongest, -entry_id), entry_id, verdict, held, summary))
+    if limit is None or limit >= len(ranked):
+        shown = sorted(ranked, key=_rank, reverse=True)
+    else:
+        shown = heapq.nlargest(limit, ranked, key=_rank)
+    matches = tuple(
+        EntryMatch(
+            entry_id,
+            summary.category,
+            summary.corroborations,
+            verdict,
+            _best_per_type(candidates.evidence[entry_id].values()),
+            held,
+        )
+        for _, entry_id, verdict, held, summary in shown
+    )
+    overall = max((r[2] for r in ranked), key=VERDICT_RANK.__getitem__, default=Verdict.NONE)
+    seen = tuple((entry_id, verdict) for _, entry_id, verdict, _, _ in ranked)
+    return MatchOutcome(overall, matches, candidates.skipped, candidates.limited, seen)
 
 
 def blocking_entries(candidates: Candidates, summaries: Mapping[int, EntrySummary]) -> list[int]:

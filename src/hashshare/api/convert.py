@@ -152,8 +152,22 @@ def thresholds_from_proto(
     return resolved
 
 
+# Matched entries a response describes unless the request says otherwise, and at most.
+DEFAULT_MAX_MATCHES = 100
+MAX_MATCHES = 1000
+
+
+def max_matches(requested: int, violations: list[FieldViolation]) -> int:
+    """The request's ``max_matches``, 0 meaning the default."""
+    if requested > MAX_MATCHES:
+        violations.append(FieldViolation("max_matches", f"{requested} is more than {MAX_MATCHES}"))
+    return requested or DEFAULT_MAX_MATCHES
+
+
 def match_response(outcome: MatchOutcome, item_id: str) -> match_pb2.MatchResponse:
-    response = match_pb2.MatchResponse(verdict=VERDICT_NUMBER[outcome.verdict.value], item_id=item_id)
+    response = match_pb2.MatchResponse(
+        verdict=VERDICT_NUMBER[outcome.verdict.value], item_id=item_id, total_matches=outcome.total_matches
+    )
     for match in outcome.matches:
         best = match.evidence[0]
         entry = response.matches.add(

@@ -73,9 +73,10 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
         violations: list[FieldViolation] = []
         signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
         thresholds = convert.thresholds_from_proto(request.thresholds, violations)
+        limit = convert.max_matches(request.max_matches, violations)
         if violations:
             raise InvalidArgument(violations)
-        outcome = self.bank.match(principal, signals, thresholds)
+        outcome = self.bank.match(principal, signals, thresholds, limit)
         return convert.match_response(outcome, request.item_id)
 
     @rpc
@@ -112,11 +113,13 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
     ) -> list[match_pb2.MatchResponse]:
         responses: list[match_pb2.MatchResponse | None] = []
         lookups: list[tuple[Sequence[Signal], Mapping[str, Thresholds]]] = []
+        limits: list[int | None] = []
         valid: list[match_pb2.MatchRequest] = []
         for request in requests:
             violations: list[FieldViolation] = []
             signals = convert.signals_from_proto(request.signals, self.bank.settings.max_signals_per_item, violations)
             thresholds = convert.thresholds_from_proto(request.thresholds, violations)
+            limit = convert.max_matches(request.max_matches, violations)
             if violations:
                 # One malformed item must not end a backfill of millions.
                 error = convert.item_error(InvalidArgument(violations))
@@ -124,8 +127,9 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
                 continue
             responses.append(None)
             lookups.append((signals, thresholds))
+            limits.append(limit)
             valid.append(request)
-        outcomes = iter(self.bank.match_many(principal, lookups) if lookups else [])
+        outcomes = iter(self.bank.match_many(principal, lookups, limits) if lookups else [])
         requests_left = iter(valid)
         return [
             response if response is not None else convert.match_response(next(outcomes), next(requests_left).item_id)

@@ -104,9 +104,10 @@ class AsyncClient:
         *,
         thresholds: Mapping[str, Threshold] | None = None,
         item_id: str = "",
+        max_matches: int = 0,
         timeout: float | None = None,
     ) -> MatchResult:
-        request = protocol.match_request(signals, thresholds, item_id)
+        request = protocol.match_request(signals, thresholds, item_id, max_matches)
         return protocol.match_result(await self._call(self._match.Match, request, timeout))
 
     async def match_stream(
@@ -114,9 +115,10 @@ class AsyncClient:
         items: Iterable[tuple[str, Sequence[Signal]]],
         *,
         thresholds: Mapping[str, Threshold] | None = None,
+        max_matches: int = 0,
         timeout: float | None = None,
     ) -> AsyncIterator[MatchResult]:
-        requests = (protocol.match_request(signals, thresholds, item_id) for item_id, signals in items)
+        requests = (protocol.match_request(signals, thresholds, item_id, max_matches) for item_id, signals in items)
         call = self._match.MatchStream(requests, timeout=timeout, metadata=self._metadata)
         try:
             async for response in call:

@@ -109,10 +109,11 @@ class Client:
         *,
         thresholds: Mapping[str, Threshold] | None = None,
         item_id: str = "",
+        max_matches: int = 0,
         timeout: float | None = None,
     ) -> MatchResult:
         """Look up one item's signals; ``.verdict`` is "BLOCK", "REVIEW" or "NONE"."""
-        request = protocol.match_request(signals, thresholds, item_id)
+        request = protocol.match_request(signals, thresholds, item_id, max_matches)
         return protocol.match_result(self._call(self._match.Match, request, timeout))
 
     def match_stream(
@@ -120,13 +121,14 @@ class Client:
         items: Iterable[tuple[str, Sequence[Signal]]],
         *,
         thresholds: Mapping[str, Threshold] | None = None,
+        max_matches: int = 0,
         timeout: float | None = None,
     ) -> Iterator[MatchResult]:
         """Look up many ``(item_id, signals)`` items on one stream, in order.
 
         A malformed item yields a result with ``.error`` set; the others go on.
         """
-        requests = (protocol.match_request(signals, thresholds, item_id) for item_id, signals in items)
+        requests = (protocol.match_request(signals, thresholds, item_id, max_matches) for item_id, signals in items)
         try:
             for response in self._match.MatchStream(requests, timeout=timeout, metadata=self._metadata):
                 yield protocol.match_result(response)

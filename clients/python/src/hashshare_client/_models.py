@@ -121,6 +121,8 @@ class MatchResult:
     skipped: tuple[SkippedSignal, ...] = ()
     error: ItemError | None = None
     limited: tuple[SkippedSignal, ...] = ()
+    # How many entries matched in all; more than len(matches) when max_matches cut the list.
+    total_matches: int = 0
 
 
 @dataclass(frozen=True)

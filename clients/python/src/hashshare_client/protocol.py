@@ -99,9 +99,14 @@ def signal_from_proto(message: signal_pb2.Signal) -> Signal:
 
 
 def match_request(
-    signals: Sequence[Signal], thresholds: Mapping[str, Threshold] | None = None, item_id: str = ""
+    signals: Sequence[Signal],
+    thresholds: Mapping[str, Threshold] | None = None,
+    item_id: str = "",
+    max_matches: int = 0,
 ) -> match_pb2.MatchRequest:
-    request = match_pb2.MatchRequest(signals=[signal_to_proto(s) for s in signals], item_id=item_id)
+    request = match_pb2.MatchRequest(
+        signals=[signal_to_proto(s) for s in signals], item_id=item_id, max_matches=max_matches
+    )
     for signal_type, threshold in (thresholds or {}).items():
         message = request.thresholds.add(signal_type=signal_type)
         if threshold.block is not None:
@@ -126,6 +131,7 @@ def match_result(response: match_pb2.MatchResponse) -> MatchResult:
         skipped=tuple(SkippedSignal(s.signal_type, s.reason) for s in response.skipped),
         limited=tuple(SkippedSignal(s.signal_type, s.reason) for s in response.limited),
         error=error,
+        total_matches=response.total_matches,
     )
 
 

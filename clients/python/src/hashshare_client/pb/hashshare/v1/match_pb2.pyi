@@ -98,8 +98,14 @@ class MatchRequest(_message.Message):
     SIGNALS_FIELD_NUMBER: _builtins.int
     THRESHOLDS_FIELD_NUMBER: _builtins.int
     ITEM_ID_FIELD_NUMBER: _builtins.int
+    MAX_MATCHES_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     """The caller's own reference for the item; echoed back, never stored."""
+    max_matches: _builtins.int
+    """Return at most this many matched entries, the strongest first: 0 means
+    the server's default (100); at most 1000. The verdict is always over every
+    matched entry, and total_matches says how many there were.
+    """
     @_builtins.property
     def signals(self) -> _containers.RepeatedCompositeFieldContainer[_signal_pb2.Signal]:
         """The signals of one item, as computed by the SDK."""
@@ -114,10 +120,11 @@ class MatchRequest(_message.Message):
         signals: _abc.Iterable[_signal_pb2.Signal] | None = ...,
         thresholds: _abc.Iterable[Global___Threshold] | None = ...,
         item_id: _builtins.str = ...,
+        max_matches: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "signals", b"signals", "thresholds", b"thresholds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "max_matches", b"max_matches", "signals", b"signals", "thresholds", b"thresholds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -225,10 +232,15 @@ class MatchResponse(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     LIMITED_FIELD_NUMBER: _builtins.int
+    TOTAL_MATCHES_FIELD_NUMBER: _builtins.int
     verdict: _signal_pb2.Verdict.ValueType
     """The strongest verdict over all matched entries."""
     item_id: _builtins.str
     """The request's item_id."""
+    total_matches: _builtins.int
+    """How many entries matched in all: more than `matches` holds when
+    max_matches cut the list.
+    """
     @_builtins.property
     def matches(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchedEntry]:
         """Matched entries, strongest first."""
@@ -258,10 +270,11 @@ class MatchResponse(_message.Message):
         error: _signal_pb2.ItemError | None = ...,
         skipped: _abc.Iterable[Global___SkippedSignal] | None = ...,
         limited: _abc.Iterable[Global___SkippedSignal] | None = ...,
+        total_matches: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "item_id", b"item_id", "limited", b"limited", "matches", b"matches", "skipped", b"skipped", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "item_id", b"item_id", "limited", b"limited", "matches", b"matches", "skipped", b"skipped", "total_matches", b"total_matches", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
