@@ -666,20 +666,27 @@ class SqliteStore(Store):
         ids = list(dict.fromkeys(entry_ids))
         if not ids:
             return {}
-        marks = ",".join("?" * len(ids))
-        rows = (
-            self._reader()
-            .execute(
-                "SELECT e.id, e.category,"
-                " (SELECT COUNT(DISTINCT s.member_id) FROM submissions s"
-                "  WHERE s.entry_id = e.id AND s.retracted_at IS NULL)"
-                f" FROM entries e WHERE e.id IN ({marks})",
-                ids,
-            )
-            .fetchall()
-        )
-        inputs = self._verdict_inputs(self._reader(), [r[0] for r in rows])
-        return {r[0]: EntrySummary(r[0], r[1], r[2], r[2] > 0, **inputs.get(r[0], {})) for r in rows}
+        db = self._reader()
+        summaries: dict[int, EntrySummary] = {}
+        trusted = TrustLevel.TRUSTED.value
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            inputs = self._opinions_and_reviews(db, chunk)
+            # One pass over each entry's active submissions gives the members behind it and
+            # whether one of them is trusted (a lookup pays for this on every cold entry).
+            for entry_id, category, members, any_trusted in db.execute(
+                "SELECT e.id, e.category, COUNT(DISTINCT s.member_id),"
+                f" MAX(COALESCE(mt.trust_level, '{trusted}') = '{trusted}')"
+                " FROM entries e LEFT JOIN submissions s ON s.entry_id = e.id AND s.retracted_at IS NULL"
+                " LEFT JOIN member_trust mt ON mt.member_id = s.member_id"
+                f" WHERE e.id IN ({','.join('?' * len(chunk))}) GROUP BY e.id",
+                chunk,
+            ):
+                found = inputs.get(entry_id, {})
+                summaries[entry_id] = EntrySummary(
+                    entry_id, category, members, members > 0, trusted=bool(any_trusted), **found
+                )
+        return summaries
 
     # Sightings
 
@@ -1014,37 +1021,26 @@ class SqliteStore(Store):
 
     # Trust and safety
 
-    def _verdict_inputs(self, db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """EntrySummary's verdict inputs of the entries that have any besides the defaults."""
+    def _opinions_and_reviews(self, db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """EntrySummary's feedback and review inputs of the entries that have any (at most
+        _IN_CHUNK ids)."""
         inputs: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = list(ids[start : start + _IN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for (entry_id,) in db.execute(
-                f"SELECT e.id FROM entries e WHERE e.id IN ({marks})"
-                " AND EXISTS (SELECT 1 FROM submissions s WHERE s.entry_id = e.id AND s.retracted_at IS NULL)"
-                " AND NOT EXISTS ("
-                " SELECT 1 FROM submissions s LEFT JOIN member_trust mt ON mt.member_id = s.member_id"
-                " WHERE s.entry_id = e.id AND s.retracted_at IS NULL"
-                f" AND COALESCE(mt.trust_level, '{TrustLevel.TRUSTED.value}') = '{TrustLevel.TRUSTED.value}')",
-                chunk,
-            ):
-                inputs.setdefault(entry_id, {})["trusted"] = False
-            for entry_id, opinion, submitter, count in db.execute(
-                "SELECT f.entry_id, f.opinion, EXISTS (SELECT 1 FROM submissions s WHERE s.entry_id = f.entry_id"
-                " AND s.member_id = f.member_id AND s.retracted_at IS NULL), COUNT(*)"
-                f" FROM feedback f WHERE f.entry_id IN ({marks}) GROUP BY 1, 2, 3",
-                chunk,
-            ):
-                found = inputs.setdefault(entry_id, {})
-                if opinion == Opinion.DISAGREE.value:
-                    found["disputes"] = found.get("disputes", 0) + count
-                elif not submitter:
-                    found["endorsers"] = found.get("endorsers", 0) + count
-            for entry_id, confirmed, disabled in db.execute(
-                f"SELECT entry_id, confirmed, disabled FROM entry_reviews WHERE entry_id IN ({marks})", chunk
-            ):
-                inputs.setdefault(entry_id, {}).update(confirmed=bool(confirmed), disabled=bool(disabled))
+        marks = ",".join("?" * len(ids))
+        for entry_id, opinion, submitter, count in db.execute(
+            "SELECT f.entry_id, f.opinion, EXISTS (SELECT 1 FROM submissions s WHERE s.entry_id = f.entry_id"
+            " AND s.member_id = f.member_id AND s.retracted_at IS NULL), COUNT(*)"
+            f" FROM feedback f WHERE f.entry_id IN ({marks}) GROUP BY 1, 2, 3",
+            ids,
+        ):
+            found = inputs.setdefault(entry_id, {})
+            if opinion == Opinion.DISAGREE.value:
+                found["disputes"] = found.get("disputes", 0) + count
+            elif not submitter:
+                found["endorsers"] = found.get("endorsers", 0) + count
+        for entry_id, confirmed, disabled in db.execute(
+            f"SELECT entry_id, confirmed, disabled FROM entry_reviews WHERE entry_id IN ({marks})", ids
+        ):
+            inputs.setdefault(entry_id, {}).update(confirmed=bool(confirmed), disabled=bool(disabled))
         return inputs
 
     def _member_entries(self, db: sqlite3.Connection, member_id: int) -> tuple[int, ...]:
