@@ -90,7 +90,7 @@ class Bank:
         self.auth = Authenticator(store, settings.token_cache_seconds)
         self.feed = FeedFollower(store, self.index, settings.feed_poll_seconds, self.auth.forget)
         self.sightings = SightingRecorder(store, settings.sighting_flush_seconds)
-        self.summaries: SummaryCache[EntrySummary] = SummaryCache(store)
+        self.summaries = SummaryCache(store)
         self.feed.subscribe(self.summaries.apply)
         self._clock = clock
         # Serialises "find the cluster, then write" so that two submissions
@@ -121,6 +121,8 @@ class Bank:
         gc.collect()
         gc.freeze()
         self.feed.start()
+        # After the feed runs, so that every change from here on reaches the table being read.
+        self.summaries.start_loading()
         self.sightings.start()
         self._snapshots: SnapshotWriter | None = None
         if directory is not None and writes_snapshots:
@@ -128,6 +130,7 @@ class Bank:
             self._snapshots.start()
 
     def stop(self) -> None:
+        self.summaries.stop()
         self.feed.stop()
         snapshots: SnapshotWriter | None = getattr(self, "_snapshots", None)
         if snapshots is not None:

@@ -8,47 +8,159 @@ change only through writes that put a change in the store's feed
 the summaries it read and forgets them when the feed says they changed. A
 process sees another's write as late as its index does (``--feed-poll-seconds``).
 
-The cache holds whatever ``Store.entry_summaries`` returns, unchanged: it
-knows nothing of a summary's fields.
+The summaries read one by one are kept as the store returns them, the
+hottest ``MAX_CACHED``. A store that can list every entry's summary cheaply
+(SQLite) also fills a ``SummaryTable`` in the background after start: every
+entry in a few compact columns (about 11 bytes an entry), so that an upload
+matching entries nobody looked up since the start reads nothing from the store
+either. A feed change marks the entries it names unknown in the table; the next
+lookup of one reads it from the store.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
-from typing import Generic, Protocol, TypeVar
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
-from .model import Change, EntryChanged, SignalsAdded, SignalsRemoved
+import numpy as np
 
-S = TypeVar("S")
+from .model import Change, EntryChanged, EntrySummary, SignalsAdded, SignalsRemoved
+from .store.base import SummaryColumns
+
+log = logging.getLogger(__name__)
 
 # Summaries kept at most: a few hundred bytes each, so well under 100 MB.
 MAX_CACHED = 200_000
+# Entries read per step of a table load; the loader pauses between steps so that
+# lookups running meanwhile are not kept waiting for the interpreter.
+LOAD_STEP = 2_000
+LOAD_PAUSE_SECONDS = 0.001
+
+_KNOWN, _ACTIVE, _TRUSTED, _CONFIRMED, _DISABLED = 1, 2, 4, 8, 16
+_SMALL = np.iinfo(np.uint16).max  # counts above this are kept in the per-entry cache instead
 
 
-class SummarySource(Protocol[S]):
-    def entry_summaries(self, entry_ids: Iterable[int]) -> dict[int, S]: ...
+class SummarySource(Protocol):
+    def entry_summaries(self, entry_ids: Iterable[int]) -> dict[int, EntrySummary]: ...
 
 
-class SummaryCache(Generic[S]):
+class SummaryTable:
+    """Every entry's summary as columns indexed by entry id; a row is used only while its
+    KNOWN flag is set."""
+
+    _COLUMNS = ("category", "corroborations", "endorsers", "disputes", "flags")
+
+    def __init__(self) -> None:
+        self.categories: list[str] = []
+        self._codes: dict[str, int] = {}
+        self.category = np.zeros(0, dtype=np.uint16)
+        self.corroborations = np.zeros(0, dtype=np.uint16)
+        self.endorsers = np.zeros(0, dtype=np.uint16)
+        self.disputes = np.zeros(0, dtype=np.uint16)
+        self.flags = np.zeros(0, dtype=np.uint8)
+
+    def add(self, step: SummaryColumns) -> None:
+        """Write these entries' rows (a step of a load, in entry id order)."""
+        if not len(step):
+            return
+        size = step.entry_ids[-1] + 1
+        if size > len(self.flags):
+            grown = max(size, len(self.flags) * 3 // 2)
+            for name in self._COLUMNS:
+                column = getattr(self, name)
+                wider = np.zeros(grown, dtype=column.dtype)
+                wider[: len(column)] = column
+                setattr(self, name, wider)
+        for category in dict.fromkeys(step.categories):
+            if category not in self._codes:
+                self._codes[category] = len(self.categories)
+                self.categories.append(category)
+        ids = np.array(step.entry_ids, dtype=np.int64)
+        corroborations = np.array(step.corroborations, dtype=np.int64)
+        fits = corroborations <= _SMALL  # else unknown here: read from the store when matched
+        if len(self.categories) > _SMALL:
+            return  # not a real bank: every row stays unknown
+        codes = self._codes
+        self.category[ids] = np.array([codes[c] for c in step.categories], dtype=np.uint16)
+        self.corroborations[ids] = np.minimum(corroborations, _SMALL)
+        self.endorsers[ids] = 0
+        self.disputes[ids] = 0
+        trusted = np.array(step.trusted, dtype=bool)
+        self.flags[ids] = np.where(
+            fits, _KNOWN | np.where(corroborations > 0, _ACTIVE, 0) | np.where(trusted, _TRUSTED, 0), 0
+        )
+        for summary in step.others.values():  # feedback or a review: few entries
+            if max(summary.endorsers, summary.disputes, summary.corroborations) > _SMALL:
+                self.flags[summary.entry_id] = 0
+                continue
+            self.endorsers[summary.entry_id] = summary.endorsers
+            self.disputes[summary.entry_id] = summary.disputes
+            self.flags[summary.entry_id] |= (_CONFIRMED if summary.confirmed else 0) | (
+                _DISABLED if summary.disabled else 0
+            )
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.flags & _KNOWN))
+
+    def get(self, entry_id: int) -> EntrySummary | None:
+        if not 0 <= entry_id < len(self.flags):
+            return None
+        flags = int(self.flags[entry_id])
+        if not flags & _KNOWN:
+            return None
+        return EntrySummary(
+            entry_id,
+            self.categories[self.category[entry_id]],
+            int(self.corroborations[entry_id]),
+            bool(flags & _ACTIVE),
+            trusted=bool(flags & _TRUSTED),
+            endorsers=int(self.endorsers[entry_id]),
+            disputes=int(self.disputes[entry_id]),
+            confirmed=bool(flags & _CONFIRMED),
+            disabled=bool(flags & _DISABLED),
+        )
+
+    def forget(self, entry_ids: Iterable[int]) -> None:
+        ids = np.fromiter(entry_ids, dtype=np.int64)
+        ids = ids[(ids >= 0) & (ids < len(self.flags))]
+        self.flags[ids] = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.category, self.corroborations, self.endorsers, self.disputes, self.flags))
+
+
+class SummaryCache:
     """``entry_summaries`` of a store, answered from memory after the first read."""
 
-    def __init__(self, source: SummarySource[S], max_cached: int = MAX_CACHED) -> None:
+    def __init__(self, source: SummarySource, max_cached: int = MAX_CACHED) -> None:
         self._source = source
         self._max_cached = max_cached
-        self._cached: dict[int, S] = {}
+        self._cached: dict[int, EntrySummary] = {}
         self._lock = threading.Lock()
         # Bumped by every forget: a read that started before one may carry what was
         # forgotten, so it is answered but not kept.
         self._generation = 0
+        self.table: SummaryTable | None = None
+        # While a table loads: the entries forgotten since it started (None: all of them).
+        self._forgotten_while_loading: set[int] | None = set()
+        self._loading = False
+        self._stop = threading.Event()
+        self._loader: threading.Thread | None = None
 
-    def entry_summaries(self, entry_ids: Iterable[int]) -> dict[int, S]:
+    def entry_summaries(self, entry_ids: Iterable[int]) -> dict[int, EntrySummary]:
         """The summaries of the entries among ``entry_ids`` that exist, by entry id."""
         cached = self._cached
-        found: dict[int, S] = {}
+        table = self.table
+        found: dict[int, EntrySummary] = {}
         missing: list[int] = []
         for entry_id in entry_ids:
             summary = cached.get(entry_id)
+            if summary is None and table is not None:
+                summary = table.get(entry_id)
             if summary is None:
                 missing.append(entry_id)
             else:
@@ -66,15 +178,86 @@ class SummaryCache(Generic[S]):
         return found
 
     def forget(self, entry_ids: Iterable[int]) -> None:
+        ids = list(entry_ids)
         with self._lock:
             self._generation += 1
-            for entry_id in entry_ids:
+            for entry_id in ids:
                 self._cached.pop(entry_id, None)
+            if self.table is not None:
+                self.table.forget(ids)
+            if self._loading and self._forgotten_while_loading is not None:
+                self._forgotten_while_loading.update(ids)
 
     def forget_all(self) -> None:
         with self._lock:
             self._generation += 1
             self._cached.clear()
+            reload = self.table is not None and not self._loading
+            self.table = None
+            self._forgotten_while_loading = None  # a load under way is stale: it starts over
+        if reload:
+            self.start_loading()
+
+    def start_loading(self) -> None:
+        """Fill the table in the background, if the store can list every summary."""
+        with self._lock:
+            if self._loading or self._stop.is_set():
+                return
+            self._loading = True
+            self._loader = threading.Thread(target=self._load, name="hashshare-summaries", daemon=True)
+            self._loader.start()
+
+    @property
+    def loading(self) -> bool:
+        return self._loading
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._loader is not None:
+            self._loader.join(timeout=10)
+
+    def _load(self) -> None:
+        read_after = getattr(self._source, "entry_summaries_after", None)
+        try:
+            while read_after is not None and not self._stop.is_set():
+                with self._lock:
+                    self._forgotten_while_loading = set()
+                started = time.monotonic()
+                table = self._read_all(read_after)
+                if table is None:
+                    return  # this store lists no summaries, or we are stopping
+                with self._lock:
+                    forgotten = self._forgotten_while_loading
+                    if forgotten is None:
+                        continue  # everything was forgotten while we read: read again
+                    table.forget(forgotten)
+                    self.table = table
+                log.info(
+                    "entry summaries in memory: %d entries, %.1f MB, %.1f s",
+                    len(table),
+                    table.nbytes / 1e6,
+                    time.monotonic() - started,
+                )
+                return
+        except Exception:  # the table only saves store reads: keep serving without it
+            log.exception("could not load the entry summaries; Match reads them from the store")
+        finally:
+            with self._lock:
+                self._loading = False
+
+    def _read_all(self, read_after: Callable[[int, int], SummaryColumns | None]) -> SummaryTable | None:
+        table = SummaryTable()
+        last = 0
+        while not self._stop.is_set():
+            step = read_after(last, LOAD_STEP)
+            if step is None:
+                return None
+            if not len(step):
+                return table
+            table.add(step)
+            last = step.entry_ids[-1]
+            time.sleep(LOAD_PAUSE_SECONDS)
+        return None
 
     def apply(self, change: Change) -> None:
         """Forget what ``change`` may have made stale."""
@@ -88,4 +271,5 @@ class SummaryCache(Generic[S]):
             self.forget_all()
 
     def __len__(self) -> int:
+        """Summaries read one by one and kept (the table's rows are not counted)."""
         return len(self._cached)

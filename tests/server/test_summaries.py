@@ -14,13 +14,24 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from hashshare import members
+from hashshare import members, summaries
 from hashshare.bank import Bank
-from hashshare.model import EntryChanged, Principal, Role, SubmissionDraft
+from hashshare.model import (
+    DisputeReason,
+    EntryChanged,
+    Feedback,
+    Opinion,
+    Principal,
+    Review,
+    ReviewDecision,
+    Role,
+    SignalsRemoved,
+    SubmissionDraft,
+)
 from hashshare.settings import Settings
 from hashshare.store import open_store
-from hashshare.store.base import Store
-from hashshare.summaries import SummaryCache
+from hashshare.store.base import Store, SummaryColumns
+from hashshare.summaries import SummaryCache, SummaryTable
 from hashshare.taxonomy import Taxonomy
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal, Verdict, signal_types
 
@@ -54,6 +65,26 @@ class _CountingStore:
         return dict(self.store.entry_summaries(ids))
 
 
+class _ListingStore(_CountingStore):
+    """A real store that also lists every summary (the table's bulk read)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.steps = 0
+
+    def entry_summaries_after(self, entry_id: int, limit: int) -> SummaryColumns | None:
+        self.steps += 1
+        return self.store.entry_summaries_after(entry_id, limit)
+
+
+def _loaded(cache: SummaryCache) -> SummaryTable:
+    deadline = time.monotonic() + 10
+    while cache.table is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.table is not None, "the summary table did not load"
+    return cache.table
+
+
 @pytest.fixture
 def two_banks(store_url: str) -> Iterator[tuple[Bank, Bank]]:
     # A long poll: each bank sees the other's writes only when a test calls catch_up.
@@ -75,7 +106,7 @@ def test_a_second_lookup_of_an_entry_reads_no_summary_from_the_store(tmp_path: o
         member = _principal(store, "a")
         outcome = store.submit(member.member_id, "r1", b"d1", _draft(_pdq(1)), None, time.time())
         counting = _CountingStore(store)
-        cache: SummaryCache[object] = SummaryCache(counting)
+        cache = SummaryCache(counting)  # type: ignore[arg-type]
         first = cache.entry_summaries([outcome.entry_id, 999])
         second = cache.entry_summaries([outcome.entry_id])
         assert first == second == {outcome.entry_id: store.entry_summaries([outcome.entry_id])[outcome.entry_id]}
@@ -100,7 +131,7 @@ def test_a_read_overtaken_by_a_change_is_answered_but_not_kept(tmp_path: object)
                 return found
 
         counting = Overtaken(store)
-        cache: SummaryCache[object] = SummaryCache(counting)
+        cache = SummaryCache(counting)  # type: ignore[arg-type]
         assert entry_id in cache.entry_summaries([entry_id])
         assert len(cache) == 0
     finally:
@@ -147,3 +178,98 @@ def test_every_matched_entry_is_recorded_as_a_sighting(two_banks: tuple[Bank, Ba
     for entry_id in entry_ids:
         stats = serving.store.sighting_stats(entry_id)
         assert [(m.member_id, m.count) for m in stats.members] == [(member.member_id, 1)]
+
+
+def test_the_table_answers_every_entry_without_store_reads_and_forgets_what_changes(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(summaries, "LOAD_STEP", 7)  # several steps of a load
+    store = open_store(f"sqlite:///{tmp_path}/bank.db")
+    try:
+        first, second = _principal(store, "a"), _principal(store, "b")
+        entry_ids = [
+            store.submit(first.member_id, f"r{n}", b"d", _draft(_pdq(n)), None, time.time()).entry_id for n in range(30)
+        ]
+        store.submit(second.member_id, "s1", b"d", _draft(_pdq(3)), entry_ids[3], time.time())
+        # Entries with feedback and reviews are described whole.
+        now = time.time()
+        for member, opinion in ((first, Opinion.AGREE), (second, Opinion.DISAGREE)):
+            reason = DisputeReason.LAWFUL if opinion is Opinion.DISAGREE else DisputeReason.NONE
+            feedback = Feedback(entry_ids[8], member.member_id, opinion, reason, "", now)
+            store.give_feedback(member.member_id, f"f{member.member_id}", b"f", feedback)
+        store.review_entry(Review(entry_ids[9], ReviewDecision.DISABLE, "lawful satire", first.member_id, now))
+        source = _ListingStore(store)
+        cache = SummaryCache(source)  # type: ignore[arg-type]
+        cache.start_loading()
+        table = _loaded(cache)
+        assert source.steps >= 30 // 7 and len(table) == 30
+        expected = store.entry_summaries(entry_ids)
+        assert cache.entry_summaries(entry_ids) == expected
+        assert expected[entry_ids[3]].corroborations == 2
+        assert (expected[entry_ids[8]].disputes, expected[entry_ids[8]].endorsers) == (1, 0)
+        assert expected[entry_ids[9]].disabled
+        assert source.reads == [], "every summary came from the table"
+
+        cache.apply(EntryChanged((entry_ids[5],)))  # the feed says it changed: read it again
+        assert cache.entry_summaries([entry_ids[5], entry_ids[6]]) == {
+            entry_ids[5]: expected[entry_ids[5]],
+            entry_ids[6]: expected[entry_ids[6]],
+        }
+        assert source.reads == [[entry_ids[5]]]
+
+        # A retraction names rows, not entries: the whole table is read again.
+        store.retract(second.member_id, "t1", b"d", entry_ids[3], "", time.time())
+        cache.apply(SignalsRemoved((1,)))
+        assert cache.table is None
+        assert _loaded(cache).get(entry_ids[3]) == store.entry_summaries([entry_ids[3]])[entry_ids[3]]
+        assert cache.entry_summaries([entry_ids[3]])[entry_ids[3]].corroborations == 1
+    finally:
+        cache.stop()
+        store.close()
+
+
+def test_a_change_during_the_load_is_not_lost(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(summaries, "LOAD_STEP", 4)
+    store = open_store(f"sqlite:///{tmp_path}/bank.db")
+    try:
+        member = _principal(store, "a")
+        entry_ids = [
+            store.submit(member.member_id, f"r{n}", b"d", _draft(_pdq(n)), None, time.time()).entry_id
+            for n in range(12)
+        ]
+
+        class ChangedMidway(_ListingStore):
+            def entry_summaries_after(self, entry_id: int, limit: int) -> SummaryColumns | None:
+                step = super().entry_summaries_after(entry_id, limit)
+                if self.steps == 2:  # the first step's entries were read; the feed now says one changed
+                    cache.apply(EntryChanged((entry_ids[0],)))
+                return step
+
+        source = ChangedMidway(store)
+        cache = SummaryCache(source)  # type: ignore[arg-type]
+        cache.start_loading()
+        table = _loaded(cache)
+        assert table.get(entry_ids[0]) is None, "read before the change: not trusted"
+        assert table.get(entry_ids[11]) is not None
+        assert entry_ids[0] in cache.entry_summaries([entry_ids[0]])
+        assert source.reads == [[entry_ids[0]]]
+    finally:
+        cache.stop()
+        store.close()
+
+
+def test_a_store_that_cannot_list_summaries_keeps_the_per_entry_cache(redis_url: str) -> None:
+    store = open_store(redis_url)
+    try:
+        member = _principal(store, "a")
+        entry_id = store.submit(member.member_id, "r1", b"d1", _draft(_pdq(1)), None, time.time()).entry_id
+        source = _ListingStore(store)
+        cache = SummaryCache(source)  # type: ignore[arg-type]
+        cache.start_loading()
+        deadline = time.monotonic() + 10
+        while cache.loading and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not cache.loading and cache.table is None and source.steps == 1, "Redis lists no summaries"
+        assert entry_id in cache.entry_summaries([entry_id]) and source.reads == [[entry_id]]
+    finally:
+        store.close()

@@ -91,6 +91,21 @@ class FeedGap(Exception):
     rolled back by a failover): the follower must rebuild from ``active_signals``."""
 
 
+@dataclass(frozen=True)
+class SummaryColumns:
+    """Entries' summaries as columns, by entry id: the common fields of every entry, and
+    the feedback and review inputs of the few that have any."""
+
+    entry_ids: list[int]
+    categories: list[str]
+    corroborations: list[int]
+    trusted: list[bool]
+    others: dict[int, EntrySummary]  # entries with feedback or a review, whole
+
+    def __len__(self) -> int:
+        return len(self.entry_ids)
+
+
 class Store(abc.ABC):
     """Members, tokens, entries, sightings and the change feed."""
 
@@ -164,6 +179,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def entry_summaries(self, entry_ids: Iterable[int]) -> dict[int, EntrySummary]: ...
+
+    def entry_summaries_after(self, entry_id: int, limit: int) -> SummaryColumns | None:
+        """The summaries of up to ``limit`` entries with ids above ``entry_id``, by id, as
+        columns (the in-memory summary table reads a whole bank so); None when this store
+        cannot list them cheaply, and Match then reads summaries entry by entry."""
+        return None
 
     # Sightings
 

@@ -67,7 +67,7 @@ from ..model import (
     allowed_index_id,
 )
 from . import changes, codecs
-from .base import BatchOutcome, BatchSubmission, Replayed, Store, submitted
+from .base import BatchOutcome, BatchSubmission, Replayed, Store, SummaryColumns, submitted
 from .rollups import (
     HOUR,
     Action,
@@ -664,29 +664,52 @@ class SqliteStore(Store):
 
     def entry_summaries(self, entry_ids: Iterable[int]) -> dict[int, EntrySummary]:
         ids = list(dict.fromkeys(entry_ids))
-        if not ids:
-            return {}
-        db = self._reader()
         summaries: dict[int, EntrySummary] = {}
-        trusted = TrustLevel.TRUSTED.value
+        db = self._reader()
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
-            inputs = self._opinions_and_reviews(db, chunk)
-            # One pass over each entry's active submissions gives the members behind it and
-            # whether one of them is trusted (a lookup pays for this on every cold entry).
-            for entry_id, category, members, any_trusted in db.execute(
-                "SELECT e.id, e.category, COUNT(DISTINCT s.member_id),"
-                f" MAX(COALESCE(mt.trust_level, '{trusted}') = '{trusted}')"
-                " FROM entries e LEFT JOIN submissions s ON s.entry_id = e.id AND s.retracted_at IS NULL"
-                " LEFT JOIN member_trust mt ON mt.member_id = s.member_id"
-                f" WHERE e.id IN ({','.join('?' * len(chunk))}) GROUP BY e.id",
-                chunk,
-            ):
-                found = inputs.get(entry_id, {})
+            rows, inputs = self._summary_rows(db, f"IN ({','.join('?' * len(chunk))})", chunk)
+            for entry_id, category, members, any_trusted in rows:
                 summaries[entry_id] = EntrySummary(
-                    entry_id, category, members, members > 0, trusted=bool(any_trusted), **found
+                    entry_id, category, members, members > 0, trusted=bool(any_trusted), **inputs.get(entry_id, {})
                 )
         return summaries
+
+    def entry_summaries_after(self, entry_id: int, limit: int) -> SummaryColumns | None:
+        db = self._reader()
+        high = db.execute(
+            "SELECT MAX(id) FROM (SELECT id FROM entries WHERE id > ? ORDER BY id LIMIT ?)", (entry_id, limit)
+        ).fetchone()[0]
+        if high is None:
+            return SummaryColumns([], [], [], [], {})
+        rows, inputs = self._summary_rows(db, "BETWEEN ? AND ?", [entry_id + 1, high])
+        rows.sort()
+        entry_ids, categories, corroborations, trusted = (list(column) for column in zip(*rows, strict=True))
+        others = {
+            n: EntrySummary(n, categories[i], corroborations[i], corroborations[i] > 0, trusted[i] == 1, **inputs[n])
+            for i, n in enumerate(entry_ids)
+            if n in inputs
+        }
+        return SummaryColumns(entry_ids, categories, corroborations, [t == 1 for t in trusted], others)
+
+    def _summary_rows(
+        self, db: sqlite3.Connection, ids: str, values: Sequence[object]
+    ) -> tuple[list[tuple[int, str, int, int]], dict[int, dict[str, Any]]]:
+        """(id, category, members, any trusted) of the entries whose id is ``ids`` (an SQL
+        condition: "IN (?, ?)", "BETWEEN ? AND ?") with ``values`` bound, and the feedback
+        and review inputs of those that have any."""
+        trusted = TrustLevel.TRUSTED.value
+        # One pass over each entry's active submissions gives the members behind it and
+        # whether one of them is trusted (a lookup pays for this on every cold entry).
+        rows = db.execute(
+            "SELECT e.id, e.category, COUNT(DISTINCT s.member_id),"
+            f" MAX(COALESCE(mt.trust_level, '{trusted}') = '{trusted}')"
+            " FROM entries e LEFT JOIN submissions s ON s.entry_id = e.id AND s.retracted_at IS NULL"
+            " LEFT JOIN member_trust mt ON mt.member_id = s.member_id"
+            f" WHERE e.id {ids} GROUP BY e.id",
+            values,
+        ).fetchall()
+        return rows, (self._opinions_and_reviews(db, ids, values) if rows else {})
 
     # Sightings
 
@@ -1021,16 +1044,17 @@ class SqliteStore(Store):
 
     # Trust and safety
 
-    def _opinions_and_reviews(self, db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """EntrySummary's feedback and review inputs of the entries that have any (at most
-        _IN_CHUNK ids)."""
+    def _opinions_and_reviews(
+        self, db: sqlite3.Connection, ids: str, values: Sequence[object]
+    ) -> dict[int, dict[str, Any]]:
+        """EntrySummary's feedback and review inputs of the entries whose id is ``ids`` (as
+        in ``_summaries``) that have any."""
         inputs: dict[int, dict[str, Any]] = {}
-        marks = ",".join("?" * len(ids))
         for entry_id, opinion, submitter, count in db.execute(
             "SELECT f.entry_id, f.opinion, EXISTS (SELECT 1 FROM submissions s WHERE s.entry_id = f.entry_id"
             " AND s.member_id = f.member_id AND s.retracted_at IS NULL), COUNT(*)"
-            f" FROM feedback f WHERE f.entry_id IN ({marks}) GROUP BY 1, 2, 3",
-            ids,
+            f" FROM feedback f WHERE f.entry_id {ids} GROUP BY 1, 2, 3",
+            values,
         ):
             found = inputs.setdefault(entry_id, {})
             if opinion == Opinion.DISAGREE.value:
@@ -1038,7 +1062,7 @@ class SqliteStore(Store):
             elif not submitter:
                 found["endorsers"] = found.get("endorsers", 0) + count
         for entry_id, confirmed, disabled in db.execute(
-            f"SELECT entry_id, confirmed, disabled FROM entry_reviews WHERE entry_id IN ({marks})", ids
+            f"SELECT entry_id, confirmed, disabled FROM entry_reviews WHERE entry_id {ids}", values
         ):
             inputs.setdefault(entry_id, {}).update(confirmed=bool(confirmed), disabled=bool(disabled))
         return inputs
