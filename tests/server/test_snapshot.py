@@ -258,16 +258,16 @@ def test_a_restart_reuses_the_saved_search_structures(tmp_path: Path) -> None:
     for key, sub in loaded._indexes.items():  # the very tables that were saved, not rebuilt ones
         saved = structures[key]
         tables = sub._state.segments[0].structure.buckets  # type: ignore[attr-defined]
-        assert np.shares_memory(tables.positions, saved["positions"])
+        assert np.shares_memory(tables.positions.data, saved["packed_positions"])
     assert _searches_agree(original, loaded, rows) > len(rows[:900:7])  # near duplicates found too
 
     # Tables that do not fit their rows are not used: the index is built again.
     key = next(k for k in structures if k[0] == "image/pdq")
-    structures[key]["positions"] = structures[key]["positions"][:-1]
+    structures[key]["packed_positions"] = structures[key]["packed_positions"][:-1]
     rebuilt = SignalIndex()
     assert rebuilt.load_arrays(arrays, structures) == len(rows)
     assert not np.shares_memory(
-        rebuilt._indexes[key]._state.segments[0].structure.buckets.positions,  # type: ignore[attr-defined]
-        structures[key]["positions"],
+        rebuilt._indexes[key]._state.segments[0].structure.buckets.positions.data,  # type: ignore[attr-defined]
+        structures[key]["packed_positions"],
     )
     _searches_agree(original, rebuilt, rows)

@@ -4,6 +4,7 @@ Every table (one per hash chunk, or per LSH band) maps a key of ``width`` bits
 to the rows holding it through a direct offsets table of ``2**width + 1``
 entries: a lookup is two array reads, and a whole query's lookups across all
 tables are one vectorised gather because the tables share two flat arrays.
+Both arrays are bit-packed (see packed.py): positions are most of an index's bytes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_EMPTY = np.zeros(0, dtype=np.uint32)
+from .packed import Packed, bits_for
+
+_EMPTY = np.zeros(0, dtype=np.int64)
 _PARALLEL_ROWS = 200_000
+_CHECK_BLOCK = 1 << 22  # positions unpacked at a time when a snapshot's tables are checked
 
 
 def _stable_order(keys: np.ndarray) -> np.ndarray:
@@ -29,25 +33,25 @@ def _stable_order(keys: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Buckets:
-    """Tables over the same ``n`` rows. Table ``t`` owns ``offsets[bases[t]:bases[t]+2**width+1]``
-    (absolute indexes into ``positions``) and ``positions[t*n:(t+1)*n]`` (row numbers, by key)."""
+    """Tables over the same ``n`` rows. Table ``t`` owns offsets ``bases[t]`` to ``bases[t]+2**width``
+    (absolute indexes into ``positions``) and positions ``t*n`` to ``(t+1)*n`` (row numbers, by
+    key). Both are bit-packed: a position takes ``ceil(log2(n))`` bits, not 32."""
 
-    offsets: np.ndarray
-    positions: np.ndarray
+    offsets: Packed
+    positions: Packed
     bases: tuple[int, ...]
 
     @classmethod
     def build(cls, keys: list[np.ndarray], widths: list[int]) -> Buckets:
         n = len(keys[0]) if keys else 0
-        total = n * len(keys)
-        offset_dtype = np.int32 if total < 2**31 else np.int64
-        positions = np.empty(total, dtype=np.uint32)
-        offsets: list[np.ndarray] = [np.zeros(0, dtype=offset_dtype)] * len(keys)
+        # Tables are built (in parallel) into plain arrays, then packed together.
+        positions = np.empty(n * len(keys), dtype=np.uint32)
+        offsets: list[np.ndarray] = [_EMPTY] * len(keys)
 
         def table(t: int) -> None:
             positions[t * n : (t + 1) * n] = _stable_order(keys[t])
             counts = np.bincount(keys[t], minlength=1 << widths[t])
-            offsets[t] = (np.concatenate([[0], np.cumsum(counts)]) + t * n).astype(offset_dtype)
+            offsets[t] = np.concatenate([[0], np.cumsum(counts)]) + t * n
 
         if n >= _PARALLEL_ROWS and len(keys) > 1:
             # numpy's sort releases the GIL: a large segment's tables are built on every core.
@@ -57,58 +61,69 @@ class Buckets:
             for t in range(len(keys)):
                 table(t)
         bases = np.cumsum([0] + [len(o) for o in offsets[:-1]]).tolist() if keys else []
+        all_offsets = np.concatenate(offsets) if offsets else np.zeros(1, dtype=np.int64)
         return cls(
-            np.concatenate(offsets) if offsets else np.zeros(1, dtype=offset_dtype),
-            positions if keys else _EMPTY,
+            Packed.pack(all_offsets, bits_for(len(positions) + 1)),
+            Packed.pack(positions, bits_for(n)),
             tuple(int(b) for b in bases),
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The tables as named arrays (an index snapshot)."""
-        return {"offsets": self.offsets, "positions": self.positions, "bases": np.array(self.bases, dtype=np.int64)}
+        return {
+            "packed_offsets": self.offsets.data,
+            "packed_positions": self.positions.data,
+            "packed_bits": np.array([self.offsets.bits, self.positions.bits], dtype=np.int64),
+            "bases": np.array(self.bases, dtype=np.int64),
+        }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], widths: list[int], rows: int) -> Buckets:
-        """``arrays()``' tables back, for ``widths`` and ``rows``; ValueError if they do not fit."""
-        offsets, positions, bases = arrays["offsets"], arrays["positions"], arrays["bases"]
+        """``arrays()``' tables back, for ``widths`` and ``rows``; ValueError if they do not fit
+        (tables of an older layout, such as plain uint32 ``positions``, included)."""
+        if not {"packed_offsets", "packed_positions", "packed_bits", "bases"} <= arrays.keys():
+            raise ValueError("bucket tables of another layout")
+        total = rows * len(widths)
         expected = np.cumsum([0] + [(1 << w) + 1 for w in widths[:-1]]).tolist() if widths else []
-        if (
-            offsets.ndim != 1
-            or offsets.dtype.kind != "i"
-            or len(offsets) != sum((1 << w) + 1 for w in widths)
-            or positions.dtype != np.uint32
-            or positions.shape != (rows * len(widths),)
-            or bases.tolist() != expected
-            or (len(positions) and int(positions.max()) >= rows)
-            or any(
-                int(offsets[b]) != t * rows or int(offsets[b + (1 << w)]) != (t + 1) * rows
-                for t, (b, w) in enumerate(zip(expected, widths, strict=True))
-            )
-        ):
+        bits, bases = arrays["packed_bits"], arrays["bases"]
+        if bits.tolist() != [bits_for(total + 1), bits_for(rows)] or bases.tolist() != expected:
             raise ValueError("bucket tables that do not fit their rows")
+        offsets = Packed(arrays["packed_offsets"], int(bits[0]), sum((1 << w) + 1 for w in widths))
+        positions = Packed(arrays["packed_positions"], int(bits[1]), total)
+        for t, (base, width) in enumerate(zip(expected, widths, strict=True)):
+            table = offsets.unpack(base, base + (1 << width) + 1)
+            if table[0] != t * rows or table[-1] != (t + 1) * rows or bool(np.any(table[1:] < table[:-1])):
+                raise ValueError("bucket offsets that do not fit their rows")
+        for start in range(0, total, _CHECK_BLOCK):
+            if int(positions.unpack(start, min(total, start + _CHECK_BLOCK)).max()) >= rows:
+                raise ValueError("bucket positions beyond the rows")
         return cls(offsets, positions, tuple(int(b) for b in expected))
 
     def candidates(self, slots: np.ndarray) -> np.ndarray:
         """Rows in the buckets at ``slots`` (absolute offsets-table indexes), with repeats."""
-        starts = self.offsets[slots].astype(np.int64)
-        lengths = self.offsets[slots + 1] - starts
-        ends = np.cumsum(lengths)
+        return self._gather(self._ranges(slots.ravel()))
+
+    def candidates_per_row(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``candidates`` of each row of ``slots`` (2-D), concatenated, and how many each row has."""
+        ranges = self._ranges(slots.ravel())
+        ends = ranges[1]
+        if len(ends) == 0 or ends[-1] == 0:
+            return _EMPTY, np.zeros(len(slots), dtype=np.int64)
+        per_row = np.diff(ends[slots.shape[1] - 1 :: slots.shape[1]], prepend=0)
+        return self._gather(ranges), per_row
+
+    def _ranges(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each slot's bucket as its start in ``positions``, its length and the running end."""
+        both = self.offsets.take(np.concatenate([slots, slots + 1]))
+        starts, stops = both[: len(slots)], both[len(slots) :]
+        lengths = stops - starts
+        return starts, np.cumsum(lengths), lengths
+
+    def _gather(self, ranges: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        starts, ends, lengths = ranges
         if len(ends) == 0 or ends[-1] == 0:
             return _EMPTY
         # Concatenated ranges [start, start + length) without a Python loop.
         shift = np.repeat(starts - (ends - lengths), lengths)
-        rows: np.ndarray = self.positions[np.arange(int(ends[-1]), dtype=np.int64) + shift]
+        rows: np.ndarray = self.positions.take(np.arange(int(ends[-1]), dtype=np.int64) + shift)
         return rows
-
-    def candidates_per_row(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``candidates`` of each row of ``slots`` (2-D), concatenated, and how many each row has."""
-        flat = slots.ravel()
-        starts = self.offsets[flat].astype(np.int64)
-        lengths = self.offsets[flat + 1] - starts
-        ends = np.cumsum(lengths)
-        if len(ends) == 0 or ends[-1] == 0:
-            return _EMPTY, np.zeros(len(slots), dtype=np.int64)
-        shift = np.repeat(starts - (ends - lengths), lengths)
-        rows: np.ndarray = self.positions[np.arange(int(ends[-1]), dtype=np.int64) + shift]
-        per_row = np.diff(ends[slots.shape[1] - 1 :: slots.shape[1]], prepend=0)
-        return rows, per_row

@@ -209,7 +209,7 @@ class MIHIndex(SegmentedIndex):
 
     def structure_from_arrays(self, arrays: dict[str, np.ndarray], values: np.ndarray) -> MultiIndex:
         widths = [int(w) for w in arrays["widths"]]
-        if sum(widths) != self._bits or not all(1 <= w <= _MAX_TABLE_BITS for w in widths):
+        if sum(widths) > self._bits or not all(1 <= w <= _MAX_TABLE_BITS for w in widths):
             raise ValueError(f"chunk widths {widths} do not split {self._bits} bits")
         starts = [sum(widths[:i]) for i in range(len(widths))]
         return MultiIndex(starts, widths, Buckets.from_arrays(arrays, widths, len(values)), len(values), self._words)

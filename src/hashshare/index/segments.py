@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .base import Hit, SubIndex
+from .packed import Packed
 
 # Scanning this many rows costs about as much as one bucket lookup round trip.
 DELTA_CAPACITY = 4096
@@ -463,7 +464,7 @@ class SegmentedIndex(SubIndex):
 
 def _nbytes(obj: Any) -> int:
     """Sum of the nbytes of the numpy arrays in ``obj`` (an array, dict, list or dataclass)."""
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, np.ndarray | Packed):
         return int(obj.nbytes)
     if isinstance(obj, dict):
         return sum(_nbytes(v) for v in obj.values())
