@@ -1,4 +1,4 @@
-"""Bit-packed unsigned integers: ``bits`` bits each, with a vectorised gather.
+"""Bit-packed unsigned integers (``bits`` bits each, with a vectorised gather) and flags.
 
 Bucket tables hold one row position per row per table, and a position needs
 only ``ceil(log2(rows))`` bits (24 at 10M rows, 20 at 1M) where a uint32 spends
@@ -11,6 +11,7 @@ costs a few vector operations, not a Python loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -84,3 +85,39 @@ class Packed:
         """Values ``[start, stop)`` as int64."""
         stop = self.count if stop is None else stop
         return self.take(np.arange(start, stop, dtype=np.int64))
+
+
+class Flags:
+    """``count`` booleans, eight to a byte, all set at first (a segment's live rows).
+
+    ``flags[i]`` and ``flags[array]`` read like a bool array. ``clear`` rewrites one byte,
+    so a reader that does not lock sees the byte before or after, both consistent."""
+
+    def __init__(self, count: int, data: np.ndarray | None = None) -> None:
+        self.count = count
+        self.data = np.packbits(np.ones(count, dtype=bool), bitorder="little") if data is None else data
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, int | np.integer):
+            return bool((int(self.data[int(index) >> 3]) >> (int(index) & 7)) & 1)
+        index = np.asarray(index, dtype=np.int64)
+        bits: np.ndarray = (self.data[index >> 3] >> (index & 7).astype(np.uint8)) & np.uint8(1)
+        return bits.astype(bool)
+
+    def clear(self, index: int) -> None:
+        self.data[index >> 3] &= np.uint8(0xFF ^ (1 << (index & 7)))
+
+    def mask(self) -> np.ndarray:
+        """The flags as a bool array."""
+        mask: np.ndarray = np.unpackbits(self.data, count=self.count, bitorder="little").astype(bool)
+        return mask
+
+    def copy(self) -> Flags:
+        return Flags(self.count, self.data.copy())

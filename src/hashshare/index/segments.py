@@ -5,7 +5,7 @@ small append-only *delta* that searches scan flat. When the delta fills it is
 frozen into a *segment* (rows sorted by row id, with the index's bucket
 structure built over them); segments of similar size are merged, so there are
 O(log N) of them and each row is rebuilt O(log N) times (amortised). Removals
-are tombstones in a segment's ``alive`` array; a segment with many of them is
+are tombstones in a segment's ``alive`` flags (a bit a row); a segment with many of them is
 rebuilt without them.
 
 Readers never lock: they read ``self._state`` once, a frozen tuple of segments
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .base import Hit, SubIndex
-from .packed import Packed
+from .packed import Flags, Packed
 
 # Scanning this many rows costs about as much as one bucket lookup round trip.
 DELTA_CAPACITY = 4096
@@ -81,7 +81,7 @@ class Segment:
     def __init__(self, rows: Rows, structure: Any) -> None:
         self.rows = rows
         self.structure = structure
-        self.alive = np.ones(len(rows), dtype=bool)
+        self.alive = Flags(len(rows))  # a bit a row: a bool array would take 8
         self.dead = 0
 
     @property
@@ -97,7 +97,7 @@ class Segment:
         return -1
 
     def live_rows(self) -> Rows:
-        return self.rows if self.dead == 0 else self.rows.take(np.flatnonzero(self.alive))
+        return self.rows if self.dead == 0 else self.rows.take(np.flatnonzero(self.alive.mask()))
 
 
 class _Delta:
@@ -246,7 +246,9 @@ class SegmentedIndex(SubIndex):
             state = self._state
             alive = [segment.alive.copy() for segment in state.segments]
             delta_alive = state.delta.alive[: state.delta_size].copy()
-        parts = [segment.rows.take(np.flatnonzero(keep)) for segment, keep in zip(state.segments, alive, strict=True)]
+        parts = [
+            segment.rows.take(np.flatnonzero(keep.mask())) for segment, keep in zip(state.segments, alive, strict=True)
+        ]
         keep = np.flatnonzero(delta_alive)
         parts.append(Rows(state.delta.values[keep], state.delta.row_ids[keep], state.delta.entry_ids[keep]))
         rows = Rows.concat(parts)
@@ -269,7 +271,7 @@ class SegmentedIndex(SubIndex):
             if segment is None:
                 self._state.delta.alive[position] = False
             else:
-                segment.alive[position] = False
+                segment.alive.clear(position)
                 segment.dead += 1
                 if segment.dead > MAX_DEAD_SHARE * len(segment.rows):
                     others = [s for s in self._state.segments if s is not segment]
@@ -381,7 +383,7 @@ class SegmentedIndex(SubIndex):
     # Internals (writer side, under ``_lock``).
 
     @staticmethod
-    def _collect(hits: list[Hit], rows: Rows, alive: np.ndarray, positions: Any, scores: Any) -> None:
+    def _collect(hits: list[Hit], rows: Rows, alive: np.ndarray | Flags, positions: Any, scores: Any) -> None:
         """Hit objects are built only here, at the edge, from whole arrays."""
         if len(positions) == 0:
             return
@@ -398,7 +400,7 @@ class SegmentedIndex(SubIndex):
 
     @staticmethod
     def _collect_many(
-        out: list[list[Hit]], rows: Rows, alive: np.ndarray, queries: Any, positions: Any, scores: Any
+        out: list[list[Hit]], rows: Rows, alive: np.ndarray | Flags, queries: Any, positions: Any, scores: Any
     ) -> None:
         if len(positions) == 0:
             return
