@@ -271,3 +271,16 @@ def test_a_restart_reuses_the_saved_search_structures(tmp_path: Path) -> None:
         structures[key]["packed_positions"],
     )
     _searches_agree(original, rebuilt, rows)
+
+    # Tables of the layout before bit packing (uint32 positions, int32 offsets): rebuilt too.
+    for key, saved in structures.items():
+        rows_here = len(arrays[key][0])
+        tables = len(saved["bases"])
+        structures[key] = {
+            **{name: array for name, array in saved.items() if name in ("widths", "bits", "bases")},
+            "positions": np.zeros(rows_here * tables, dtype=np.uint32),
+            "offsets": np.zeros(tables, dtype=np.int32),
+        }
+    old = SignalIndex()
+    assert old.load_arrays(arrays, structures) == len(rows)
+    assert _searches_agree(original, old, rows) > len(rows[:900:7])

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .packed import Packed, bits_for
+from .packed import Monotone, Packed, bits_for
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _PARALLEL_ROWS = 200_000
-OFFSET_BLOCK = 64  # offsets per stored base: 0.06-0.12 bytes of bases per offset
 _CHECK_BLOCK = 1 << 22  # positions unpacked at a time when a snapshot's tables are checked
 
 
@@ -36,13 +35,11 @@ def _stable_order(keys: np.ndarray) -> np.ndarray:
 class Buckets:
     """Tables over the same ``n`` rows. Table ``t`` owns offsets ``bases[t]`` to ``bases[t]+2**width``
     (absolute indexes into ``positions``) and positions ``t*n`` to ``(t+1)*n`` (row numbers, by
-    key). Positions are bit-packed (``ceil(log2(n))`` bits, not 32). The offsets of all tables,
-    one non-decreasing sequence, are stored as a base per block of ``OFFSET_BLOCK`` and each
-    offset's excess over its block's base, bit-packed: about a dozen bits where an absolute
-    offset takes 27 at 10M rows (offsets are a fifth of a large index's tables)."""
+    key). Positions are bit-packed (``ceil(log2(n))`` bits, not 32). The offsets of all tables
+    are one non-decreasing sequence, stored as ``packed.Monotone``: 7-10 bits an offset where
+    an absolute one takes 27 at 10M rows."""
 
-    offsets: Packed  # offset k minus offset_blocks[k // OFFSET_BLOCK]
-    offset_blocks: np.ndarray
+    offsets: Monotone
     positions: Packed
     bases: tuple[int, ...]
 
@@ -67,11 +64,8 @@ class Buckets:
                 table(t)
         bases = np.cumsum([0] + [len(o) for o in offsets[:-1]]).tolist() if keys else []
         all_offsets = np.concatenate(offsets) if offsets else np.zeros(1, dtype=np.int64)
-        blocks = all_offsets[::OFFSET_BLOCK]
-        excess = all_offsets - np.repeat(blocks, OFFSET_BLOCK)[: len(all_offsets)]
         return cls(
-            Packed.pack(excess, bits_for(int(excess.max()) + 1)),
-            blocks.astype(np.int32 if len(positions) < 2**31 else np.int64),
+            Monotone.pack(all_offsets.astype(np.int64)),
             Packed.pack(positions, bits_for(n)),
             tuple(int(b) for b in bases),
         )
@@ -79,10 +73,11 @@ class Buckets:
     def arrays(self) -> dict[str, np.ndarray]:
         """The tables as named arrays (an index snapshot)."""
         return {
-            "packed_offsets": self.offsets.data,
-            "offset_blocks": self.offset_blocks,
+            "offset_data": self.offsets.data,
+            "offset_widths": self.offsets.widths,
+            "offset_firsts": self.offsets.firsts,
             "packed_positions": self.positions.data,
-            "packed_bits": np.array([self.offsets.bits, self.positions.bits], dtype=np.int64),
+            "position_bits": np.array([self.positions.bits], dtype=np.int64),
             "bases": np.array(self.bases, dtype=np.int64),
         }
 
@@ -90,28 +85,20 @@ class Buckets:
     def from_arrays(cls, arrays: dict[str, np.ndarray], widths: list[int], rows: int) -> Buckets:
         """``arrays()``' tables back, for ``widths`` and ``rows``; ValueError if they do not fit
         (tables of an older layout, such as plain uint32 ``positions``, included)."""
-        if not {"packed_offsets", "offset_blocks", "packed_positions", "packed_bits", "bases"} <= arrays.keys():
+        layout = {"offset_data", "offset_widths", "offset_firsts", "packed_positions", "position_bits", "bases"}
+        if not layout <= arrays.keys():
             raise ValueError("bucket tables of another layout")
         total = rows * len(widths)
         count = sum((1 << w) + 1 for w in widths)
         expected = np.cumsum([0] + [(1 << w) + 1 for w in widths[:-1]]).tolist() if widths else []
-        bits, bases, blocks = arrays["packed_bits"], arrays["bases"], arrays["offset_blocks"]
-        if (
-            bits.shape != (2,)
-            or int(bits[1]) != bits_for(rows)
-            or bases.tolist() != expected
-            or blocks.ndim != 1
-            or blocks.dtype.kind != "i"
-            or len(blocks) != -(-count // OFFSET_BLOCK)
-        ):
+        if arrays["position_bits"].tolist() != [bits_for(rows)] or arrays["bases"].tolist() != expected:
             raise ValueError("bucket tables that do not fit their rows")
         built = cls(
-            Packed(arrays["packed_offsets"], int(bits[0]), count),
-            blocks,
-            Packed(arrays["packed_positions"], int(bits[1]), total),
+            Monotone(arrays["offset_data"], arrays["offset_widths"], arrays["offset_firsts"], count),
+            Packed(arrays["packed_positions"], bits_for(rows), total),
             tuple(int(b) for b in expected),
         )
-        offsets = built._offsets(np.arange(count, dtype=np.int64))
+        offsets = built.offsets.take(np.arange(count, dtype=np.int64))
         firsts = np.array([*expected, count], dtype=np.int64)
         # Each table spans its n rows, in order, with non-decreasing offsets.
         if (
@@ -140,15 +127,10 @@ class Buckets:
 
     def _ranges(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each slot's bucket as its start in ``positions``, its length and the running end."""
-        both = self._offsets(np.concatenate([slots, slots + 1]))
+        both = self.offsets.take(np.concatenate([slots, slots + 1]))
         starts, stops = both[: len(slots)], both[len(slots) :]
         lengths = stops - starts
         return starts, np.cumsum(lengths), lengths
-
-    def _offsets(self, slots: np.ndarray) -> np.ndarray:
-        """The absolute offsets at ``slots``."""
-        offsets: np.ndarray = self.offsets.take(slots) + self.offset_blocks[slots // OFFSET_BLOCK]
-        return offsets
 
     def _gather(self, ranges: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         starts, ends, lengths = ranges

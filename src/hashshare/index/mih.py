@@ -32,9 +32,11 @@ _NS_CANDIDATE_WORD = 6.0  # random gather + XOR + popcount of one candidate word
 _NS_CHUNK = 1500.0  # per-chunk Python work of a query
 _MAX_TABLE_BITS = 24  # offsets table of 2**24 int32 = 64 MiB at most per chunk
 _MAX_PROBES = 200_000  # beyond this the ball has exploded: scan instead
-# Among chunkings within this factor of the fastest (by the model, which overestimates the
-# gap), take the one with the smallest tables: a chunk costs 4 bytes a row plus its offsets.
-_MEMORY_SLACK = 2.0
+# The price of memory in the choice of chunking: a byte per row of tables is worth this many
+# nanoseconds of modelled query time (measured: ~2.5x the model plus ~0.2 ms). At 6000 a
+# 256-bit index takes 11 tables (each about 3 bytes a row) instead of 12-16 for +0.1 ms at
+# 3M rows, while a 64-bit index keeps its fastest chunking.
+_NS_PER_TABLE_BYTE = 6000.0
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _SCAN_BLOCK = 1 << 20  # words per block of a batched flat scan
@@ -82,32 +84,48 @@ def scan_cost(rows: int, words: int) -> float:
     return rows * words * _NS_SCAN_WORD
 
 
+def chunkings(bits: int, max_width: int) -> list[list[int]]:
+    """Candidate chunk widths: every even split of all ``bits``, and ``m`` equal chunks that
+    leave some bits out. The pigeonhole bound needs disjoint chunks, not chunks covering every
+    bit, so fewer, wider tables (memory) can be had without keys wider than the bank warrants."""
+    options = []
+    for chunks in range(1, bits + 1):
+        widths = split(bits, chunks)
+        if widths[-1] < 6:
+            break
+        if widths[0] <= max_width:
+            options.append(widths)
+        options.extend([width] * chunks for width in range(6, min(max_width, bits // chunks) + 1))
+    return options
+
+
 def choose_widths(bits: int, rows: int, radius: int) -> list[int] | None:
     """The chunking for a segment of ``rows`` hashes searched at ``radius``; None to scan flat."""
     words = bits // 64
     # A table much larger than the segment wastes memory and gains nothing.
     max_width = min(_MAX_TABLE_BITS, max(12, math.ceil(math.log2(max(rows, 2)))))
     options = []
-    for chunks in range(1, bits + 1):
-        widths = split(bits, chunks)
-        if widths[0] > max_width:
-            continue
-        if widths[-1] < 6:
-            break
+    for widths in chunkings(bits, max_width):
         cost, probes = probe_cost(widths, radius, rows, words)
         if probes <= _MAX_PROBES:
-            options.append((cost, widths))
-    if not options:
+            options.append((cost + _NS_PER_TABLE_BYTE * table_bytes(widths, rows), cost, widths))
+    if not options or min(cost for _, cost, _ in options) >= scan_cost(rows, words):
         return None
-    best = min(cost for cost, _ in options)
-    if best >= scan_cost(rows, words):
-        return None
-    return min((w for cost, w in options if cost <= best * _MEMORY_SLACK), key=lambda w: table_bytes(w, rows))
+    return min(options, key=lambda option: option[0])[2]
 
 
 def table_bytes(widths: list[int], rows: int) -> float:
-    """Bytes per row of a chunking's buckets: a 4-byte position and a share of the offsets, per chunk."""
-    return float(sum(4 + 4 * (1 << width) / max(rows, 1) for width in widths))
+    """Bytes per row of a chunking's buckets (see buckets.py): a bit-packed position per chunk,
+    and per bucket an offset of about the bit length of 64 buckets' rows, plus 1.5 bits of
+    per-block bookkeeping."""
+    rows = max(rows, 2)
+    position_bits = math.ceil(math.log2(rows))
+    total = 0.0
+    for width in widths:
+        buckets = 1 << width
+        offset_bits = max(1.0, math.log2(64 * rows / buckets) + 1) + 1.5
+        total += position_bits + buckets * offset_bits / rows
+    return total / 8
 
 
 def extract(values: np.ndarray, start: int, width: int) -> np.ndarray:

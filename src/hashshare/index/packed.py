@@ -121,3 +121,84 @@ class Flags:
 
     def copy(self) -> Flags:
         return Flags(self.count, self.data.copy())
+
+
+class Monotone:
+    """A non-decreasing sequence of integers: per block of ``BLOCK`` values its first value,
+    and each value's excess over it in as few bits as that block needs (blocks start on byte
+    boundaries: 64 values of ``w`` bits are ``8 * w`` bytes).
+
+    Bucket offsets are such a sequence. One width for all would be set by the largest bucket
+    (a cluster of near duplicates), while most blocks of buckets hold a few dozen rows."""
+
+    BLOCK = 64
+
+    def __init__(self, data: np.ndarray, widths: np.ndarray, firsts: np.ndarray, count: int) -> None:
+        blocks = -(-count // self.BLOCK)
+        if (
+            data.dtype != np.uint8
+            or data.ndim != 1
+            or widths.dtype != np.uint8
+            or widths.shape != (blocks,)
+            or firsts.ndim != 1
+            or firsts.dtype.kind != "i"
+            or firsts.shape != (blocks,)
+            or (blocks and int(widths.max()) > MAX_BITS)
+        ):
+            raise ValueError("monotone blocks that do not fit their count")
+        self.starts = np.concatenate([[0], np.cumsum(widths.astype(np.int64) * (self.BLOCK // 8))])
+        if len(data) != int(self.starts[-1]) + _PAD:
+            raise ValueError("monotone blocks that do not fit their buffer")
+        self.data, self.widths, self.firsts, self.count = data, widths, firsts, count
+        self._windows = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+
+    @classmethod
+    def pack(cls, values: np.ndarray) -> Monotone:
+        """``values`` (int64, non-decreasing, non-negative) packed."""
+        count = len(values)
+        blocks = -(-count // cls.BLOCK)
+        flat = np.empty(blocks * cls.BLOCK, dtype=np.int64)
+        flat[:count] = values
+        flat[count:] = values[-1] if count else 0
+        padded = flat.reshape(blocks, cls.BLOCK)
+        firsts = padded[:, 0].copy()
+        excess = padded - firsts[:, None]
+        widths = np.zeros(blocks, dtype=np.uint8)
+        for width in range(MAX_BITS + 1):  # the bit length of each block's largest (last) excess
+            widths[excess[:, -1] >> width > 0] = width + 1
+        if blocks and int(widths.max()) > MAX_BITS:
+            raise ValueError(f"an excess needs more than {MAX_BITS} bits")
+        starts = np.concatenate([[0], np.cumsum(widths.astype(np.int64) * (cls.BLOCK // 8))])
+        data = np.zeros(int(starts[-1]) + _PAD, dtype=np.uint8)
+        step = _PACK_BLOCK // cls.BLOCK
+        for first in range(0, blocks, step):
+            part = slice(first, first + step)
+            spread = np.unpackbits(
+                excess[part].astype("<u4").view(np.uint8).reshape(-1, cls.BLOCK, 4), axis=2, bitorder="little"
+            )
+            for width in np.unique(widths[part]).tolist():
+                chosen = np.flatnonzero(widths[part] == width)
+                if width == 0:
+                    continue
+                packed = np.packbits(spread[chosen, :, :width].reshape(len(chosen), -1), axis=1, bitorder="little")
+                data[(starts[first + chosen][:, None] + np.arange(packed.shape[1]))] = packed
+        return cls(data, widths, firsts.astype(np.int32 if count == 0 or values[-1] < 2**31 else np.int64), count)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes + self.widths.nbytes + self.firsts.nbytes + self.starts.nbytes)
+
+    def take(self, indexes: np.ndarray) -> np.ndarray:
+        """The values at ``indexes`` (integers in ``[0, len)``), as int64."""
+        indexes = np.asarray(indexes, dtype=np.int64)
+        block = indexes // self.BLOCK
+        widths = self.widths[block]
+        bit = self.starts[block] * 8 + (indexes % self.BLOCK) * widths
+        windows = self._windows[bit >> 3]
+        windows >>= (bit & 7).astype(np.uint64)
+        windows &= (np.uint64(1) << widths.astype(np.uint64)) - np.uint64(1)
+        values: np.ndarray = windows.view(np.int64) + self.firsts[block]
+        return values

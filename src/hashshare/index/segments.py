@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .base import Hit, SubIndex
-from .packed import Flags, Packed
+from .packed import Flags, Monotone, Packed
 
 # Scanning this many rows costs about as much as one bucket lookup round trip.
 DELTA_CAPACITY = 4096
@@ -466,7 +466,7 @@ class SegmentedIndex(SubIndex):
 
 def _nbytes(obj: Any) -> int:
     """Sum of the nbytes of the numpy arrays in ``obj`` (an array, dict, list or dataclass)."""
-    if isinstance(obj, np.ndarray | Packed):
+    if isinstance(obj, np.ndarray | Packed | Monotone):
         return int(obj.nbytes)
     if isinstance(obj, dict):
         return sum(_nbytes(v) for v in obj.values())

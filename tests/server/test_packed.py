@@ -1,0 +1,55 @@
+"""Compact arrays of the indexes give back exactly what was packed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashshare.index.packed import Flags, Monotone, Packed, bits_for
+
+
+@pytest.mark.parametrize("bits", [1, 7, 20, 24, 32])
+def test_packed_values_come_back(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    values = rng.integers(0, 2**bits, size=3001, dtype=np.int64)
+    packed = Packed.pack(values, bits)
+    assert np.array_equal(packed.unpack(), values)
+    picked = rng.integers(0, len(values), size=500)
+    assert np.array_equal(packed.take(picked), values[picked])
+    assert packed.nbytes < len(values) * bits / 8 + 16
+    assert np.array_equal(Packed(packed.data, bits, len(values)).unpack(0, 10), values[:10])
+    with pytest.raises(ValueError):
+        Packed.pack(values + 2**bits, bits)
+    with pytest.raises(ValueError):
+        Packed(packed.data[:-1], bits, len(values))
+    assert bits_for(1) == 1 and bits_for(2**bits) == bits and bits_for(2**bits + 1) == bits + 1
+
+
+@pytest.mark.parametrize("count", [0, 1, 63, 64, 65, 10_000])
+def test_monotone_values_come_back_with_blocks_as_wide_as_they_need(count: int) -> None:
+    rng = np.random.default_rng(count)
+    steps = rng.poisson(0.8, size=count)
+    if count > 100:
+        steps[count // 2] = 70_000  # one huge bucket: only its block needs wide excesses
+    values = np.cumsum(steps).astype(np.int64)
+    packed = Monotone.pack(values)
+    assert np.array_equal(packed.take(np.arange(count)), values)
+    again = Monotone(packed.data, packed.widths, packed.firsts, count)
+    assert np.array_equal(again.take(np.arange(count)[::-1]), values[::-1])
+    if count > 100:
+        assert int(packed.widths.max()) == 17 and float(np.median(packed.widths)) <= 7
+    with pytest.raises(ValueError):
+        Monotone(packed.data[:-1], packed.widths, packed.firsts, count)
+
+
+def test_flags_clear_one_row_at_a_time() -> None:
+    flags = Flags(21)
+    assert flags.nbytes == 3 and bool(flags.mask().all()) and len(flags) == 21
+    for row in (0, 7, 8, 20):
+        flags.clear(row)
+    assert not flags[7] and flags[6] and not flags[20]
+    assert flags[np.array([0, 1, 8, 9])].tolist() == [False, True, False, True]
+    copy = flags.copy()
+    flags.clear(1)
+    assert copy[1] and not flags[1]
+    assert np.flatnonzero(~copy.mask()).tolist() == [0, 7, 8, 20]
