@@ -209,14 +209,19 @@ def test_minhash_lsh_recall_at_the_thresholds() -> None:
         assert found / 300 >= floor, threshold
 
 
-def test_mih_ids_beyond_int32_and_empty_batches() -> None:
+# Ids 3e6 apart pack in blocks (64 of them span 2**28); 2**27 apart they do not (2**33).
+@pytest.mark.parametrize("spacing", [3_000_000, 2**27])
+def test_mih_ids_beyond_int32_and_empty_batches(spacing: int) -> None:
     rng = np.random.default_rng(5)
     bank = clustered(rng, 3000, 1, max_flips=6)
-    ids = np.arange(len(bank), dtype=np.int64) * 3_000_000  # up to 9e9: int64 ids are kept
+    ids = np.arange(len(bank), dtype=np.int64) * spacing  # beyond int32
     index, reference = MIHIndex(8, design_radius=10), HammingIndex(8)
     index.add_many(ids[::-1], ids[::-1] + 2**40, bank[::-1])  # unsorted input is sorted
     for row_id, row in zip(ids.tolist(), bank, strict=True):
         reference.add(row_id, row_id + 2**40, row.tobytes())
+    for row_id in ids[::7].tolist():
+        assert index.remove(row_id) and reference.remove(row_id)
+        assert not index.remove(row_id) and not index.remove(row_id + 1)
     queries = [near(rng, bank[int(rng.integers(len(bank)))], int(rng.integers(0, 8))) for _ in range(30)]
     assert check_hamming(index, reference, queries, [0, 6, 10, 20]) > 30
     assert index.search_many([], 10) == []

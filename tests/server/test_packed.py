@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hashshare.index.packed import Flags, Monotone, Packed, bits_for
+from hashshare.index.packed import BlockPacked, Flags, Packed, bits_for
 
 
 @pytest.mark.parametrize("bits", [1, 7, 20, 24, 32])
@@ -32,14 +32,14 @@ def test_monotone_values_come_back_with_blocks_as_wide_as_they_need(count: int) 
     if count > 100:
         steps[count // 2] = 70_000  # one huge bucket: only its block needs wide excesses
     values = np.cumsum(steps).astype(np.int64)
-    packed = Monotone.pack(values)
+    packed = BlockPacked.pack(values)
     assert np.array_equal(packed.take(np.arange(count)), values)
-    again = Monotone(packed.data, packed.widths, packed.firsts, count)
+    again = BlockPacked(packed.data, packed.widths, packed.bases, count)
     assert np.array_equal(again.take(np.arange(count)[::-1]), values[::-1])
     if count > 100:
         assert int(packed.widths.max()) == 17 and float(np.median(packed.widths)) <= 7
     with pytest.raises(ValueError):
-        Monotone(packed.data[:-1], packed.widths, packed.firsts, count)
+        BlockPacked(packed.data[:-1], packed.widths, packed.bases, count)
 
 
 def test_flags_clear_one_row_at_a_time() -> None:
@@ -53,3 +53,17 @@ def test_flags_clear_one_row_at_a_time() -> None:
     flags.clear(1)
     assert copy[1] and not flags[1]
     assert np.flatnonzero(~copy.mask()).tolist() == [0, 7, 8, 20]
+
+
+def test_block_packed_ids_are_found_and_blocks_spanning_2_to_the_32_refused() -> None:
+    ids = np.cumsum(np.random.default_rng(3).integers(1, 9, size=1000)) + 2**40
+    packed = BlockPacked.pack(ids)
+    assert packed.nbytes < 2 * len(ids)  # about 4 bits an id here, plus the blocks' bookkeeping
+    for position in (0, 63, 64, 500, 999):
+        assert packed.search_sorted(int(ids[position])) == position
+    assert packed.search_sorted(int(ids[0]) - 1) == -1 and packed.search_sorted(int(ids[-1]) + 1) == -1
+    before_gaps = ids[:-1][ids[1:] - ids[:-1] > 1]  # v + 1 is absent for each of these
+    assert len(before_gaps) > 50
+    assert all(packed.search_sorted(int(v) + 1) == -1 for v in before_gaps)
+    with pytest.raises(ValueError):
+        BlockPacked.pack(np.array([0, 2**32], dtype=np.int64))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .packed import Monotone, Packed, bits_for
+from .packed import BlockPacked, Packed, bits_for
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _PARALLEL_ROWS = 200_000
@@ -36,10 +36,10 @@ class Buckets:
     """Tables over the same ``n`` rows. Table ``t`` owns offsets ``bases[t]`` to ``bases[t]+2**width``
     (absolute indexes into ``positions``) and positions ``t*n`` to ``(t+1)*n`` (row numbers, by
     key). Positions are bit-packed (``ceil(log2(n))`` bits, not 32). The offsets of all tables
-    are one non-decreasing sequence, stored as ``packed.Monotone``: 7-10 bits an offset where
+    are one non-decreasing sequence, stored as ``packed.BlockPacked``: 7-10 bits an offset where
     an absolute one takes 27 at 10M rows."""
 
-    offsets: Monotone
+    offsets: BlockPacked
     positions: Packed
     bases: tuple[int, ...]
 
@@ -65,7 +65,7 @@ class Buckets:
         bases = np.cumsum([0] + [len(o) for o in offsets[:-1]]).tolist() if keys else []
         all_offsets = np.concatenate(offsets) if offsets else np.zeros(1, dtype=np.int64)
         return cls(
-            Monotone.pack(all_offsets.astype(np.int64)),
+            BlockPacked.pack(all_offsets.astype(np.int64)),
             Packed.pack(positions, bits_for(n)),
             tuple(int(b) for b in bases),
         )
@@ -75,7 +75,7 @@ class Buckets:
         return {
             "offset_data": self.offsets.data,
             "offset_widths": self.offsets.widths,
-            "offset_firsts": self.offsets.firsts,
+            "offset_bases": self.offsets.bases,
             "packed_positions": self.positions.data,
             "position_bits": np.array([self.positions.bits], dtype=np.int64),
             "bases": np.array(self.bases, dtype=np.int64),
@@ -85,7 +85,7 @@ class Buckets:
     def from_arrays(cls, arrays: dict[str, np.ndarray], widths: list[int], rows: int) -> Buckets:
         """``arrays()``' tables back, for ``widths`` and ``rows``; ValueError if they do not fit
         (tables of an older layout, such as plain uint32 ``positions``, included)."""
-        layout = {"offset_data", "offset_widths", "offset_firsts", "packed_positions", "position_bits", "bases"}
+        layout = {"offset_data", "offset_widths", "offset_bases", "packed_positions", "position_bits", "bases"}
         if not layout <= arrays.keys():
             raise ValueError("bucket tables of another layout")
         total = rows * len(widths)
@@ -94,7 +94,7 @@ class Buckets:
         if arrays["position_bits"].tolist() != [bits_for(rows)] or arrays["bases"].tolist() != expected:
             raise ValueError("bucket tables that do not fit their rows")
         built = cls(
-            Monotone(arrays["offset_data"], arrays["offset_widths"], arrays["offset_firsts"], count),
+            BlockPacked(arrays["offset_data"], arrays["offset_widths"], arrays["offset_bases"], count),
             Packed(arrays["packed_positions"], bits_for(rows), total),
             tuple(int(b) for b in expected),
         )

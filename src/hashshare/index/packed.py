@@ -123,51 +123,53 @@ class Flags:
         return Flags(self.count, self.data.copy())
 
 
-class Monotone:
-    """A non-decreasing sequence of integers: per block of ``BLOCK`` values its first value,
-    and each value's excess over it in as few bits as that block needs (blocks start on byte
-    boundaries: 64 values of ``w`` bits are ``8 * w`` bytes).
+class BlockPacked:
+    """Integers as, per block of ``BLOCK`` values, the block's least value and each value's
+    excess over it, bit-packed as narrow as that block needs (blocks start on byte boundaries:
+    64 values of ``w`` bits are ``8 * w`` bytes).
 
-    Bucket offsets are such a sequence. One width for all would be set by the largest bucket
-    (a cluster of near duplicates), while most blocks of buckets hold a few dozen rows."""
+    Bucket offsets (non-decreasing) and a segment's row and entry ids (ascending, or nearly)
+    are such sequences: a block spans a few hundred at most, so a value takes 6-10 bits plus
+    about 2 of bookkeeping. One width for all would be set by the widest block (the largest
+    bucket, a cluster of near duplicates; a gap in the ids)."""
 
     BLOCK = 64
 
-    def __init__(self, data: np.ndarray, widths: np.ndarray, firsts: np.ndarray, count: int) -> None:
+    def __init__(self, data: np.ndarray, widths: np.ndarray, bases: np.ndarray, count: int) -> None:
         blocks = -(-count // self.BLOCK)
         if (
             data.dtype != np.uint8
             or data.ndim != 1
             or widths.dtype != np.uint8
             or widths.shape != (blocks,)
-            or firsts.ndim != 1
-            or firsts.dtype.kind != "i"
-            or firsts.shape != (blocks,)
+            or bases.dtype not in (np.int32, np.int64)
+            or bases.shape != (blocks,)
             or (blocks and int(widths.max()) > MAX_BITS)
         ):
-            raise ValueError("monotone blocks that do not fit their count")
+            raise ValueError("packed blocks that do not fit their count")
         self.starts = np.concatenate([[0], np.cumsum(widths.astype(np.int64) * (self.BLOCK // 8))])
         if len(data) != int(self.starts[-1]) + _PAD:
-            raise ValueError("monotone blocks that do not fit their buffer")
-        self.data, self.widths, self.firsts, self.count = data, widths, firsts, count
+            raise ValueError("packed blocks that do not fit their buffer")
+        self.data, self.widths, self.bases, self.count = data, widths, bases, count
         self._windows = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
 
     @classmethod
-    def pack(cls, values: np.ndarray) -> Monotone:
-        """``values`` (int64, non-decreasing, non-negative) packed."""
+    def pack(cls, values: np.ndarray) -> BlockPacked:
+        """``values`` (integers) packed; ValueError if some block spans ``2**32`` or more."""
         count = len(values)
         blocks = -(-count // cls.BLOCK)
         flat = np.empty(blocks * cls.BLOCK, dtype=np.int64)
         flat[:count] = values
         flat[count:] = values[-1] if count else 0
         padded = flat.reshape(blocks, cls.BLOCK)
-        firsts = padded[:, 0].copy()
-        excess = padded - firsts[:, None]
+        bases = padded.min(axis=1)
+        excess = padded - bases[:, None]
         widths = np.zeros(blocks, dtype=np.uint8)
-        for width in range(MAX_BITS + 1):  # the bit length of each block's largest (last) excess
-            widths[excess[:, -1] >> width > 0] = width + 1
+        largest = excess.max(axis=1)
+        for width in range(MAX_BITS + 1):  # each block's largest excess's bit length
+            widths[largest >> width > 0] = width + 1
         if blocks and int(widths.max()) > MAX_BITS:
-            raise ValueError(f"an excess needs more than {MAX_BITS} bits")
+            raise ValueError(f"a block of values spans more than {MAX_BITS} bits")
         starts = np.concatenate([[0], np.cumsum(widths.astype(np.int64) * (cls.BLOCK // 8))])
         data = np.zeros(int(starts[-1]) + _PAD, dtype=np.uint8)
         step = _PACK_BLOCK // cls.BLOCK
@@ -177,19 +179,20 @@ class Monotone:
                 excess[part].astype("<u4").view(np.uint8).reshape(-1, cls.BLOCK, 4), axis=2, bitorder="little"
             )
             for width in np.unique(widths[part]).tolist():
-                chosen = np.flatnonzero(widths[part] == width)
                 if width == 0:
-                    continue
+                    continue  # a block of equal values: its first value says it all
+                chosen = np.flatnonzero(widths[part] == width)
                 packed = np.packbits(spread[chosen, :, :width].reshape(len(chosen), -1), axis=1, bitorder="little")
                 data[(starts[first + chosen][:, None] + np.arange(packed.shape[1]))] = packed
-        return cls(data, widths, firsts.astype(np.int32 if count == 0 or values[-1] < 2**31 else np.int64), count)
+        narrow = blocks == 0 or (int(bases.min()) >= -(2**31) and int(bases.max()) < 2**31)
+        return cls(data, widths, bases.astype(np.int32 if narrow else np.int64), count)
 
     def __len__(self) -> int:
         return self.count
 
     @property
     def nbytes(self) -> int:
-        return int(self.data.nbytes + self.widths.nbytes + self.firsts.nbytes + self.starts.nbytes)
+        return int(self.data.nbytes + self.widths.nbytes + self.bases.nbytes + self.starts.nbytes)
 
     def take(self, indexes: np.ndarray) -> np.ndarray:
         """The values at ``indexes`` (integers in ``[0, len)``), as int64."""
@@ -200,5 +203,22 @@ class Monotone:
         windows = self._windows[bit >> 3]
         windows >>= (bit & 7).astype(np.uint64)
         windows &= (np.uint64(1) << widths.astype(np.uint64)) - np.uint64(1)
-        values: np.ndarray = windows.view(np.int64) + self.firsts[block]
+        values: np.ndarray = windows.view(np.int64) + self.bases[block]
         return values
+
+    def __getitem__(self, indexes: np.ndarray) -> np.ndarray:
+        return self.take(indexes)
+
+    def unpack(self) -> np.ndarray:
+        """Every value, as int64."""
+        return self.take(np.arange(self.count, dtype=np.int64))
+
+    def search_sorted(self, value: int) -> int:
+        """Where ``value`` is, or -1, in ascending values (one block decoded, not all)."""
+        block = int(np.searchsorted(self.bases, value, side="right")) - 1
+        if block < 0:
+            return -1
+        first = block * self.BLOCK
+        values = self.take(np.arange(first, min(self.count, first + self.BLOCK), dtype=np.int64))
+        found = int(np.searchsorted(values, value))
+        return first + found if found < len(values) and values[found] == value else -1

@@ -15,7 +15,7 @@ consistent), or publishes a new state made of new arrays.
 
 ``search_many`` answers a batch of queries (the ~190 signals of one upload)
 with one vectorised pass per segment; Hit objects are made only at the end.
-Segment ids are int32 when they fit (int64 otherwise).
+A segment's ids are packed in blocks (packed.BlockPacked), its tombstones are bits.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .base import Hit, SubIndex
-from .packed import Flags, Monotone, Packed
+from .packed import BlockPacked, Flags, Packed
 
 # Scanning this many rows costs about as much as one bucket lookup round trip.
 DELTA_CAPACITY = 4096
@@ -44,11 +44,11 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 @dataclass(frozen=True)
 class Rows:
-    """Rows of encoded values with their row and entry ids."""
+    """Rows of encoded values with their row and entry ids (arrays, or packed in a segment)."""
 
     values: np.ndarray
-    row_ids: np.ndarray
-    entry_ids: np.ndarray
+    row_ids: np.ndarray | BlockPacked
+    entry_ids: np.ndarray | BlockPacked
 
     def __len__(self) -> int:
         return len(self.row_ids)
@@ -57,22 +57,33 @@ class Rows:
         return Rows(self.values[order], self.row_ids[order], self.entry_ids[order])
 
     def compact_ids(self) -> Rows:
-        """The same rows with int32 ids when every id fits (4 bytes a row saved per id)."""
-        return Rows(self.values, _narrow(self.row_ids), _narrow(self.entry_ids))
+        """The same rows with ids packed in blocks: a segment's ids ascend (row ids) or nearly
+        (entry ids, given with their rows), so an id takes 1-2 bytes instead of 8."""
+        return Rows(self.values, _compact(self.row_ids), _compact(self.entry_ids))
 
     @staticmethod
     def concat(parts: list[Rows]) -> Rows:
         return Rows(
             np.concatenate([p.values for p in parts]),
-            np.concatenate([p.row_ids.astype(np.int64) for p in parts]),
-            np.concatenate([p.entry_ids.astype(np.int64) for p in parts]),
+            np.concatenate([ids_array(p.row_ids) for p in parts]),
+            np.concatenate([ids_array(p.entry_ids) for p in parts]),
         )
 
 
-def _narrow(ids: np.ndarray) -> np.ndarray:
-    if len(ids) and ids.dtype != np.int32 and int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31:
-        return ids.astype(np.int32)
-    return ids
+def ids_array(ids: np.ndarray | BlockPacked) -> np.ndarray:
+    """Ids as an int64 array."""
+    return ids.unpack() if isinstance(ids, BlockPacked) else ids.astype(np.int64, copy=False)
+
+
+def _compact(ids: np.ndarray | BlockPacked) -> np.ndarray | BlockPacked:
+    if isinstance(ids, BlockPacked):
+        return ids
+    try:
+        return BlockPacked.pack(ids)
+    except ValueError:  # ids more than 2**32 apart within a block: int32 if they fit
+        if len(ids) and ids.dtype != np.int32 and int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31:
+            return ids.astype(np.int32)
+        return ids
 
 
 class Segment:
@@ -91,10 +102,12 @@ class Segment:
     def find(self, row_id: int) -> int:
         """The live row's position, or -1 (sorted row ids: no per-row dict)."""
         ids = self.rows.row_ids
-        position = int(np.searchsorted(ids, row_id))
-        if position < len(ids) and ids[position] == row_id and self.alive[position]:
-            return position
-        return -1
+        if isinstance(ids, BlockPacked):
+            position = ids.search_sorted(row_id)
+        else:
+            position = int(np.searchsorted(ids, row_id))
+            position = position if position < len(ids) and ids[position] == row_id else -1
+        return position if position >= 0 and self.alive[position] else -1
 
     def live_rows(self) -> Rows:
         return self.rows if self.dead == 0 else self.rows.take(np.flatnonzero(self.alive.mask()))
@@ -252,9 +265,11 @@ class SegmentedIndex(SubIndex):
         keep = np.flatnonzero(delta_alive)
         parts.append(Rows(state.delta.values[keep], state.delta.row_ids[keep], state.delta.entry_ids[keep]))
         rows = Rows.concat(parts)
-        if len(rows) > 1 and not bool(np.all(rows.row_ids[1:] > rows.row_ids[:-1])):
-            rows = rows.take(np.argsort(rows.row_ids, kind="stable"))
-        return rows.row_ids, rows.entry_ids, rows.values
+        row_ids, entry_ids, values = ids_array(rows.row_ids), ids_array(rows.entry_ids), rows.values
+        if len(row_ids) > 1 and not bool(np.all(row_ids[1:] > row_ids[:-1])):
+            order = np.argsort(row_ids, kind="stable")
+            row_ids, entry_ids, values = row_ids[order], entry_ids[order], values[order]
+        return row_ids, entry_ids, values
 
     def check_rows(self, values: np.ndarray) -> None:
         if values.ndim != 2 or values.shape[1] != self._width or values.dtype != self._dtype:
@@ -340,7 +355,7 @@ class SegmentedIndex(SubIndex):
         # One segment without tombstones holds every live row: its structure is over exactly
         # the exported rows. A removal after the lock is replayed from the feed on load.
         segment = state.segments[0]
-        rows = (segment.rows.row_ids.astype(np.int64), segment.rows.entry_ids.astype(np.int64), segment.rows.values)
+        rows = (ids_array(segment.rows.row_ids), ids_array(segment.rows.entry_ids), segment.rows.values)
         return rows, self.structure_arrays(segment.structure)
 
     def load_snapshot(
@@ -417,7 +432,7 @@ class SegmentedIndex(SubIndex):
 
     @staticmethod
     def _present(segment: Segment, row_ids: np.ndarray) -> np.ndarray:
-        ids = segment.rows.row_ids
+        ids = ids_array(segment.rows.row_ids)
         positions = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
         present: np.ndarray = (ids[positions] == row_ids) & segment.alive[positions]
         return present
@@ -433,7 +448,7 @@ class SegmentedIndex(SubIndex):
 
     def _segment(self, rows: Rows, ordered: bool = False) -> Segment:
         if not ordered:
-            rows = rows.take(np.argsort(rows.row_ids, kind="stable"))
+            rows = rows.take(np.argsort(ids_array(rows.row_ids), kind="stable"))
         rows = rows.compact_ids()
         return Segment(rows, self.build(rows.values) if len(rows) else None)
 
@@ -466,7 +481,7 @@ class SegmentedIndex(SubIndex):
 
 def _nbytes(obj: Any) -> int:
     """Sum of the nbytes of the numpy arrays in ``obj`` (an array, dict, list or dataclass)."""
-    if isinstance(obj, np.ndarray | Packed | Monotone):
+    if isinstance(obj, np.ndarray | Packed | BlockPacked):
         return int(obj.nbytes)
     if isinstance(obj, dict):
         return sum(_nbytes(v) for v in obj.values())
