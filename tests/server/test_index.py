@@ -134,7 +134,7 @@ def test_chunking_follows_bank_size_and_pigeonhole() -> None:
 def test_mih_with_bits_left_out_of_the_chunks_equals_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pigeonhole over 8 chunks of 12 bits (160 of 256 bits in no chunk), searched below,
     # at and above the radius the chunking serves.
-    monkeypatch.setattr(mih, "choose_widths", lambda bits, rows, radius: [12] * 8)
+    monkeypatch.setattr(mih, "choose_widths", lambda bits, rows, radius, compact: [12] * 8)
     rng = np.random.default_rng(11)
     bank = clustered(rng, 6000, 4, max_flips=20)
     ids = np.arange(len(bank), dtype=np.int64)

@@ -35,18 +35,22 @@ def _stable_order(keys: np.ndarray) -> np.ndarray:
 class Buckets:
     """Tables over the same ``n`` rows. Table ``t`` owns offsets ``bases[t]`` to ``bases[t]+2**width``
     (absolute indexes into ``positions``) and positions ``t*n`` to ``(t+1)*n`` (row numbers, by
-    key). Positions are bit-packed (``ceil(log2(n))`` bits, not 32). The offsets of all tables
-    are one non-decreasing sequence, stored as ``packed.BlockPacked``: 7-10 bits an offset where
-    an absolute one takes 27 at 10M rows."""
+    key).
 
-    offsets: BlockPacked
-    positions: Packed
+    Plain tables hold int32 offsets and uint32 positions. Compact ones bit-pack positions
+    (``ceil(log2(n))`` bits, 24 at 10M rows) and store the offsets of all tables, one
+    non-decreasing sequence, as ``packed.BlockPacked`` (7-10 bits an offset): less than half
+    the bytes, for a few more vector operations per lookup. That pays where verifying a
+    candidate costs a cache miss anyway (a 256-bit hash), not where it is one word's XOR."""
+
+    offsets: BlockPacked | np.ndarray
+    positions: Packed | np.ndarray
     bases: tuple[int, ...]
 
     @classmethod
-    def build(cls, keys: list[np.ndarray], widths: list[int]) -> Buckets:
+    def build(cls, keys: list[np.ndarray], widths: list[int], compact: bool = False) -> Buckets:
         n = len(keys[0]) if keys else 0
-        # Tables are built (in parallel) into plain arrays, then packed together.
+        # Tables are built (in parallel) into plain arrays, then packed together if compact.
         positions = np.empty(n * len(keys), dtype=np.uint32)
         offsets: list[np.ndarray] = [_EMPTY] * len(keys)
 
@@ -64,6 +68,9 @@ class Buckets:
                 table(t)
         bases = np.cumsum([0] + [len(o) for o in offsets[:-1]]).tolist() if keys else []
         all_offsets = np.concatenate(offsets) if offsets else np.zeros(1, dtype=np.int64)
+        if not compact:
+            offset_dtype = np.int32 if len(positions) < 2**31 else np.int64
+            return cls(all_offsets.astype(offset_dtype), positions, tuple(int(b) for b in bases))
         return cls(
             BlockPacked.pack(all_offsets.astype(np.int64)),
             Packed.pack(positions, bits_for(n)),
@@ -72,6 +79,12 @@ class Buckets:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The tables as named arrays (an index snapshot)."""
+        if isinstance(self.offsets, np.ndarray) or isinstance(self.positions, np.ndarray):
+            return {
+                "plain_offsets": np.asarray(self.offsets),
+                "plain_positions": np.asarray(self.positions),
+                "bases": np.array(self.bases, dtype=np.int64),
+            }
         return {
             "offset_data": self.offsets.data,
             "offset_widths": self.offsets.widths,
@@ -84,20 +97,34 @@ class Buckets:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], widths: list[int], rows: int) -> Buckets:
         """``arrays()``' tables back, for ``widths`` and ``rows``; ValueError if they do not fit
-        (tables of an older layout, such as plain uint32 ``positions``, included)."""
-        layout = {"offset_data", "offset_widths", "offset_bases", "packed_positions", "position_bits", "bases"}
-        if not layout <= arrays.keys():
-            raise ValueError("bucket tables of another layout")
+        (tables of the layout before this one, ``offsets`` and ``positions``, included)."""
         total = rows * len(widths)
         count = sum((1 << w) + 1 for w in widths)
         expected = np.cumsum([0] + [(1 << w) + 1 for w in widths[:-1]]).tolist() if widths else []
-        if arrays["position_bits"].tolist() != [bits_for(rows)] or arrays["bases"].tolist() != expected:
+        if "bases" not in arrays or arrays["bases"].tolist() != expected:
             raise ValueError("bucket tables that do not fit their rows")
-        built = cls(
-            BlockPacked(arrays["offset_data"], arrays["offset_widths"], arrays["offset_bases"], count),
-            Packed(arrays["packed_positions"], bits_for(rows), total),
-            tuple(int(b) for b in expected),
-        )
+        built: Buckets
+        if {"plain_offsets", "plain_positions"} <= arrays.keys():
+            plain_offsets, plain_positions = arrays["plain_offsets"], arrays["plain_positions"]
+            if (
+                plain_offsets.ndim != 1
+                or plain_offsets.dtype.kind != "i"
+                or len(plain_offsets) != count
+                or plain_positions.dtype != np.uint32
+                or plain_positions.shape != (total,)
+            ):
+                raise ValueError("bucket tables that do not fit their rows")
+            built = cls(plain_offsets, plain_positions, tuple(int(b) for b in expected))
+        elif {"offset_data", "offset_widths", "offset_bases", "packed_positions", "position_bits"} <= arrays.keys():
+            if arrays["position_bits"].tolist() != [bits_for(rows)]:
+                raise ValueError("bucket tables that do not fit their rows")
+            built = cls(
+                BlockPacked(arrays["offset_data"], arrays["offset_widths"], arrays["offset_bases"], count),
+                Packed(arrays["packed_positions"], bits_for(rows), total),
+                tuple(int(b) for b in expected),
+            )
+        else:
+            raise ValueError("bucket tables of another layout")
         offsets = built.offsets.take(np.arange(count, dtype=np.int64))
         firsts = np.array([*expected, count], dtype=np.int64)
         # Each table spans its n rows, in order, with non-decreasing offsets.
@@ -108,7 +135,8 @@ class Buckets:
         ):
             raise ValueError("bucket offsets that do not fit their rows")
         for start in range(0, total, _CHECK_BLOCK):
-            if int(built.positions.unpack(start, min(total, start + _CHECK_BLOCK)).max()) >= rows:
+            block = np.arange(start, min(total, start + _CHECK_BLOCK), dtype=np.int64)
+            if int(built.positions.take(block).max()) >= rows:
                 raise ValueError("bucket positions beyond the rows")
         return built
 
@@ -127,7 +155,7 @@ class Buckets:
 
     def _ranges(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each slot's bucket as its start in ``positions``, its length and the running end."""
-        both = self.offsets.take(np.concatenate([slots, slots + 1]))
+        both = self.offsets.take(np.concatenate([slots, slots + 1])).astype(np.int64, copy=False)
         starts, stops = both[: len(slots)], both[len(slots) :]
         lengths = stops - starts
         return starts, np.cumsum(lengths), lengths

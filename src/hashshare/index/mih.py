@@ -38,6 +38,7 @@ _MAX_PROBES = 200_000  # beyond this the ball has exploded: scan instead
 # 3M rows, while a 64-bit index keeps its fastest chunking.
 _NS_PER_TABLE_BYTE = 6000.0
 
+_COMPACT_WORDS = 4  # hashes of this many 64-bit words and more get compact tables
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _SCAN_BLOCK = 1 << 20  # words per block of a batched flat scan
 _PROBE_BLOCK = 4096  # probes per block of a batched search
@@ -84,10 +85,11 @@ def scan_cost(rows: int, words: int) -> float:
     return rows * words * _NS_SCAN_WORD
 
 
-def chunkings(bits: int, max_width: int) -> list[list[int]]:
-    """Candidate chunk widths: every even split of all ``bits``, and ``m`` equal chunks that
-    leave some bits out. The pigeonhole bound needs disjoint chunks, not chunks covering every
-    bit, so fewer, wider tables (memory) can be had without keys wider than the bank warrants."""
+def chunkings(bits: int, max_width: int, leave_bits_out: bool) -> list[list[int]]:
+    """Candidate chunk widths: every even split of all ``bits`` and, if ``leave_bits_out``,
+    ``m`` equal chunks that leave some bits out. The pigeonhole bound needs disjoint chunks,
+    not chunks covering every bit, so fewer, wider tables (memory) can be had without keys
+    wider than the bank warrants."""
     options = []
     for chunks in range(1, bits + 1):
         widths = split(bits, chunks)
@@ -95,30 +97,34 @@ def chunkings(bits: int, max_width: int) -> list[list[int]]:
             break
         if widths[0] <= max_width:
             options.append(widths)
-        options.extend([width] * chunks for width in range(6, min(max_width, bits // chunks) + 1))
+        if leave_bits_out:
+            options.extend([width] * chunks for width in range(6, min(max_width, bits // chunks) + 1))
     return options
 
 
-def choose_widths(bits: int, rows: int, radius: int) -> list[int] | None:
-    """The chunking for a segment of ``rows`` hashes searched at ``radius``; None to scan flat."""
+def choose_widths(bits: int, rows: int, radius: int, compact: bool = True) -> list[int] | None:
+    """The chunking for a segment of ``rows`` hashes searched at ``radius`` (in compact or plain
+    tables, see buckets.py); None to scan flat."""
     words = bits // 64
     # A table much larger than the segment wastes memory and gains nothing.
     max_width = min(_MAX_TABLE_BITS, max(12, math.ceil(math.log2(max(rows, 2)))))
     options = []
-    for widths in chunkings(bits, max_width):
+    for widths in chunkings(bits, max_width, leave_bits_out=compact):
         cost, probes = probe_cost(widths, radius, rows, words)
         if probes <= _MAX_PROBES:
-            options.append((cost + _NS_PER_TABLE_BYTE * table_bytes(widths, rows), cost, widths))
+            options.append((cost + _NS_PER_TABLE_BYTE * table_bytes(widths, rows, compact), cost, widths))
     if not options or min(cost for _, cost, _ in options) >= scan_cost(rows, words):
         return None
     return min(options, key=lambda option: option[0])[2]
 
 
-def table_bytes(widths: list[int], rows: int) -> float:
-    """Bytes per row of a chunking's buckets (see buckets.py): a bit-packed position per chunk,
-    and per bucket an offset of about the bit length of 64 buckets' rows, plus 1.5 bits of
-    per-block bookkeeping."""
+def table_bytes(widths: list[int], rows: int, compact: bool = True) -> float:
+    """Bytes per row of a chunking's buckets (see buckets.py). Compact: a bit-packed position
+    per chunk, and per bucket an offset of about the bit length of 64 buckets' rows, plus 1.5
+    bits of per-block bookkeeping. Plain: 4 bytes a position and 4 an offset."""
     rows = max(rows, 2)
+    if not compact:
+        return float(sum(4 + 4 * (1 << width) / rows for width in widths))
     position_bits = math.ceil(math.log2(rows))
     total = 0.0
     for width in widths:
@@ -215,12 +221,15 @@ class MIHIndex(SegmentedIndex):
         return np.frombuffer(joined, dtype=np.uint64).reshape(len(values), self._words)
 
     def build(self, values: np.ndarray) -> MultiIndex | None:
-        widths = choose_widths(self._bits, len(values), self._design_radius)
+        widths = choose_widths(self._bits, len(values), self._design_radius, self._words >= _COMPACT_WORDS)
         if widths is None:
             return None
         starts = [sum(widths[:i]) for i in range(len(widths))]
         keys = [extract(values, s, w) for s, w in zip(starts, widths, strict=True)]
-        return MultiIndex(starts, widths, Buckets.build(keys, widths), len(values), self._words)
+        # A 256-bit candidate costs a cache miss to verify, which hides the unpacking of compact
+        # tables; a 64-bit one is one word's XOR, so its tables stay plain (and fast).
+        buckets = Buckets.build(keys, widths, compact=self._words >= _COMPACT_WORDS)
+        return MultiIndex(starts, widths, buckets, len(values), self._words)
 
     def structure_arrays(self, structure: Any) -> dict[str, np.ndarray] | None:
         return {"widths": np.array(structure.widths, dtype=np.int64), **structure.buckets.arrays()}
