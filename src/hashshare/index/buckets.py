@@ -19,7 +19,7 @@ from .packed import BlockPacked, Packed, bits_for
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _PARALLEL_ROWS = 200_000
-_CHECK_BLOCK = 1 << 22  # positions unpacked at a time when a snapshot's tables are checked
+_CHECK_BLOCK = 1 << 20  # offsets or positions decoded at a time when a snapshot's tables are checked
 
 
 def _stable_order(keys: np.ndarray) -> np.ndarray:
@@ -29,6 +29,13 @@ def _stable_order(keys: np.ndarray) -> np.ndarray:
     packed.sort()
     order: np.ndarray = (packed & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
     return order
+
+
+def _span(values: np.ndarray | Packed | BlockPacked, start: int, stop: int) -> np.ndarray:
+    """Values ``[start, stop)`` of a plain or packed array."""
+    if isinstance(values, np.ndarray):
+        return values[start:stop]
+    return values.take(np.arange(start, stop, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -125,20 +132,29 @@ class Buckets:
             )
         else:
             raise ValueError("bucket tables of another layout")
-        offsets = built.offsets.take(np.arange(count, dtype=np.int64))
-        firsts = np.array([*expected, count], dtype=np.int64)
-        # Each table spans its n rows, in order, with non-decreasing offsets.
-        if (
-            bool(np.any(offsets[1:] < offsets[:-1]))
-            or not np.array_equal(offsets[firsts[:-1]], np.arange(len(widths)) * rows)
-            or not np.array_equal(offsets[firsts[1:] - 1], np.arange(1, len(widths) + 1) * rows)
+        built._check(rows, expected, count)
+        return built
+
+    def _check(self, rows: int, firsts: list[int], count: int) -> None:
+        """ValueError unless each table's offsets run from ``t*rows`` to ``(t+1)*rows`` without
+        going down, and every position is a row (in blocks: whole-array temporaries of 10M-row
+        tables would cost more in page faults than the decoding)."""
+        total = rows * len(firsts)
+        starts = self.offsets.take(np.array(firsts, dtype=np.int64))
+        ends = self.offsets.take(np.array([*firsts[1:], count], dtype=np.int64) - 1)
+        if not np.array_equal(starts, np.arange(len(firsts)) * rows) or not np.array_equal(
+            ends, np.arange(1, len(firsts) + 1) * rows
         ):
             raise ValueError("bucket offsets that do not fit their rows")
+        for start in range(0, count, _CHECK_BLOCK):
+            # One offset of overlap: the order is checked across blocks too.
+            block = _span(self.offsets, max(0, start - 1), min(count, start + _CHECK_BLOCK))
+            if bool(np.any(block[1:] < block[:-1])):
+                raise ValueError("bucket offsets that go down")
         for start in range(0, total, _CHECK_BLOCK):
-            block = np.arange(start, min(total, start + _CHECK_BLOCK), dtype=np.int64)
-            if int(built.positions.take(block).max()) >= rows:
+            block = _span(self.positions, start, min(total, start + _CHECK_BLOCK))
+            if len(block) and int(block.max()) >= rows:
                 raise ValueError("bucket positions beyond the rows")
-        return built
 
     def candidates(self, slots: np.ndarray) -> np.ndarray:
         """Rows in the buckets at ``slots`` (absolute offsets-table indexes), with repeats."""

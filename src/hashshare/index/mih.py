@@ -9,6 +9,13 @@ candidates are then verified with a vectorised popcount, so results equal a
 brute-force scan. Chunk widths follow the segment size (about log2(n) bits,
 so a bucket holds about one uniform row), and a segment is scanned flat when a
 cost model says the probes would cost more (small segments, huge radii).
+
+The argument needs disjoint chunks, not chunks that cover every bit: the
+``m`` probe radii only have to satisfy ``sum(r_i + 1) = r + 1``. So a 256-bit
+hash at radius 31 can have 11 tables of 23 bits (some bits in none) rather
+than 12 narrower ones; the chunking is chosen by modelled time plus a price
+per byte of tables, which 256-bit hashes keep compact (bit-packed, see
+buckets.py) and 64-bit ones plain.
 """
 
 from __future__ import annotations
@@ -206,7 +213,8 @@ class MIHIndex(SegmentedIndex):
     def __init__(self, size_bytes: int, design_radius: int) -> None:
         if size_bytes % 8:
             raise ValueError("hash sizes must be a multiple of 64 bits")
-        super().__init__(size_bytes // 8, np.uint64)
+        # 256-bit hashes: compact tables and packed ids (see _COMPACT_WORDS).
+        super().__init__(size_bytes // 8, np.uint64, packed_ids=size_bytes // 8 >= _COMPACT_WORDS)
         self._words = size_bytes // 8
         self._bits = size_bytes * 8
         self._design_radius = design_radius

@@ -56,10 +56,11 @@ class Rows:
     def take(self, order: np.ndarray) -> Rows:
         return Rows(self.values[order], self.row_ids[order], self.entry_ids[order])
 
-    def compact_ids(self) -> Rows:
-        """The same rows with ids packed in blocks: a segment's ids ascend (row ids) or nearly
-        (entry ids, given with their rows), so an id takes 1-2 bytes instead of 8."""
-        return Rows(self.values, _compact(self.row_ids), _compact(self.entry_ids))
+    def compact_ids(self, packed: bool) -> Rows:
+        """The same rows with narrower ids. ``packed``: in blocks (a segment's row ids ascend and
+        its entry ids nearly do, so an id takes 1-2 bytes), else int32 where they fit."""
+        compact = _compact if packed else _narrow
+        return Rows(self.values, compact(self.row_ids), compact(self.entry_ids))
 
     @staticmethod
     def concat(parts: list[Rows]) -> Rows:
@@ -80,10 +81,15 @@ def _compact(ids: np.ndarray | BlockPacked) -> np.ndarray | BlockPacked:
         return ids
     try:
         return BlockPacked.pack(ids)
-    except ValueError:  # ids more than 2**32 apart within a block: int32 if they fit
-        if len(ids) and ids.dtype != np.int32 and int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31:
+    except ValueError:  # ids more than 2**32 apart within a block
+        return _narrow(ids)
+
+
+def _narrow(ids: np.ndarray | BlockPacked) -> np.ndarray | BlockPacked:
+    if isinstance(ids, np.ndarray) and len(ids) and ids.dtype != np.int32:
+        if int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31:
             return ids.astype(np.int32)
-        return ids
+    return ids
 
 
 class Segment:
@@ -141,8 +147,12 @@ class _State:
 class SegmentedIndex(SubIndex):
     """A SubIndex over segments; subclasses encode values, build and search structures."""
 
-    def __init__(self, width: int, dtype: type | np.dtype[Any]) -> None:
+    def __init__(self, width: int, dtype: type | np.dtype[Any], packed_ids: bool = False) -> None:
+        """Rows of ``width`` items of ``dtype``. ``packed_ids``: segments keep their ids packed
+        in blocks (1-2 bytes an id instead of 4), which costs a few microseconds per search
+        with hits: worth it where the rest of a row is small next to a hit's cost."""
         self._width = width
+        self._packed_ids = packed_ids
         self._dtype = np.dtype(dtype)
         self._lock = threading.Lock()
         self._count = 0
@@ -377,7 +387,10 @@ class SegmentedIndex(SubIndex):
                 values = np.ascontiguousarray(values, dtype=self._dtype)
                 built = self.structure_from_arrays(structure, values)
                 segment = Segment(
-                    Rows(values, np.asarray(row_ids, dtype=np.int64), np.asarray(entry_ids)).compact_ids(), built
+                    Rows(values, np.asarray(row_ids, dtype=np.int64), np.asarray(entry_ids)).compact_ids(
+                        self._packed_ids
+                    ),
+                    built,
                 )
                 self._count += len(row_ids)
                 self._state = _State((segment,), self._state.delta, 0)
@@ -449,7 +462,7 @@ class SegmentedIndex(SubIndex):
     def _segment(self, rows: Rows, ordered: bool = False) -> Segment:
         if not ordered:
             rows = rows.take(np.argsort(ids_array(rows.row_ids), kind="stable"))
-        rows = rows.compact_ids()
+        rows = rows.compact_ids(self._packed_ids)
         return Segment(rows, self.build(rows.values) if len(rows) else None)
 
     def _flush(self) -> None:
