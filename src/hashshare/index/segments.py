@@ -86,10 +86,9 @@ def _compact(ids: np.ndarray | BlockPacked) -> np.ndarray | BlockPacked:
 
 
 def _narrow(ids: np.ndarray | BlockPacked) -> np.ndarray | BlockPacked:
-    if isinstance(ids, np.ndarray) and len(ids) and ids.dtype != np.int32:
-        if int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31:
-            return ids.astype(np.int32)
-    return ids
+    if not isinstance(ids, np.ndarray) or not len(ids) or ids.dtype == np.int32:
+        return ids
+    return ids.astype(np.int32) if int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31 else ids
 
 
 class Segment:
