@@ -59,12 +59,13 @@ class Buckets:
         n = len(keys[0]) if keys else 0
         # Tables are built (in parallel) into plain arrays, then packed together if compact.
         positions = np.empty(n * len(keys), dtype=np.uint32)
+        offset_dtype = np.int32 if len(positions) < 2**31 else np.int64
         offsets: list[np.ndarray] = [_EMPTY] * len(keys)
 
         def table(t: int) -> None:
             positions[t * n : (t + 1) * n] = _stable_order(keys[t])
             counts = np.bincount(keys[t], minlength=1 << widths[t])
-            offsets[t] = np.concatenate([[0], np.cumsum(counts)]) + t * n
+            offsets[t] = (np.concatenate([[0], np.cumsum(counts)]) + t * n).astype(offset_dtype)
 
         if n >= _PARALLEL_ROWS and len(keys) > 1:
             # numpy's sort releases the GIL: a large segment's tables are built on every core.
@@ -74,12 +75,11 @@ class Buckets:
             for t in range(len(keys)):
                 table(t)
         bases = np.cumsum([0] + [len(o) for o in offsets[:-1]]).tolist() if keys else []
-        all_offsets = np.concatenate(offsets) if offsets else np.zeros(1, dtype=np.int64)
+        all_offsets = np.concatenate(offsets) if offsets else np.zeros(1, dtype=offset_dtype)
         if not compact:
-            offset_dtype = np.int32 if len(positions) < 2**31 else np.int64
-            return cls(all_offsets.astype(offset_dtype), positions, tuple(int(b) for b in bases))
+            return cls(all_offsets, positions, tuple(int(b) for b in bases))
         return cls(
-            BlockPacked.pack(all_offsets.astype(np.int64)),
+            BlockPacked.pack(all_offsets),
             Packed.pack(positions, bits_for(n)),
             tuple(int(b) for b in bases),
         )

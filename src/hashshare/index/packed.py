@@ -1,11 +1,16 @@
-"""Bit-packed unsigned integers (``bits`` bits each, with a vectorised gather) and flags.
+"""Compact integer arrays for the indexes, each read by a vectorised gather.
 
-Bucket tables hold one row position per row per table, and a position needs
-only ``ceil(log2(rows))`` bits (24 at 10M rows, 20 at 1M) where a uint32 spends
-32: at a dozen tables that is most of an index's bytes per hash. Values are laid
-end to end, little-endian, in a byte buffer; a gather reads the 8 bytes holding
-each value through an unaligned view (stride 1 byte) and shifts it out, so it
-costs a few vector operations, not a Python loop.
+- ``Packed``: unsigned integers of ``bits`` bits each. Bucket tables hold one row
+  position per row per table, and a position needs only ``ceil(log2(rows))``
+  bits (24 at 10M rows, 20 at 1M) where a uint32 spends 32: at a dozen tables
+  that is most of an index's bytes per hash.
+- ``BlockPacked``: integers as a base per block of 64 plus a narrow excess
+  (bucket offsets, a segment's row and entry ids).
+- ``Flags``: a bit a row (tombstones).
+
+Values are laid end to end, little-endian, in a byte buffer; a gather reads
+the 8 bytes holding each value through an unaligned view (stride 1 byte) and
+shifts it out, so it costs a few vector operations, not a Python loop.
 """
 
 from __future__ import annotations
@@ -54,8 +59,8 @@ class Packed:
         """``values`` (non-negative integers below ``2**bits``) packed."""
         count = len(values)
         data = np.zeros(packed_size(count, bits), dtype=np.uint8)
-        if count and int(values.max()) >> bits:
-            raise ValueError(f"a value does not fit in {bits} bits")
+        if count and (int(values.min()) < 0 or int(values.max()) >> bits):
+            raise ValueError(f"a value does not fit in {bits} unsigned bits")
         for start in range(0, count, _PACK_BLOCK):
             block = np.ascontiguousarray(values[start : start + _PACK_BLOCK], dtype="<u4")
             # Each value's low ``bits`` bits, lowest first, end to end, then back into bytes.
@@ -155,37 +160,46 @@ class BlockPacked:
 
     @classmethod
     def pack(cls, values: np.ndarray) -> BlockPacked:
-        """``values`` (integers) packed; ValueError if some block spans ``2**32`` or more."""
+        """``values`` (integers) packed; ValueError if some block spans ``2**32`` or more.
+        Steps of about a million values keep the temporaries small (tens of MB at 10M rows)."""
         count = len(values)
         blocks = -(-count // cls.BLOCK)
-        flat = np.empty(blocks * cls.BLOCK, dtype=np.int64)
-        flat[:count] = values
-        flat[count:] = values[-1] if count else 0
-        padded = flat.reshape(blocks, cls.BLOCK)
-        bases = padded.min(axis=1)
-        excess = padded - bases[:, None]
+        step = _PACK_BLOCK // cls.BLOCK
+        bases = np.zeros(blocks, dtype=np.int64)
         widths = np.zeros(blocks, dtype=np.uint8)
-        largest = excess.max(axis=1)
-        for width in range(MAX_BITS + 1):  # each block's largest excess's bit length
-            widths[largest >> width > 0] = width + 1
+        for first in range(0, blocks, step):
+            part = cls._blocks(values, first, step)
+            bases[first : first + step] = part.min(axis=1)
+            largest = part.max(axis=1) - bases[first : first + step]
+            for width in range(MAX_BITS + 1):  # each block's largest excess's bit length
+                widths[first : first + step][largest >> width > 0] = width + 1
         if blocks and int(widths.max()) > MAX_BITS:
             raise ValueError(f"a block of values spans more than {MAX_BITS} bits")
         starts = np.concatenate([[0], np.cumsum(widths.astype(np.int64) * (cls.BLOCK // 8))])
         data = np.zeros(int(starts[-1]) + _PAD, dtype=np.uint8)
-        step = _PACK_BLOCK // cls.BLOCK
         for first in range(0, blocks, step):
-            part = slice(first, first + step)
+            excess = cls._blocks(values, first, step) - bases[first : first + step, None]
+            # Each excess's bits, lowest first; a block of width w keeps the low w of each.
             spread = np.unpackbits(
-                excess[part].astype("<u4").view(np.uint8).reshape(-1, cls.BLOCK, 4), axis=2, bitorder="little"
+                excess.astype("<u4").view(np.uint8).reshape(-1, cls.BLOCK, 4), axis=2, bitorder="little"
             )
-            for width in np.unique(widths[part]).tolist():
+            for width in np.unique(widths[first : first + step]).tolist():
                 if width == 0:
-                    continue  # a block of equal values: its first value says it all
-                chosen = np.flatnonzero(widths[part] == width)
+                    continue  # a block of equal values: its base says it all
+                chosen = np.flatnonzero(widths[first : first + step] == width)
                 packed = np.packbits(spread[chosen, :, :width].reshape(len(chosen), -1), axis=1, bitorder="little")
                 data[(starts[first + chosen][:, None] + np.arange(packed.shape[1]))] = packed
         narrow = blocks == 0 or (int(bases.min()) >= -(2**31) and int(bases.max()) < 2**31)
         return cls(data, widths, bases.astype(np.int32 if narrow else np.int64), count)
+
+    @classmethod
+    def _blocks(cls, values: np.ndarray, first: int, count: int) -> np.ndarray:
+        """Blocks ``first`` to ``first + count`` as rows of int64, the last padded with its last value."""
+        part = np.asarray(values[first * cls.BLOCK : (first + count) * cls.BLOCK], dtype=np.int64)
+        short = -len(part) % cls.BLOCK
+        if short:
+            part = np.concatenate([part, np.full(short, part[-1], dtype=np.int64)])
+        return part.reshape(-1, cls.BLOCK)
 
     def __len__(self) -> int:
         return self.count
