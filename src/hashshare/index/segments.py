@@ -5,8 +5,8 @@ small append-only *delta* that searches scan flat. When the delta fills it is
 frozen into a *segment* (rows sorted by row id, with the index's bucket
 structure built over them); segments of similar size are merged, so there are
 O(log N) of them and each row is rebuilt O(log N) times (amortised). Removals
-are tombstones in a segment's ``alive`` flags (a bit a row); a segment with many of them is
-rebuilt without them.
+are tombstones in a segment's ``alive`` flags (a bit a row); a segment with
+many of them is rebuilt without them.
 
 Readers never lock: they read ``self._state`` once, a frozen tuple of segments
 and a delta view. The one writer (under ``_lock``) only appends delta rows past
@@ -15,7 +15,8 @@ consistent), or publishes a new state made of new arrays.
 
 ``search_many`` answers a batch of queries (the ~190 signals of one upload)
 with one vectorised pass per segment; Hit objects are made only at the end.
-A segment's ids are packed in blocks (packed.BlockPacked), its tombstones are bits.
+A segment's ids are int32 when they fit, or packed in blocks of 64
+(packed.BlockPacked, 1-2 bytes an id) when the index asks for ``packed_ids``.
 """
 
 from __future__ import annotations
