@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from hashshare.index import SignalIndex, segments
+from hashshare.index import SignalIndex, mih, segments
 from hashshare.index.exact import ExactIndex
 from hashshare.index.hamming import HammingIndex
 from hashshare.index.lsh import MinHashLSHIndex, compact, equal_counts, scan16
@@ -120,14 +120,36 @@ def test_mih_bulk_load_replayed_feed_and_chunked_segments() -> None:
 
 def test_chunking_follows_bank_size_and_pigeonhole() -> None:
     small, large = choose_widths(64, 100_000, 10), choose_widths(64, 10_000_000, 10)
-    assert small is not None and large is not None and sum(small) == sum(large) == 64
+    assert small is not None and large is not None and sum(small) <= 64 and sum(large) <= 64
     assert max(large) > max(small)
+    # Fewer, wider tables for a large PDQ bank: some bits are left out of every chunk.
+    pdq = choose_widths(256, 10_000_000, 31)
+    assert pdq is not None and len(pdq) <= 11 and sum(pdq) < 256
     assert choose_widths(64, 50, 10) is None  # a tiny segment is scanned
     for radius in range(0, 60):
         for chunks in range(1, 17):
             radii = chunk_radii(radius, chunks)
             # Missing every probe means each chunk differs by at least radius + 1 in total.
             assert sum(r + 1 for r in radii) == radius + 1
+
+
+def test_mih_with_bits_left_out_of_the_chunks_equals_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pigeonhole over 8 chunks of 12 bits (160 of 256 bits in no chunk), searched below,
+    # at and above the radius the chunking serves.
+    monkeypatch.setattr(mih, "choose_widths", lambda bits, rows, radius, compact: [12] * 8)
+    rng = np.random.default_rng(11)
+    bank = clustered(rng, 6000, 4, max_flips=20)
+    ids = np.arange(len(bank), dtype=np.int64)
+    index, reference = MIHIndex(32, design_radius=31), HammingIndex(32)
+    index.add_many(ids, ids * 3, bank)
+    for i, row in enumerate(bank):
+        reference.add(i, i * 3, row.tobytes())
+    for row_id in range(0, len(bank), 5):
+        assert index.remove(row_id) and reference.remove(row_id)
+    structure = index._state.segments[0].structure
+    assert structure is not None and structure.widths == [12] * 8
+    queries = [near(rng, bank[int(rng.integers(len(bank)))], int(rng.integers(0, 32))) for _ in range(30)]
+    assert check_hamming(index, reference, queries, [0, 7, 31, 40]) > 30
 
 
 def signature_bank(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -238,14 +260,19 @@ def test_minhash_lsh_in_a_large_cluster_of_near_duplicates() -> None:
     assert expected_total > 5000 and missed <= expected_total // 100
 
 
-def test_mih_ids_beyond_int32_and_empty_batches() -> None:
+# Ids 3e6 apart pack in blocks (64 of them span 2**28); 2**27 apart they do not (2**33).
+@pytest.mark.parametrize("spacing", [3_000_000, 2**27])
+def test_mih_ids_beyond_int32_and_empty_batches(spacing: int) -> None:
     rng = np.random.default_rng(5)
     bank = clustered(rng, 3000, 1, max_flips=6)
-    ids = np.arange(len(bank), dtype=np.int64) * 3_000_000  # up to 9e9: int64 ids are kept
+    ids = np.arange(len(bank), dtype=np.int64) * spacing  # beyond int32
     index, reference = MIHIndex(8, design_radius=10), HammingIndex(8)
     index.add_many(ids[::-1], ids[::-1] + 2**40, bank[::-1])  # unsorted input is sorted
     for row_id, row in zip(ids.tolist(), bank, strict=True):
         reference.add(row_id, row_id + 2**40, row.tobytes())
+    for row_id in ids[::7].tolist():
+        assert index.remove(row_id) and reference.remove(row_id)
+        assert not index.remove(row_id) and not index.remove(row_id + 1)
     queries = [near(rng, bank[int(rng.integers(len(bank)))], int(rng.integers(0, 8))) for _ in range(30)]
     assert check_hamming(index, reference, queries, [0, 6, 10, 20]) > 30
     assert index.search_many([], 10) == []

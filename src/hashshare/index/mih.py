@@ -9,6 +9,13 @@ candidates are then verified with a vectorised popcount, so results equal a
 brute-force scan. Chunk widths follow the segment size (about log2(n) bits,
 so a bucket holds about one uniform row), and a segment is scanned flat when a
 cost model says the probes would cost more (small segments, huge radii).
+
+The argument needs disjoint chunks, not chunks that cover every bit: the
+``m`` probe radii only have to satisfy ``sum(r_i + 1) = r + 1``. So a 256-bit
+hash at radius 31 can have 11 tables of 23 bits (some bits in none) rather
+than 12 narrower ones; the chunking is chosen by modelled time plus a price
+per byte of tables, which 256-bit hashes keep compact (bit-packed, see
+buckets.py) and 64-bit ones plain.
 """
 
 from __future__ import annotations
@@ -32,10 +39,13 @@ _NS_CANDIDATE_WORD = 6.0  # random gather + XOR + popcount of one candidate word
 _NS_CHUNK = 1500.0  # per-chunk Python work of a query
 _MAX_TABLE_BITS = 24  # offsets table of 2**24 int32 = 64 MiB at most per chunk
 _MAX_PROBES = 200_000  # beyond this the ball has exploded: scan instead
-# Among chunkings within this factor of the fastest (by the model, which overestimates the
-# gap), take the one with the smallest tables: a chunk costs 4 bytes a row plus its offsets.
-_MEMORY_SLACK = 2.0
+# The price of memory in the choice of chunking: a byte per row of tables is worth this many
+# nanoseconds of modelled query time (measured: ~2.5x the model plus ~0.2 ms). At 6000 a
+# 256-bit index takes 11 tables (each about 3 bytes a row) instead of 12-16 for +0.1 ms at
+# 3M rows, while a 64-bit index keeps its fastest chunking.
+_NS_PER_TABLE_BYTE = 6000.0
 
+_COMPACT_WORDS = 4  # hashes of this many 64-bit words and more get compact tables
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _SCAN_BLOCK = 1 << 20  # words per block of a batched flat scan
 _PROBE_BLOCK = 4096  # probes per block of a batched search
@@ -82,32 +92,53 @@ def scan_cost(rows: int, words: int) -> float:
     return rows * words * _NS_SCAN_WORD
 
 
-def choose_widths(bits: int, rows: int, radius: int) -> list[int] | None:
-    """The chunking for a segment of ``rows`` hashes searched at ``radius``; None to scan flat."""
+def chunkings(bits: int, max_width: int, leave_bits_out: bool) -> list[list[int]]:
+    """Candidate chunk widths: every even split of all ``bits`` and, if ``leave_bits_out``,
+    ``m`` equal chunks that leave some bits out. The pigeonhole bound needs disjoint chunks,
+    not chunks covering every bit, so fewer, wider tables (memory) can be had without keys
+    wider than the bank warrants."""
+    options = []
+    for chunks in range(1, bits + 1):
+        widths = split(bits, chunks)
+        if widths[-1] < 6:
+            break
+        if widths[0] <= max_width:
+            options.append(widths)
+        if leave_bits_out:
+            options.extend([width] * chunks for width in range(6, min(max_width, bits // chunks) + 1))
+    return options
+
+
+def choose_widths(bits: int, rows: int, radius: int, compact: bool = True) -> list[int] | None:
+    """The chunking for a segment of ``rows`` hashes searched at ``radius`` (in compact or plain
+    tables, see buckets.py); None to scan flat."""
     words = bits // 64
     # A table much larger than the segment wastes memory and gains nothing.
     max_width = min(_MAX_TABLE_BITS, max(12, math.ceil(math.log2(max(rows, 2)))))
     options = []
-    for chunks in range(1, bits + 1):
-        widths = split(bits, chunks)
-        if widths[0] > max_width:
-            continue
-        if widths[-1] < 6:
-            break
+    for widths in chunkings(bits, max_width, leave_bits_out=compact):
         cost, probes = probe_cost(widths, radius, rows, words)
         if probes <= _MAX_PROBES:
-            options.append((cost, widths))
-    if not options:
+            options.append((cost + _NS_PER_TABLE_BYTE * table_bytes(widths, rows, compact), cost, widths))
+    if not options or min(cost for _, cost, _ in options) >= scan_cost(rows, words):
         return None
-    best = min(cost for cost, _ in options)
-    if best >= scan_cost(rows, words):
-        return None
-    return min((w for cost, w in options if cost <= best * _MEMORY_SLACK), key=lambda w: table_bytes(w, rows))
+    return min(options, key=lambda option: option[0])[2]
 
 
-def table_bytes(widths: list[int], rows: int) -> float:
-    """Bytes per row of a chunking's buckets: a 4-byte position and a share of the offsets, per chunk."""
-    return float(sum(4 + 4 * (1 << width) / max(rows, 1) for width in widths))
+def table_bytes(widths: list[int], rows: int, compact: bool = True) -> float:
+    """Bytes per row of a chunking's buckets (see buckets.py). Compact: a bit-packed position
+    per chunk, and per bucket an offset of about the bit length of 64 buckets' rows, plus 1.5
+    bits of per-block bookkeeping. Plain: 4 bytes a position and 4 an offset."""
+    rows = max(rows, 2)
+    if not compact:
+        return float(sum(4 + 4 * (1 << width) / rows for width in widths))
+    position_bits = math.ceil(math.log2(rows))
+    total = 0.0
+    for width in widths:
+        buckets = 1 << width
+        offset_bits = max(1.0, math.log2(64 * rows / buckets) + 1) + 1.5
+        total += position_bits + buckets * offset_bits / rows
+    return total / 8
 
 
 def extract(values: np.ndarray, start: int, width: int) -> np.ndarray:
@@ -187,7 +218,8 @@ class MIHIndex(SegmentedIndex):
     def __init__(self, size_bytes: int, design_radius: int) -> None:
         if size_bytes % 8:
             raise ValueError("hash sizes must be a multiple of 64 bits")
-        super().__init__(size_bytes // 8, np.uint64)
+        # 256-bit hashes: compact tables and packed ids (see _COMPACT_WORDS).
+        super().__init__(size_bytes // 8, np.uint64, packed_ids=size_bytes // 8 >= _COMPACT_WORDS)
         self._words = size_bytes // 8
         self._bits = size_bytes * 8
         self._design_radius = design_radius
@@ -202,15 +234,19 @@ class MIHIndex(SegmentedIndex):
         return np.frombuffer(joined, dtype=np.uint64).reshape(len(values), self._words)
 
     def build(self, values: np.ndarray) -> MultiIndex | None:
-        widths = choose_widths(self._bits, len(values), self._design_radius)
+        widths = choose_widths(self._bits, len(values), self._design_radius, self._words >= _COMPACT_WORDS)
         if widths is None:
             return None
         starts = [sum(widths[:i]) for i in range(len(widths))]
         keys = [extract(values, s, w) for s, w in zip(starts, widths, strict=True)]
-        return self._structure(starts, widths, Buckets.build(keys, widths), values)
+        # A 256-bit candidate costs a cache miss to verify, which hides the unpacking of compact
+        # tables; a 64-bit one is one word's XOR, so its tables stay plain (and fast).
+        buckets = Buckets.build(keys, widths, compact=self._words >= _COMPACT_WORDS)
+        return self._structure(starts, widths, buckets, values)
 
     def _structure(self, starts: list[int], widths: list[int], buckets: Buckets, values: np.ndarray) -> MultiIndex:
-        keyed = values[buckets.positions, 0] if self._words == 1 else None
+        positions = buckets.positions
+        keyed = values[positions, 0] if self._words == 1 and isinstance(positions, np.ndarray) else None
         return MultiIndex(starts, widths, buckets, len(values), self._words, keyed)
 
     def structure_arrays(self, structure: Any) -> dict[str, np.ndarray] | None:
@@ -218,7 +254,7 @@ class MIHIndex(SegmentedIndex):
 
     def structure_from_arrays(self, arrays: dict[str, np.ndarray], values: np.ndarray) -> MultiIndex:
         widths = [int(w) for w in arrays["widths"]]
-        if sum(widths) != self._bits or not all(1 <= w <= _MAX_TABLE_BITS for w in widths):
+        if sum(widths) > self._bits or not all(1 <= w <= _MAX_TABLE_BITS for w in widths):
             raise ValueError(f"chunk widths {widths} do not split {self._bits} bits")
         starts = [sum(widths[:i]) for i in range(len(widths))]
         return self._structure(starts, widths, Buckets.from_arrays(arrays, widths, len(values)), values)
@@ -237,7 +273,7 @@ class MIHIndex(SegmentedIndex):
             entries = structure.buckets.entries(slots)
             distances = np.bitwise_count(structure.keyed[entries] ^ query[0])
             close = np.flatnonzero(distances <= radius)
-            candidates = structure.buckets.positions[entries[close]]
+            candidates = structure.buckets.positions.take(entries[close])
             distances = distances[close]
         else:
             candidates = structure.buckets.candidates(slots)
@@ -281,7 +317,7 @@ class MIHIndex(SegmentedIndex):
             entries, per_query = structure.buckets.entries_per_row(slots)
             distances = np.bitwise_count(structure.keyed[entries] ^ np.repeat(queries[:, 0], per_query))
             close = np.flatnonzero(distances <= radius)
-            rows = structure.buckets.positions[entries[close]]
+            rows = structure.buckets.positions.take(entries[close])
         else:
             candidates, per_query = structure.buckets.candidates_per_row(slots)
             counts = np.bitwise_count(values[candidates] ^ np.repeat(queries, per_query, axis=0))

@@ -5,8 +5,8 @@ small append-only *delta* that searches scan flat. When the delta fills it is
 frozen into a *segment* (rows sorted by row id, with the index's bucket
 structure built over them); segments of similar size are merged, so there are
 O(log N) of them and each row is rebuilt O(log N) times (amortised). Removals
-are tombstones in a segment's ``alive`` array; a segment with many of them is
-rebuilt without them.
+are tombstones in a segment's ``alive`` flags (a bit a row); a segment with
+many of them is rebuilt without them.
 
 Readers never lock: they read ``self._state`` once, a frozen tuple of segments
 and a delta view. The one writer (under ``_lock``) only appends delta rows past
@@ -15,7 +15,8 @@ consistent), or publishes a new state made of new arrays.
 
 ``search_many`` answers a batch of queries (the ~190 signals of one upload)
 with one vectorised pass per segment; Hit objects are made only at the end.
-Segment ids are int32 when they fit (int64 otherwise).
+A segment's ids are int32 when they fit, or packed in blocks of 64
+(packed.BlockPacked, 1-2 bytes an id) when the index asks for ``packed_ids``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .base import Hit, SubIndex
+from .packed import BlockPacked, Flags, Packed
 
 # Scanning this many rows costs about as much as one bucket lookup round trip.
 DELTA_CAPACITY = 4096
@@ -43,11 +45,11 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 @dataclass(frozen=True)
 class Rows:
-    """Rows of encoded values with their row and entry ids."""
+    """Rows of encoded values with their row and entry ids (arrays, or packed in a segment)."""
 
     values: np.ndarray
-    row_ids: np.ndarray
-    entry_ids: np.ndarray
+    row_ids: np.ndarray | BlockPacked
+    entry_ids: np.ndarray | BlockPacked
 
     def __len__(self) -> int:
         return len(self.row_ids)
@@ -55,23 +57,39 @@ class Rows:
     def take(self, order: np.ndarray) -> Rows:
         return Rows(self.values[order], self.row_ids[order], self.entry_ids[order])
 
-    def compact_ids(self) -> Rows:
-        """The same rows with int32 ids when every id fits (4 bytes a row saved per id)."""
-        return Rows(self.values, _narrow(self.row_ids), _narrow(self.entry_ids))
+    def compact_ids(self, packed: bool) -> Rows:
+        """The same rows with narrower ids. ``packed``: in blocks (a segment's row ids ascend and
+        its entry ids nearly do, so an id takes 1-2 bytes), else int32 where they fit."""
+        compact = _compact if packed else _narrow
+        return Rows(self.values, compact(self.row_ids), compact(self.entry_ids))
 
     @staticmethod
     def concat(parts: list[Rows]) -> Rows:
         return Rows(
             np.concatenate([p.values for p in parts]),
-            np.concatenate([p.row_ids.astype(np.int64) for p in parts]),
-            np.concatenate([p.entry_ids.astype(np.int64) for p in parts]),
+            np.concatenate([ids_array(p.row_ids) for p in parts]),
+            np.concatenate([ids_array(p.entry_ids) for p in parts]),
         )
 
 
-def _narrow(ids: np.ndarray) -> np.ndarray:
-    if len(ids) and ids.dtype != np.int32 and int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31:
-        return ids.astype(np.int32)
-    return ids
+def ids_array(ids: np.ndarray | BlockPacked) -> np.ndarray:
+    """Ids as an int64 array."""
+    return ids.unpack() if isinstance(ids, BlockPacked) else ids.astype(np.int64, copy=False)
+
+
+def _compact(ids: np.ndarray | BlockPacked) -> np.ndarray | BlockPacked:
+    if isinstance(ids, BlockPacked):
+        return ids
+    try:
+        return BlockPacked.pack(ids)
+    except ValueError:  # ids more than 2**32 apart within a block
+        return _narrow(ids)
+
+
+def _narrow(ids: np.ndarray | BlockPacked) -> np.ndarray | BlockPacked:
+    if not isinstance(ids, np.ndarray) or not len(ids) or ids.dtype == np.int32:
+        return ids
+    return ids.astype(np.int32) if int(ids.min()) >= -(2**31) and int(ids.max()) < 2**31 else ids
 
 
 class Segment:
@@ -80,7 +98,7 @@ class Segment:
     def __init__(self, rows: Rows, structure: Any) -> None:
         self.rows = rows
         self.structure = structure
-        self.alive = np.ones(len(rows), dtype=bool)
+        self.alive = Flags(len(rows))  # a bit a row: a bool array would take 8
         self.dead = 0
 
     @property
@@ -90,13 +108,15 @@ class Segment:
     def find(self, row_id: int) -> int:
         """The live row's position, or -1 (sorted row ids: no per-row dict)."""
         ids = self.rows.row_ids
-        position = int(np.searchsorted(ids, row_id))
-        if position < len(ids) and ids[position] == row_id and self.alive[position]:
-            return position
-        return -1
+        if isinstance(ids, BlockPacked):
+            position = ids.search_sorted(row_id)
+        else:
+            position = int(np.searchsorted(ids, row_id))
+            position = position if position < len(ids) and ids[position] == row_id else -1
+        return position if position >= 0 and self.alive[position] else -1
 
     def live_rows(self) -> Rows:
-        return self.rows if self.dead == 0 else self.rows.take(np.flatnonzero(self.alive))
+        return self.rows if self.dead == 0 else self.rows.take(np.flatnonzero(self.alive.mask()))
 
 
 class _Delta:
@@ -127,8 +147,12 @@ class _State:
 class SegmentedIndex(SubIndex):
     """A SubIndex over segments; subclasses encode values, build and search structures."""
 
-    def __init__(self, width: int, dtype: type | np.dtype[Any]) -> None:
+    def __init__(self, width: int, dtype: type | np.dtype[Any], packed_ids: bool = False) -> None:
+        """Rows of ``width`` items of ``dtype``. ``packed_ids``: segments keep their ids packed
+        in blocks (1-2 bytes an id instead of 4), which costs a few microseconds per search
+        with hits: worth it where the rest of a row is small next to a hit's cost."""
         self._width = width
+        self._packed_ids = packed_ids
         self._dtype = np.dtype(dtype)
         self._lock = threading.Lock()
         self._count = 0
@@ -245,13 +269,17 @@ class SegmentedIndex(SubIndex):
             state = self._state
             alive = [segment.alive.copy() for segment in state.segments]
             delta_alive = state.delta.alive[: state.delta_size].copy()
-        parts = [segment.rows.take(np.flatnonzero(keep)) for segment, keep in zip(state.segments, alive, strict=True)]
+        parts = [
+            segment.rows.take(np.flatnonzero(keep.mask())) for segment, keep in zip(state.segments, alive, strict=True)
+        ]
         keep = np.flatnonzero(delta_alive)
         parts.append(Rows(state.delta.values[keep], state.delta.row_ids[keep], state.delta.entry_ids[keep]))
         rows = Rows.concat(parts)
-        if len(rows) > 1 and not bool(np.all(rows.row_ids[1:] > rows.row_ids[:-1])):
-            rows = rows.take(np.argsort(rows.row_ids, kind="stable"))
-        return rows.row_ids, rows.entry_ids, rows.values
+        row_ids, entry_ids, values = ids_array(rows.row_ids), ids_array(rows.entry_ids), rows.values
+        if len(row_ids) > 1 and not bool(np.all(row_ids[1:] > row_ids[:-1])):
+            order = np.argsort(row_ids, kind="stable")
+            row_ids, entry_ids, values = row_ids[order], entry_ids[order], values[order]
+        return row_ids, entry_ids, values
 
     def check_rows(self, values: np.ndarray) -> None:
         if values.ndim != 2 or values.shape[1] != self._width or values.dtype != self._dtype:
@@ -268,7 +296,7 @@ class SegmentedIndex(SubIndex):
             if segment is None:
                 self._state.delta.alive[position] = False
             else:
-                segment.alive[position] = False
+                segment.alive.clear(position)
                 segment.dead += 1
                 if segment.dead > MAX_DEAD_SHARE * len(segment.rows):
                     others = [s for s in self._state.segments if s is not segment]
@@ -337,7 +365,7 @@ class SegmentedIndex(SubIndex):
         # One segment without tombstones holds every live row: its structure is over exactly
         # the exported rows. A removal after the lock is replayed from the feed on load.
         segment = state.segments[0]
-        rows = (segment.rows.row_ids.astype(np.int64), segment.rows.entry_ids.astype(np.int64), segment.rows.values)
+        rows = (ids_array(segment.rows.row_ids), ids_array(segment.rows.entry_ids), segment.rows.values)
         return rows, self.structure_arrays(segment.structure)
 
     def load_snapshot(
@@ -359,7 +387,10 @@ class SegmentedIndex(SubIndex):
                 values = np.ascontiguousarray(values, dtype=self._dtype)
                 built = self.structure_from_arrays(structure, values)
                 segment = Segment(
-                    Rows(values, np.asarray(row_ids, dtype=np.int64), np.asarray(entry_ids)).compact_ids(), built
+                    Rows(values, np.asarray(row_ids, dtype=np.int64), np.asarray(entry_ids)).compact_ids(
+                        self._packed_ids
+                    ),
+                    built,
                 )
                 self._count += len(row_ids)
                 self._state = _State((segment,), self._state.delta, 0)
@@ -380,7 +411,7 @@ class SegmentedIndex(SubIndex):
     # Internals (writer side, under ``_lock``).
 
     @staticmethod
-    def _collect(hits: list[Hit], rows: Rows, alive: np.ndarray, positions: Any, scores: Any) -> None:
+    def _collect(hits: list[Hit], rows: Rows, alive: np.ndarray | Flags, positions: Any, scores: Any) -> None:
         """Hit objects are built only here, at the edge, from whole arrays."""
         if len(positions) == 0:
             return
@@ -397,7 +428,7 @@ class SegmentedIndex(SubIndex):
 
     @staticmethod
     def _collect_many(
-        out: list[list[Hit]], rows: Rows, alive: np.ndarray, queries: Any, positions: Any, scores: Any
+        out: list[list[Hit]], rows: Rows, alive: np.ndarray | Flags, queries: Any, positions: Any, scores: Any
     ) -> None:
         if len(positions) == 0:
             return
@@ -414,7 +445,7 @@ class SegmentedIndex(SubIndex):
 
     @staticmethod
     def _present(segment: Segment, row_ids: np.ndarray) -> np.ndarray:
-        ids = segment.rows.row_ids
+        ids = ids_array(segment.rows.row_ids)
         positions = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
         present: np.ndarray = (ids[positions] == row_ids) & segment.alive[positions]
         return present
@@ -430,8 +461,8 @@ class SegmentedIndex(SubIndex):
 
     def _segment(self, rows: Rows, ordered: bool = False) -> Segment:
         if not ordered:
-            rows = rows.take(np.argsort(rows.row_ids, kind="stable"))
-        rows = rows.compact_ids()
+            rows = rows.take(np.argsort(ids_array(rows.row_ids), kind="stable"))
+        rows = rows.compact_ids(self._packed_ids)
         return Segment(rows, self.build(rows.values) if len(rows) else None)
 
     def _flush(self) -> None:
@@ -463,7 +494,7 @@ class SegmentedIndex(SubIndex):
 
 def _nbytes(obj: Any) -> int:
     """Sum of the nbytes of the numpy arrays in ``obj`` (an array, dict, list or dataclass)."""
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, np.ndarray | Packed | BlockPacked):
         return int(obj.nbytes)
     if isinstance(obj, dict):
         return sum(_nbytes(v) for v in obj.values())

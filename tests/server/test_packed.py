@@ -1,0 +1,69 @@
+"""Compact arrays of the indexes give back exactly what was packed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashshare.index.packed import BlockPacked, Flags, Packed, bits_for
+
+
+@pytest.mark.parametrize("bits", [1, 7, 20, 24, 32])
+def test_packed_values_come_back(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    values = rng.integers(0, 2**bits, size=3001, dtype=np.int64)
+    packed = Packed.pack(values, bits)
+    assert np.array_equal(packed.unpack(), values)
+    picked = rng.integers(0, len(values), size=500)
+    assert np.array_equal(packed.take(picked), values[picked])
+    assert packed.nbytes < len(values) * bits / 8 + 16
+    assert np.array_equal(Packed(packed.data, bits, len(values)).unpack(0, 10), values[:10])
+    with pytest.raises(ValueError):
+        Packed.pack(values + 2**bits, bits)
+    with pytest.raises(ValueError):
+        Packed(packed.data[:-1], bits, len(values))
+    assert bits_for(1) == 1 and bits_for(2**bits) == bits and bits_for(2**bits + 1) == bits + 1
+
+
+@pytest.mark.parametrize("count", [0, 1, 63, 64, 65, 10_000])
+def test_monotone_values_come_back_with_blocks_as_wide_as_they_need(count: int) -> None:
+    rng = np.random.default_rng(count)
+    steps = rng.poisson(0.8, size=count)
+    if count > 100:
+        steps[count // 2] = 70_000  # one huge bucket: only its block needs wide excesses
+    values = np.cumsum(steps).astype(np.int64)
+    packed = BlockPacked.pack(values)
+    assert np.array_equal(packed.take(np.arange(count)), values)
+    again = BlockPacked(packed.data, packed.widths, packed.bases, count)
+    assert np.array_equal(again.take(np.arange(count)[::-1]), values[::-1])
+    if count > 100:
+        assert int(packed.widths.max()) == 17 and float(np.median(packed.widths)) <= 7
+    with pytest.raises(ValueError):
+        BlockPacked(packed.data[:-1], packed.widths, packed.bases, count)
+
+
+def test_flags_clear_one_row_at_a_time() -> None:
+    flags = Flags(21)
+    assert flags.nbytes == 3 and bool(flags.mask().all()) and len(flags) == 21
+    for row in (0, 7, 8, 20):
+        flags.clear(row)
+    assert not flags[7] and flags[6] and not flags[20]
+    assert flags[np.array([0, 1, 8, 9])].tolist() == [False, True, False, True]
+    copy = flags.copy()
+    flags.clear(1)
+    assert copy[1] and not flags[1]
+    assert np.flatnonzero(~copy.mask()).tolist() == [0, 7, 8, 20]
+
+
+def test_block_packed_ids_are_found_and_blocks_spanning_2_to_the_32_refused() -> None:
+    ids = np.cumsum(np.random.default_rng(3).integers(1, 9, size=1000)) + 2**40
+    packed = BlockPacked.pack(ids)
+    assert packed.nbytes < 2 * len(ids)  # about 4 bits an id here, plus the blocks' bookkeeping
+    for position in (0, 63, 64, 500, 999):
+        assert packed.search_sorted(int(ids[position])) == position
+    assert packed.search_sorted(int(ids[0]) - 1) == -1 and packed.search_sorted(int(ids[-1]) + 1) == -1
+    before_gaps = ids[:-1][ids[1:] - ids[:-1] > 1]  # v + 1 is absent for each of these
+    assert len(before_gaps) > 50
+    assert all(packed.search_sorted(int(v) + 1) == -1 for v in before_gaps)
+    with pytest.raises(ValueError):
+        BlockPacked.pack(np.array([0, 2**32], dtype=np.int64))
