@@ -92,6 +92,7 @@ class Bank:
         self.sightings = SightingRecorder(store, settings.sighting_flush_seconds)
         self.summaries = SummaryCache(store)
         self.feed.subscribe(self.summaries.apply)
+        self.feed.add_snapshot_part("summaries", self.summaries)
         self._clock = clock
         # Serialises "find the cluster, then write" so that two submissions
         # of the same content through this process land in one entry.
@@ -115,14 +116,16 @@ class Bank:
         self._pseudonym_key = self.store.secret("pseudonyms")
         directory = snapshot_directory(self.settings)
         self.feed.load(directory)
+        if self.summaries.table is None:
+            # A full load from the store takes long anyway: the table is read with it,
+            # before serving. A snapshot without one leaves it to the background.
+            self.summaries.start_loading(background=self.feed.snapshot_position is not None)
         # The loaded index and everything before it live as long as the process: keep
         # them out of the cycle collector's full passes, which otherwise walk them all
         # and pause lookups for milliseconds.
         gc.collect()
         gc.freeze()
         self.feed.start()
-        # After the feed runs, so that every change from here on reaches the table being read.
-        self.summaries.start_loading()
         self.sightings.start()
         self._snapshots: SnapshotWriter | None = None
         if directory is not None and writes_snapshots:

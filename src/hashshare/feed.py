@@ -19,6 +19,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
 
 from .index import SignalIndex, snapshot
 from .model import Change, IndexedSignal, SignalsAdded, SignalsRemoved, TokenRevoked
@@ -28,6 +31,15 @@ log = logging.getLogger(__name__)
 
 _LOAD_BATCH = 1_000_000
 _SWEEP_CHECK_SECONDS = 1.0  # how often the sweeper asks the store (which throttles itself)
+
+
+class SnapshotPart(Protocol):
+    """State besides the index that follows the feed and is saved with its snapshots."""
+
+    def export_snapshot(self) -> dict[str, np.ndarray]: ...
+
+    def load_snapshot(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take ``arrays`` (maybe none, or of an older layout: then ignore them)."""
 
 
 class FeedFollower:
@@ -51,6 +63,7 @@ class FeedFollower:
         self.snapshot_position: str | None = None  # of the snapshot last loaded or written
         self.rebuilds = 0  # times the feed had a gap and the index was reconciled with the store
         self._listeners: list[Callable[[Change], None]] = []
+        self._snapshot_parts: dict[str, SnapshotPart] = {}
 
     @property
     def position(self) -> str:
@@ -94,7 +107,7 @@ class FeedFollower:
         found = snapshot.load_with_structures(directory, self.bank_id())
         if found is None:
             return None
-        position, rows, structures = found
+        position, rows, structures = found.position, found.rows, found.structures
         current = self._store.feed_position()
         try:
             ahead = snapshot.position_key(position) > snapshot.position_key(current)
@@ -110,6 +123,9 @@ class FeedFollower:
             return None
         self._position = position
         self.snapshot_position = position
+        for name, part in self._snapshot_parts.items():
+            # Before the replay after it, which forgets what changed since.
+            part.load_snapshot({k.split(".", 1)[1]: v for k, v in found.extras.items() if k.startswith(f"{name}.")})
         return count
 
     def save_snapshot(self, directory: Path) -> str:
@@ -119,7 +135,14 @@ class FeedFollower:
             # replayed over the snapshot on load, which is harmless.
             position = self._position
         started = time.monotonic()
-        count = snapshot.save(self._index, position, self.bank_id(), directory)
+        # The parts are exported after the position was read: every change up to it is
+        # applied to them, and later ones are replayed over them on load.
+        extras = {
+            f"{name}.{key}": array
+            for name, part in self._snapshot_parts.items()
+            for key, array in part.export_snapshot().items()
+        }
+        count = snapshot.save(self._index, position, self.bank_id(), directory, extras)
         self.snapshot_position = position
         log.info(
             "index snapshot written to %s: %d rows at %r, %.1f s",
@@ -226,6 +249,11 @@ class FeedFollower:
             self._thread.join(timeout=5)
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+
+    def add_snapshot_part(self, name: str, part: SnapshotPart) -> None:
+        """Save ``part`` with every index snapshot and load it from one (it must follow the
+        feed as a listener, so that a replay after the snapshot brings it up to date)."""
+        self._snapshot_parts[name] = part
 
     def subscribe(self, listener: Callable[[Change], None]) -> None:
         """Call ``listener`` with every change applied from now on (after the index applied

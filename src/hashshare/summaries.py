@@ -10,11 +10,13 @@ process sees another's write as late as its index does (``--feed-poll-seconds``)
 
 The summaries read one by one are kept as the store returns them, the
 hottest ``MAX_CACHED``. A store that can list every entry's summary cheaply
-(SQLite) also fills a ``SummaryTable`` in the background after start: every
-entry in a few compact columns (about 11 bytes an entry), so that an upload
-matching entries nobody looked up since the start reads nothing from the store
-either. A feed change marks the entries it names unknown in the table; the next
-lookup of one reads it from the store.
+(SQLite) also keeps a ``SummaryTable``: every entry in a few compact columns
+(about 11 bytes an entry), so that an upload matching entries nobody looked up
+since the start reads nothing from the store either. It is saved with the index
+snapshots and loaded with them; a server that loads its index from the store
+reads it before it serves, one whose snapshot lacks it reads it in the
+background. A feed change marks the entries it names unknown in the table; the
+next lookup of one reads it from the store.
 """
 
 from __future__ import annotations
@@ -66,14 +68,7 @@ class SummaryTable:
         """Write these entries' rows (a step of a load, in entry id order)."""
         if not len(step):
             return
-        size = step.entry_ids[-1] + 1
-        if size > len(self.flags):
-            grown = max(size, len(self.flags) * 3 // 2)
-            for name in self._COLUMNS:
-                column = getattr(self, name)
-                wider = np.zeros(grown, dtype=column.dtype)
-                wider[: len(column)] = column
-                setattr(self, name, wider)
+        self._grow(step.entry_ids[-1] + 1)
         for category in dict.fromkeys(step.categories):
             if category not in self._codes:
                 self._codes[category] = len(self.categories)
@@ -102,8 +97,71 @@ class SummaryTable:
                 _DISABLED if summary.disabled else 0
             )
 
+    def _grow(self, size: int) -> None:
+        if size <= len(self.flags):
+            return
+        grown = max(size, len(self.flags) * 3 // 2)
+        # Flags last: a reader that sees the longer flags sees the longer columns too.
+        for name in self._COLUMNS:
+            column = getattr(self, name)
+            wider = np.zeros(grown, dtype=column.dtype)
+            wider[: len(column)] = column
+            setattr(self, name, wider)
+
+    def put(self, summaries: Iterable[EntrySummary]) -> list[EntrySummary]:
+        """Write these entries' rows (read one by one since the load); those it cannot hold."""
+        refused = []
+        for s in summaries:
+            code = self._codes.get(s.category)
+            if code is None and len(self.categories) <= _SMALL:
+                code = self._codes[s.category] = len(self.categories)
+                self.categories.append(s.category)
+            if code is None or max(s.corroborations, s.endorsers, s.disputes) > _SMALL:
+                refused.append(s)
+                continue
+            self._grow(s.entry_id + 1)
+            n = s.entry_id
+            self.category[n] = code
+            self.corroborations[n] = s.corroborations
+            self.endorsers[n] = s.endorsers
+            self.disputes[n] = s.disputes
+            self.flags[n] = (
+                _KNOWN
+                | (_ACTIVE if s.active else 0)
+                | (_TRUSTED if s.trusted else 0)
+                | (_CONFIRMED if s.confirmed else 0)
+                | (_DISABLED if s.disabled else 0)
+            )
+        return refused
+
     def __len__(self) -> int:
         return int(np.count_nonzero(self.flags & _KNOWN))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The table as named arrays (saved with index snapshots)."""
+        columns = {name: getattr(self, name) for name in self._COLUMNS}
+        return {**columns, "categories": np.array(self.categories, dtype=np.str_)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SummaryTable:
+        """``arrays()``' table back; ValueError if they do not make one."""
+        table = cls()
+        expected = {name: getattr(table, name).dtype for name in cls._COLUMNS}
+        columns = [arrays.get(name) for name in cls._COLUMNS]
+        categories = arrays.get("categories")
+        if categories is None or categories.ndim != 1 or categories.dtype.kind != "U":
+            raise ValueError("no category names")
+        if any(c is None or c.ndim != 1 or c.dtype != expected[n] for n, c in zip(cls._COLUMNS, columns, strict=True)):
+            raise ValueError("columns of another layout")
+        if len({len(c) for c in columns if c is not None}) != 1:
+            raise ValueError("columns of unequal lengths")
+        if len(arrays["category"]) and int(arrays["category"].max()) >= max(len(categories), 1):
+            raise ValueError("category codes beyond the names")
+        for name in cls._COLUMNS:
+            setattr(table, name, np.array(arrays[name]))
+        table.categories = [str(c) for c in categories]
+        table._codes = {c: n for n, c in enumerate(table.categories)}
+        return table
 
     def get(self, entry_id: int) -> EntrySummary | None:
         if not 0 <= entry_id < len(self.flags):
@@ -172,6 +230,8 @@ class SummaryCache:
         found.update(read)
         with self._lock:
             if generation == self._generation:
+                if self.table is not None:  # it learns the entries added since it was read
+                    read = {s.entry_id: s for s in self.table.put(read.values())}
                 if len(cached) + len(read) > self._max_cached:
                     cached.clear()  # rare (a bank far larger than its hot set): start over
                 cached.update(read)
@@ -198,14 +258,37 @@ class SummaryCache:
         if reload:
             self.start_loading()
 
-    def start_loading(self) -> None:
-        """Fill the table in the background, if the store can list every summary."""
+    def start_loading(self, background: bool = True) -> None:
+        """Fill the table, in the background or now, if the store can list every summary."""
         with self._lock:
             if self._loading or self._stop.is_set():
                 return
             self._loading = True
-            self._loader = threading.Thread(target=self._load, name="hashshare-summaries", daemon=True)
-            self._loader.start()
+            if background:
+                self._loader = threading.Thread(target=self._load, name="hashshare-summaries", daemon=True)
+                self._loader.start()
+        if not background:
+            self._load(pause=0.0)
+
+    def export_snapshot(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            table = self.table
+            if table is None:
+                return {}
+            arrays = table.arrays()
+            arrays["flags"] = arrays["flags"].copy()  # the one column forgets change
+        return arrays
+
+    def load_snapshot(self, arrays: dict[str, np.ndarray]) -> None:
+        if not arrays:
+            return
+        try:
+            table = SummaryTable.from_arrays(arrays)
+        except (KeyError, ValueError) as error:
+            log.warning("entry summaries in the snapshot are not usable (%s): read from the store", error)
+            return
+        with self._lock:
+            self.table = table
 
     @property
     def loading(self) -> bool:
@@ -216,14 +299,14 @@ class SummaryCache:
         if self._loader is not None:
             self._loader.join(timeout=10)
 
-    def _load(self) -> None:
+    def _load(self, pause: float = LOAD_PAUSE_SECONDS) -> None:
         read_after = getattr(self._source, "entry_summaries_after", None)
         try:
             while read_after is not None and not self._stop.is_set():
                 with self._lock:
                     self._forgotten_while_loading = set()
                 started = time.monotonic()
-                table = self._read_all(read_after)
+                table = self._read_all(read_after, pause)
                 if table is None:
                     return  # this store lists no summaries, or we are stopping
                 with self._lock:
@@ -245,7 +328,7 @@ class SummaryCache:
             with self._lock:
                 self._loading = False
 
-    def _read_all(self, read_after: Callable[[int, int], SummaryColumns | None]) -> SummaryTable | None:
+    def _read_all(self, read_after: Callable[[int, int], SummaryColumns | None], pause: float) -> SummaryTable | None:
         table = SummaryTable()
         last = 0
         while not self._stop.is_set():
@@ -256,7 +339,8 @@ class SummaryCache:
                 return table
             table.add(step)
             last = step.entry_ids[-1]
-            time.sleep(LOAD_PAUSE_SECONDS)
+            if pause:
+                time.sleep(pause)
         return None
 
     def apply(self, change: Change) -> None:
@@ -271,5 +355,6 @@ class SummaryCache:
             self.forget_all()
 
     def __len__(self) -> int:
-        """Summaries read one by one and kept (the table's rows are not counted)."""
-        return len(self._cached)
+        """Summaries answered from memory: the table's known rows and those kept beside it."""
+        table = self.table
+        return len(self._cached) + (len(table) if table is not None else 0)

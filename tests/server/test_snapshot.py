@@ -251,7 +251,7 @@ def test_a_restart_reuses_the_saved_search_structures(tmp_path: Path) -> None:
 
     found = snapshot.load_with_structures(tmp_path / "snap", "bank-a")
     assert found is not None
-    position, arrays, structures = found
+    position, arrays, structures = found.position, found.rows, found.structures
     assert position == "5"
     loaded = SignalIndex()
     assert loaded.load_arrays(arrays, structures) == len(rows)

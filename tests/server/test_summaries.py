@@ -273,3 +273,41 @@ def test_a_store_that_cannot_list_summaries_keeps_the_per_entry_cache(redis_url:
         assert entry_id in cache.entry_summaries([entry_id]) and source.reads == [[entry_id]]
     finally:
         store.close()
+
+
+def test_the_table_is_saved_with_the_index_snapshot_and_replayed_over(tmp_path: object) -> None:
+    store_url = f"sqlite:///{tmp_path}/bank.db"
+    settings = Settings(store=store_url, feed_poll_seconds=3600, sighting_flush_seconds=3600)
+    first = Bank(open_store(store_url), settings, Taxonomy())
+    first.start()  # a full load from the store: the table is read before serving
+    assert first.summaries.table is not None and not first.summaries.loading
+    member, other = _principal(first.store, "a"), _principal(first.store, "b")
+    entry_ids = [first.submit(member, str(uuid.uuid4()), b"x", _draft(_pdq(n))).entry_id for n in range(5)]
+    for n in range(5):  # entries added since the table was read: it learns them when they match
+        assert [m.entry_id for m in first.match(member, [_pdq(n)]).matches] == [entry_ids[n]]
+    assert all(first.summaries.table.get(entry_id) is not None for entry_id in entry_ids)
+    first.stop()  # writes the snapshot, table included
+    first.store.close()
+
+    # After the snapshot, another process records a dispute of one entry.
+    writer = open_store(store_url)
+    feedback = Feedback(entry_ids[2], other.member_id, Opinion.DISAGREE, DisputeReason.LAWFUL, "", time.time())
+    writer.give_feedback(other.member_id, "f1", b"f", feedback)
+    expected = writer.entry_summaries(entry_ids)
+    writer.close()
+
+    counting = _CountingStore(open_store(store_url))
+    second = Bank(counting.store, settings, Taxonomy())
+    second.summaries = SummaryCache(counting)  # type: ignore[arg-type]
+    second.feed.subscribe(second.summaries.apply)
+    second.feed.add_snapshot_part("summaries", second.summaries)
+    try:
+        second.start()
+        assert second.summaries.table is not None and not second.summaries.loading, "taken from the snapshot"
+        assert second.summaries.table.get(entry_ids[2]) is None, "the replayed change forgot it"
+        assert second.summaries.entry_summaries(entry_ids) == expected
+        assert expected[entry_ids[2]].disputes == 1
+        assert counting.reads == [[entry_ids[2]]]
+    finally:
+        second.stop()
+        counting.store.close()

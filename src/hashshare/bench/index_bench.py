@@ -311,7 +311,7 @@ def bench_restart(n: int, rng: np.random.Generator) -> list[Row]:
         found = snapshot.load_with_structures(directory, "bench")
         assert found is not None
         restarted = SignalIndex()
-        loaded = restarted.load_arrays(found[1], found[2])
+        loaded = restarted.load_arrays(found.rows, found.structures)
         ready_s = time.perf_counter() - start
     assert loaded == 3 * n
     return [

@@ -21,6 +21,8 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +50,19 @@ def schema() -> str:
     return hashlib.sha256(json.dumps(known, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save(index: SignalIndex, position: str, bank_id: str, directory: Path) -> int:
+def save(
+    index: SignalIndex,
+    position: str,
+    bank_id: str,
+    directory: Path,
+    extras: Mapping[str, np.ndarray] | None = None,
+) -> int:
     """Write ``index``'s live rows as the snapshot at ``directory``, replacing any older one.
 
     ``position`` must be a feed position whose changes the index has all applied (later
-    ones may be applied too: they are replayed on load). How many rows were written."""
+    ones may be applied too: they are replayed on load). ``extras`` are other arrays kept
+    current by the same feed (the entry-summary table), saved beside it under their names.
+    How many rows were written."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     temporary = directory.with_name(f"{directory.name}.tmp-{uuid.uuid4().hex[:12]}")
@@ -77,12 +87,17 @@ def save(index: SignalIndex, position: str, bank_id: str, directory: Path) -> in
                     part["structure"][name] = file_name
             parts.append(part)
             count += len(arrays[0])
+        extra_files = {}
+        for name, array in (extras or {}).items():
+            extra_files[name] = f"extra-{name}.npy"
+            _write_array(temporary / extra_files[name], array)
         manifest = {
             "format": FORMAT_VERSION,
             "bank_id": bank_id,
             "position": position,
             "schema": schema(),
             "indexes": parts,
+            "extras": extra_files,
         }
         _write_bytes(temporary / MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_directory(temporary)
@@ -97,13 +112,22 @@ def load(directory: Path, bank_id: str) -> tuple[str, dict[IndexKey, RowArrays]]
     """The snapshot's feed position and rows per sub-index key, or None (logged) when there
     is no usable snapshot of this bank at ``directory``."""
     found = load_with_structures(directory, bank_id)
-    return None if found is None else (found[0], found[1])
+    return None if found is None else (found.position, found.rows)
 
 
-def load_with_structures(
-    directory: Path, bank_id: str
-) -> tuple[str, dict[IndexKey, RowArrays], dict[IndexKey, dict[str, np.ndarray]]] | None:
-    """``load``, and the search structures saved with the rows (for ``SignalIndex.load_arrays``)."""
+@dataclass(frozen=True)
+class Loaded:
+    """A snapshot read back: its feed position, rows and search structures per sub-index
+    (for ``SignalIndex.load_arrays``), and the extra arrays saved with it."""
+
+    position: str
+    rows: dict[IndexKey, RowArrays]
+    structures: dict[IndexKey, dict[str, np.ndarray]]
+    extras: dict[str, np.ndarray]
+
+
+def load_with_structures(directory: Path, bank_id: str) -> Loaded | None:
+    """``load``, with the search structures and extras saved with the rows."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
@@ -141,10 +165,14 @@ def load_with_structures(
                     str(name): np.load(directory / file_name, allow_pickle=False)
                     for name, file_name in part["structure"].items()
                 }
+        extras = {
+            str(name): np.load(directory / file_name, allow_pickle=False)
+            for name, file_name in (manifest.get("extras") or {}).items()
+        }
     except Exception as error:  # anything unreadable: the store is the truth
         log.warning("index snapshot %s is unreadable (%s): ignored", directory, error)
         return None
-    return position, rows, structures
+    return Loaded(position, rows, structures, extras)
 
 
 def _write_array(path: Path, array: np.ndarray) -> None:
