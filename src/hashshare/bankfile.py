@@ -37,7 +37,7 @@ whole file and makes one entry per hash; export writes each distinct hash of typ
 the whole image (not of its views) once.
 
 **Import** writes straight into the store through its batch path (``Store.submit_many``,
-one transaction per few thousand lines), and a running server picks the new entries up
+one transaction per 20,000 lines), and a running server picks the new entries up
 through the change feed. Imported entries are not clustered with existing ones. Every line
 is validated first; a bad line (bad hex, wrong length, unknown type or category, bad JSON)
 is skipped and reported with its line number, and nothing of it is written; the others
@@ -71,7 +71,7 @@ from .store.base import BatchOutcome, BatchSubmission, Replayed, Store
 from .taxonomy import Taxonomy
 
 FORMATS = ("jsonl", "hashlist")
-BATCH_LINES = 5_000
+BATCH_LINES = 20_000
 MAX_SIGNALS = 320
 MAX_NOTICE_REFERENCE = 200
 # A regular expression checks a long hex string in C; a set of its characters does not.
@@ -365,7 +365,8 @@ def write_lines(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _write_lines(store, member_id, parsed, report, now)
+        with store.bulk_writes():
+            _write_lines(store, member_id, parsed, report, now)
     finally:
         if collecting:
             gc.enable()
