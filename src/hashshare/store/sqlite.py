@@ -1363,6 +1363,7 @@ def _request_id(row: tuple[object, ...]) -> str:
 
 # Rows per multi-row statement, at most: enough that a batch is a handful of statements.
 _MOST_ROWS_PER_STATEMENT = 4096
+_FEWEST_ROWS_PER_STATEMENT = 16
 
 
 def _rows_per_statement(db: sqlite3.Connection, width: int) -> int:
@@ -1370,27 +1371,30 @@ def _rows_per_statement(db: sqlite3.Connection, width: int) -> int:
 
 
 def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]]) -> None:
-    """``INSERT INTO {into}`` of ``rows``, thousands per statement.
+    """``INSERT INTO {into}`` of ``rows``, up to thousands per statement.
 
     executemany steps one row at a time, letting go of the GIL around each step and
     waiting to take it back: while another thread runs Python (an import parsing its
     next batch) that wait is up to the interpreter's switch interval (5 ms) per row.
-    One statement of many rows waits once. Every statement has the same number of
-    rows, so it is compiled once; the last one's unused rows are NULLs it skips (a
-    row's first value, its id, is never NULL)."""
+    One statement of many rows waits once. Statements have a power-of-two number of
+    rows, so a few shapes are compiled once and reused (compiling costs as much as
+    inserting); the last, short one is padded with NULL rows, which it skips (a row's
+    first value, its id, is never NULL)."""
     if not rows:
         return
     width = len(rows[0])
-    per = _rows_per_statement(db, width)
-    values = ",".join(["(" + ",".join("?" * width) + ")"] * per)
-    statement = f"INSERT INTO {into} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL"
-    padding = (None,) * width
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
+    size = _rows_per_statement(db, width)
+    start = 0
+    while start < len(rows):
+        left = len(rows) - start
+        while size > _FEWEST_ROWS_PER_STATEMENT and size > left:
+            size //= 2
+        chunk = rows[start : start + size]
+        start += size
         flat = list(itertools.chain.from_iterable(chunk))
-        if len(chunk) < per:
-            flat.extend(itertools.chain.from_iterable(itertools.repeat(padding, per - len(chunk))))
-        db.execute(statement, flat)
+        flat.extend(itertools.repeat(None, width * (size - len(chunk))))
+        values = ",".join(["(" + ",".join("?" * width) + ")"] * size)
+        db.execute(f"INSERT INTO {into} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL", flat)
 
 
 def _reviewed(confirmed: bool, disabled: bool, decision: ReviewDecision) -> tuple[bool, bool]:
