@@ -37,7 +37,7 @@ whole file and makes one entry per hash; export writes each distinct hash of typ
 the whole image (not of its views) once.
 
 **Import** writes straight into the store through its batch path (``Store.submit_many``,
-one transaction per 20,000 lines, inside ``Store.bulk_writes``), and a running server
+one transaction per 50,000 lines, inside ``Store.bulk_writes``), and a running server
 picks the new entries up through the change feed. A crash or a power loss during an
 import leaves whole batches (never part of one) and an intact store: import the file
 again to finish it. Everything is durable once the import has reported. Imported
@@ -75,7 +75,11 @@ from .store.base import BatchOutcome, BatchSubmission, Replayed, Store
 from .taxonomy import Taxonomy
 
 FORMATS = ("jsonl", "hashlist")
-BATCH_LINES = 20_000
+# Lines per transaction. Each line's request id lands at a random place in the requests
+# index, so every batch rewrites most of that index's pages: the fewer batches, the fewer
+# rewrites (measured at 1M images and 1M texts: 35k entries/s against 28k/s with 20,000).
+# Two batches are in memory at a time.
+BATCH_LINES = 50_000
 _IMPORT_SWITCH_INTERVAL = 0.0005  # seconds; see write_lines
 MAX_SIGNALS = 320
 MAX_NOTICE_REFERENCE = 200
