@@ -37,14 +37,17 @@ whole file and makes one entry per hash; export writes each distinct hash of typ
 the whole image (not of its views) once.
 
 **Import** writes straight into the store through its batch path (``Store.submit_many``,
-one transaction per few thousand lines), and a running server picks the new entries up
-through the change feed. Imported entries are not clustered with existing ones. Every line
-is validated first; a bad line (bad hex, wrong length, unknown type or category, bad JSON)
-is skipped and reported with its line number, and nothing of it is written; the others
-are imported. ``--strict`` instead checks the whole file first and imports nothing if any
-line is bad. Each line's request id is derived from its content, so importing the same
-file twice, or a hash repeated in a file, stores nothing twice: such lines are counted as
-"already in the bank".
+one transaction per 50,000 lines, inside ``Store.bulk_writes``), and a running server
+picks the new entries up through the change feed. A crash or a power loss during an
+import leaves whole batches (never part of one) and an intact store: import the file
+again to finish it. Everything is durable once the import has reported. Imported
+entries are not clustered with existing ones. Every line is validated first; a bad
+line (bad hex, wrong length, unknown type or category, bad JSON) is skipped and
+reported with its line number, and nothing of it is written; the others are imported.
+``--strict`` instead checks the whole file first and imports nothing if any line is bad.
+Each line's request id is derived from its content, so importing the same file twice, or
+a hash repeated in a file, stores nothing twice: such lines are counted as "already in
+the bank".
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import gc
 import hashlib
 import json
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,7 +75,12 @@ from .store.base import BatchOutcome, BatchSubmission, Replayed, Store
 from .taxonomy import Taxonomy
 
 FORMATS = ("jsonl", "hashlist")
-BATCH_LINES = 5_000
+# Lines per transaction. Each line's request id lands at a random place in the requests
+# index, so every batch rewrites most of that index's pages: the fewer batches, the fewer
+# rewrites (measured at 1M images and 1M texts: 35k entries/s against 28k/s with 20,000).
+# Two batches are in memory at a time.
+BATCH_LINES = 50_000
+_IMPORT_SWITCH_INTERVAL = 0.0005  # seconds; see write_lines
 MAX_SIGNALS = 320
 MAX_NOTICE_REFERENCE = 200
 # A regular expression checks a long hex string in C; a set of its characters does not.
@@ -364,9 +373,16 @@ def write_lines(
     # collector would walk every live object over and over (a third of an import's time).
     collecting = gc.isenabled()
     gc.disable()
+    # The writer thread lets go of the GIL for every statement and waits for it back
+    # while this one parses; the default 5 ms switch interval made those waits a tenth
+    # of an import's time.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, _IMPORT_SWITCH_INTERVAL))
     try:
-        _write_lines(store, member_id, parsed, report, now)
+        with store.bulk_writes():
+            _write_lines(store, member_id, parsed, report, now)
     finally:
+        sys.setswitchinterval(switch_interval)
         if collecting:
             gc.enable()
     report.seconds += time.monotonic() - started

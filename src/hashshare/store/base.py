@@ -10,6 +10,7 @@ atomic: a failed call leaves nothing behind.
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -165,6 +166,17 @@ class Store(abc.ABC):
         while the other items are stored. Any other failure (an unstorable
         signal) raises and leaves nothing of the batch behind. The batch's
         new signals reach the feed as one SignalsAdded change."""
+
+    @contextlib.contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """A stretch of many batch writes (an import), made durable together at its end.
+
+        Inside, a store may trade each write's own durability for speed: a power
+        loss may take back writes of the stretch (whole transactions, never part
+        of one, and never corrupting the store), a crash of the process takes back
+        nothing. Everything written inside is durable once the block has exited
+        without an error. Stores that write durably anyway need not override it."""
+        yield
 
     @abc.abstractmethod
     def retract(

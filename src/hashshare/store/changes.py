@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ..model import Change, EntryChanged, IndexedSignal, SignalsAdded, SignalsRemoved, TokenRevoked
 
@@ -23,7 +24,11 @@ def encode(change: Change) -> bytes:
 
 
 def decode(payload: bytes | str) -> Change:
-    body = json.loads(payload)
+    return from_body(json.loads(payload))
+
+
+def from_body(body: dict[str, Any]) -> Change:
+    """A change from its JSON document, already parsed."""
     kind = body["kind"]
     if kind == "signals_added":
         return SignalsAdded(

@@ -8,6 +8,7 @@ survive a power loss, not only a crash of the process.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -83,6 +84,17 @@ from .rollups import (
 
 # Host parameters per statement, under SQLite's limit on every build.
 _IN_CHUNK = 900
+
+# Inside bulk_writes: a WAL checkpoint every 64 MiB instead of every 4 MiB (SQLite's
+# default), since each one rewrites the B-tree pages every batch touches again, and a
+# page cache big enough to hold the requests table's index, whose keys arrive in
+# random order.
+_BULK_CHECKPOINT_PAGES = 16_384
+_BULK_CACHE_KIB = 256 * 1024
+
+# A feed row naming a batch's new signals by their (consecutive) row ids instead of
+# copying them: changes_since reads them back from the signals table.
+_SIGNAL_ROWS = "signal_rows"
 
 SCHEMA_VERSION = 2
 
@@ -236,6 +248,45 @@ class SqliteStore(Store):
             with self._readers_lock:
                 self._readers.append(connection)
         return connection
+
+    @contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """Store.bulk_writes: while inside, every write through this store commits with
+        ``synchronous=NORMAL`` (WAL mode: a power loss may roll back the last
+        transactions, never corrupt the file); at the end the WAL is synced once."""
+        db = self._writer
+        with self._write_lock:
+            checkpoint_pages = db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            cache_size = db.execute("PRAGMA cache_size").fetchone()[0]
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA wal_autocheckpoint={_BULK_CHECKPOINT_PAGES}")
+            db.execute(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            with self._write_lock:
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
+                db.execute(f"PRAGMA cache_size={int(cache_size)}")
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # leaves the server a short WAL
+                self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        """Make every committed transaction durable, as a commit with synchronous=FULL would.
+
+        Under NORMAL, a checkpoint syncs what it copies into the database file, so what
+        is not yet durable is only in the WAL; an fsync of it is what FULL adds to a
+        commit. (A checkpoint alone may copy nothing while a reader holds an old snapshot.)"""
+        if self.path == ":memory:":
+            return
+        try:
+            descriptor = os.open(self.path + "-wal", os.O_RDONLY)
+        except FileNotFoundError:  # no WAL: everything was checkpointed and synced
+            return
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -412,16 +463,7 @@ class SqliteStore(Store):
     ) -> list[BatchOutcome]:
         # Under BEGIN IMMEDIATE nobody else writes, so ids can be handed out
         # here (as SQLite would: the largest plus one) and rows inserted in bulk.
-        known: dict[str, tuple[bytes, dict[str, Any]]] = {}
-        request_ids = list(dict.fromkeys(item.request_id for item in items))
-        for start in range(0, len(request_ids), _IN_CHUNK):
-            chunk = request_ids[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for request_id, stored_digest, record in db.execute(
-                f"SELECT request_id, digest, outcome FROM requests WHERE member_id = ? AND request_id IN ({marks})",
-                (member_id, *chunk),
-            ):
-                known[request_id] = (bytes(stored_digest), json.loads(record))
+        known = self._known_requests(db, member_id, [item.request_id for item in items])
         next_entry, next_submission, next_signal = (
             int(db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])
             for table in ("entries", "submissions", "signals")
@@ -448,14 +490,14 @@ class SqliteStore(Store):
         submission_rows: list[tuple[object, ...]] = []
         signal_rows: list[tuple[object, ...]] = []
         request_rows: list[tuple[object, ...]] = []
-        indexed: list[IndexedSignal] = []
+        first_signal = next_signal + 1
         for item in items:
             seen = known.get(item.request_id)
             if seen is not None:
-                if seen[0] != item.request_digest or seen[1].get("kind") != "submit":
+                if seen[0] != item.request_digest or seen[1] is None:
                     results.append(InvalidArgument.field("request_id", "already used for a different request"))
                 else:
-                    results.append(Replayed(SubmitOutcome(**seen[1]["outcome"])))
+                    results.append(Replayed(seen[1]))
                 continue
             created_at = now if item.created_at is None else item.created_at
             target: int | None = None
@@ -502,47 +544,53 @@ class SqliteStore(Store):
                         signal.variant,
                     )
                 )
-                indexed.append(
-                    IndexedSignal(next_signal, entry_id, signal.type, signal.version, signal.value, signal.variant)
-                )
             active_members = entry_members[entry_id]
             active_members.add(member_id)
             outcome = SubmitOutcome(entry_id, next_submission, joined, len(active_members))
             # asdict and json.dumps of this fixed shape cost more than the inserts.
-            record = {
-                "kind": "submit",
-                "outcome": {
-                    "entry_id": entry_id,
-                    "submission_id": next_submission,
-                    "joined_existing": joined,
-                    "corroborations": outcome.corroborations,
-                },
-            }
             text = (
                 f'{{"kind": "submit", "outcome": {{"entry_id": {entry_id}, "submission_id": {next_submission}, '
                 f'"joined_existing": {"true" if joined else "false"}, "corroborations": {outcome.corroborations}}}}}'
             )
             request_rows.append((member_id, item.request_id, item.request_digest, text, now))
-            known[item.request_id] = (item.request_digest, record)
+            known[item.request_id] = (item.request_digest, outcome)
             results.append(outcome)
-        db.executemany("INSERT INTO entries (id, category, created_at) VALUES (?, ?, ?)", entry_rows)
-        db.executemany(
-            "INSERT INTO submissions (id, entry_id, member_id, category, legal_basis, discovery_method,"
-            " notice_reference, notice_received_at, removed_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        _insert(db, "entries (id, category, created_at)", entry_rows)
+        _insert(
+            db,
+            "submissions (id, entry_id, member_id, category, legal_basis, discovery_method,"
+            " notice_reference, notice_received_at, removed_at, created_at)",
             submission_rows,
         )
-        db.executemany(
-            "INSERT INTO signals (id, entry_id, submission_id, type, version, value, quality, variant)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            signal_rows,
-        )
-        db.executemany(
-            "INSERT INTO requests (member_id, request_id, digest, outcome, created_at) VALUES (?, ?, ?, ?, ?)",
-            request_rows,
-        )
+        _insert(db, "signals (id, entry_id, submission_id, type, version, value, quality, variant)", signal_rows)
+        # Request ids (content digests, for an import) arrive in random order: sorted,
+        # the inserts walk the requests index from one end to the other.
+        request_rows.sort(key=_request_id)
+        _insert(db, "requests (member_id, request_id, digest, outcome, created_at)", request_rows)
         if submission_rows:
-            self._append(db, SignalsAdded(tuple(indexed)))
+            payload = {"kind": _SIGNAL_ROWS, "first": first_signal, "last": next_signal}
+            db.execute("INSERT INTO changes (payload) VALUES (?)", (json.dumps(payload).encode(),))
         return results
+
+    def _known_requests(
+        self, db: sqlite3.Connection, member_id: int, request_ids: list[str]
+    ) -> dict[str, tuple[bytes, SubmitOutcome | None]]:
+        """The stored (digest, outcome) of those request ids that were seen before; the
+        outcome is None for a request of another kind than submit."""
+        known: dict[str, tuple[bytes, SubmitOutcome | None]] = {}
+        width = _rows_per_statement(db, 1) - 1
+        query = (
+            "SELECT request_id, digest, outcome FROM requests WHERE member_id = ?"
+            f" AND request_id IN ({','.join('?' * width)})"
+        )
+        for start in range(0, len(request_ids), width):
+            chunk: list[str | None] = [*request_ids[start : start + width]]
+            chunk += [None] * (width - len(chunk))  # one statement for every batch size: compiled once
+            for request_id, stored_digest, text in db.execute(query, (member_id, *chunk)):
+                record = json.loads(text)
+                outcome = SubmitOutcome(**record["outcome"]) if record.get("kind") == "submit" else None
+                known[request_id] = (bytes(stored_digest), outcome)
+        return known
 
     def retract(
         self, member_id: int, request_id: str, request_digest: bytes, entry_id: int, reason: str, now: float
@@ -758,14 +806,25 @@ class SqliteStore(Store):
             cursor.close()
 
     def changes_since(self, position: str, limit: int = 10_000) -> tuple[list[Change], str]:
-        rows = (
-            self._reader()
-            .execute("SELECT seq, payload FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (int(position or 0), limit))
-            .fetchall()
-        )
+        db = self._reader()
+        rows = db.execute(
+            "SELECT seq, payload FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (int(position or 0), limit)
+        ).fetchall()
         if not rows:
             return [], position
-        return [changes.decode(r[1]) for r in rows], str(rows[-1][0])
+        found: list[Change] = []
+        for _, payload in rows:
+            body = json.loads(payload)
+            if body["kind"] == _SIGNAL_ROWS:
+                found.append(SignalsAdded(tuple(self._signal_rows(db, body["first"], body["last"]))))
+            else:
+                found.append(changes.from_body(body))
+        return found, str(rows[-1][0])
+
+    def _signal_rows(self, db: sqlite3.Connection, first: int, last: int) -> Iterator[IndexedSignal]:
+        query = "SELECT id, entry_id, type, version, value, variant FROM signals WHERE id BETWEEN ? AND ? ORDER BY id"
+        for row in db.execute(query, (first, last)):
+            yield IndexedSignal(row[0], row[1], row[2], row[3], bytes(row[4]), row[5])
 
     # Keys
 
@@ -1316,6 +1375,46 @@ class SqliteStore(Store):
             )
             for member_id in sorted(given.keys() | received.keys())
         ]
+
+
+def _request_id(row: tuple[object, ...]) -> str:
+    return str(row[1])
+
+
+# Rows per multi-row statement, at most: enough that a batch is a handful of statements.
+_MOST_ROWS_PER_STATEMENT = 4096
+_FEWEST_ROWS_PER_STATEMENT = 16
+
+
+def _rows_per_statement(db: sqlite3.Connection, width: int) -> int:
+    return max(1, min(_MOST_ROWS_PER_STATEMENT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+
+
+def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """``INSERT INTO {into}`` of ``rows``, up to thousands per statement.
+
+    executemany steps one row at a time, letting go of the GIL around each step and
+    waiting to take it back: while another thread runs Python (an import parsing its
+    next batch) that wait is up to the interpreter's switch interval (5 ms) per row.
+    One statement of many rows waits once. Statements have a power-of-two number of
+    rows, so a few shapes are compiled once and reused (compiling costs as much as
+    inserting); the last, short one is padded with NULL rows, which it skips (a row's
+    first value, its id, is never NULL)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    size = _rows_per_statement(db, width)
+    start = 0
+    while start < len(rows):
+        left = len(rows) - start
+        while size > _FEWEST_ROWS_PER_STATEMENT and size > left:
+            size //= 2
+        chunk = rows[start : start + size]
+        start += size
+        flat = list(itertools.chain.from_iterable(chunk))
+        flat.extend(itertools.repeat(None, width * (size - len(chunk))))
+        values = ",".join(["(" + ",".join("?" * width) + ")"] * size)
+        db.execute(f"INSERT INTO {into} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL", flat)
 
 
 def _reviewed(confirmed: bool, disabled: bool, decision: ReviewDecision) -> tuple[bool, bool]:
