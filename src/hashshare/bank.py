@@ -23,6 +23,7 @@ from .feed import FeedFollower, SnapshotWriter
 from .index import SignalIndex
 from .index.snapshot import snapshot_directory
 from .matching import (
+    CLUSTERING_THRESHOLDS,
     DEFAULT_THRESHOLDS,
     Candidates,
     MatchOutcome,
@@ -193,7 +194,7 @@ class Bank:
                 IndexedSignal(row, local, s.type, s.version, s.value, s.variant)
                 for row, (local, s) in enumerate(rows, 1)
             )
-            earlier = find_candidates_many(batch, [(draft.signals, DEFAULT_THRESHOLDS) for _, _, draft in items])
+            earlier = find_candidates_many(batch, [(draft.signals, CLUSTERING_THRESHOLDS) for _, _, draft in items])
             summaries = {n + 1: EntrySummary(n + 1, draft.category, 1, True) for n, (_, _, draft) in enumerate(items)}
             planned: list[BatchSubmission] = []
             for n, ((request_id, digest, draft), join_entry_id) in enumerate(zip(items, clusters, strict=True)):
@@ -214,7 +215,7 @@ class Bank:
     def _clusters_for(self, items: Sequence[Sequence[Signal]]) -> list[int | None]:
         """``_cluster_for`` of each item, searched in one batch per sub-index and with
         one read of the entries found (per item, the searches cost more than the write)."""
-        found = find_candidates_many(self.index, [(signals, DEFAULT_THRESHOLDS) for signals in items])
+        found = find_candidates_many(self.index, [(signals, CLUSTERING_THRESHOLDS) for signals in items])
         entry_ids = {e for candidates in found for e in candidates.evidence if e > 0}  # not the allow-list's
         summaries = self.store.entry_summaries(sorted(entry_ids)) if entry_ids else {}
         clusters: list[int | None] = []
