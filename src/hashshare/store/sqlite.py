@@ -764,9 +764,11 @@ class SqliteStore(Store):
     def add_sightings(self, sightings: Sequence[Sighting]) -> None:
         if not sightings:
             return
+        # Written while lookups run on other threads: in few statements (see _insert).
         with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO sightings (entry_id, member_id, at, verdict) VALUES (?, ?, ?, ?)",
+            _insert(
+                db,
+                "sightings (entry_id, member_id, at, verdict)",
                 [(s.entry_id, s.member_id, s.at, s.verdict) for s in sightings],
             )
             self._add_sighting_hours(db, sightings)
@@ -1000,10 +1002,11 @@ class SqliteStore(Store):
         cells: dict[tuple[int, int, int], int] = defaultdict(int)
         for s in sightings:
             cells[s.entry_id, s.member_id, hour_of(s.at)] += 1
-        db.executemany(
-            "INSERT INTO sighting_hours (entry_id, member_id, hour, count) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (entry_id, member_id, hour) DO UPDATE SET count = count + excluded.count",
+        _insert(
+            db,
+            "sighting_hours (entry_id, member_id, hour, count)",
             [(*cell, count) for cell, count in cells.items()],
+            " ON CONFLICT (entry_id, member_id, hour) DO UPDATE SET count = count + excluded.count",
         )
 
     def report_actions(
@@ -1390,8 +1393,9 @@ def _rows_per_statement(db: sqlite3.Connection, width: int) -> int:
     return max(1, min(_MOST_ROWS_PER_STATEMENT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
 
 
-def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]]) -> None:
-    """``INSERT INTO {into}`` of ``rows``, up to thousands per statement.
+def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]], upsert: str = "") -> None:
+    """``INSERT INTO {into}`` of ``rows``, up to thousands per statement (``upsert``: an
+    ON CONFLICT clause; the rows must then have distinct keys).
 
     executemany steps one row at a time, letting go of the GIL around each step and
     waiting to take it back: while another thread runs Python (an import parsing its
@@ -1414,7 +1418,7 @@ def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]
         flat = list(itertools.chain.from_iterable(chunk))
         flat.extend(itertools.repeat(None, width * (size - len(chunk))))
         values = ",".join(["(" + ",".join("?" * width) + ")"] * size)
-        db.execute(f"INSERT INTO {into} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL", flat)
+        db.execute(f"INSERT INTO {into} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL{upsert}", flat)
 
 
 def _reviewed(confirmed: bool, disabled: bool, decision: ReviewDecision) -> tuple[bool, bool]:
