@@ -7,9 +7,10 @@ the issue's "1M images (3 signals each)") and N text entries (MinHash) in a
 fresh SQLite store through the import path, starts `hashshare-server serve`
 on it, and measures: import rate, time until the server reports SERVING,
 the server's memory, Match latency for one client (half near-duplicates of
-stored entries, half unrelated uploads), MatchStream throughput with two
-client processes, and batched-submit ingest over gRPC (SubmitBatch calls of
-1,000 new images from one client, the server's submission quota off).
+stored entries, half unrelated uploads), MatchStream throughput with four
+client processes (and with nghttp2's h2load when it is installed), and
+batched-submit ingest over gRPC (SubmitBatch calls of 1,000 new images from one
+client, the server's submission quota off).
 """
 
 from __future__ import annotations
@@ -153,8 +154,12 @@ def _stream_worker(target: str, token: str, lookups: list[list[Signal]], seconds
     out.put(done)
 
 
-def stream_throughput(target: str, token: str, lookups: list[list[Signal]], clients: int = 2) -> float:
-    """Items per second through MatchStream, several client processes at once."""
+STREAM_CONNECTIONS = 4  # connections (client processes, or h2load's) at once
+
+
+def stream_throughput(target: str, token: str, lookups: list[list[Signal]], clients: int = STREAM_CONNECTIONS) -> float:
+    """Items per second through MatchStream, several client processes at once (each one
+    connection: with two workers, the kernel spreads connections, not streams)."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     workers = [
@@ -171,8 +176,8 @@ def stream_throughput(target: str, token: str, lookups: list[list[Signal]], clie
 
 
 def stream_throughput_h2load(target: str, token: str, lookups: list[list[Signal]], pid: int) -> dict[str, float]:
-    """Items per second through MatchStream driven by nghttp2's h2load (C), two connections
-    each with one stream at a time, and the server's CPU per item: the server's capacity
+    """Items per second through MatchStream driven by nghttp2's h2load (C), STREAM_CONNECTIONS
+    connections each with one stream at a time, and the server's CPU per item: the server's capacity
     without the Python clients' own cost on the same two cores. Each stream is one request
     body of ``H2LOAD_ITEMS`` length-prefixed MatchRequests, answered item by item."""
     messages = [
@@ -184,7 +189,7 @@ def stream_throughput_h2load(target: str, token: str, lookups: list[list[Signal]
         request.write(body)
         request.flush()
         before = server_cpu_seconds(pid)
-        command = ["h2load", "--clients", "2", "--threads", "1", "--max-concurrent-streams", "1",
+        command = ["h2load", "--clients", str(STREAM_CONNECTIONS), "--threads", "1", "--max-concurrent-streams", "1",
                    "--warm-up-time", "1s", "--duration", f"{STREAM_SECONDS:.0f}s", "--data", request.name,
                    "--header", "content-type: application/grpc", "--header", "te: trailers",
                    "--header", f"authorization: Bearer {token}", f"http://{target}{STREAM_METHOD}"]  # fmt: skip
