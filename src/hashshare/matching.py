@@ -26,19 +26,6 @@ class Thresholds:
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {t.name: Thresholds(t.block, t.review) for t in SIGNAL_TYPES.values()}
 
 
-def _loosest_blocking(signal_type: SignalType) -> float:
-    pair = signal_type.pair if signal_type.pair is not None else signal_type.block
-    return pair if signal_type.looser_than(pair, signal_type.block) else signal_type.block
-
-
-# Where a submission belongs depends only on the evidence that can block (``blocking_entries``):
-# a hit beyond both the block and the pair thresholds is review-only and changes nothing, so
-# clustering searches no further (pHash and dHash at 10 bits instead of 12: a third of the probes).
-CLUSTERING_THRESHOLDS: dict[str, Thresholds] = {
-    t.name: Thresholds(t.block, _loosest_blocking(t)) for t in SIGNAL_TYPES.values()
-}
-
-
 @dataclass(frozen=True)
 class Evidence:
     signal_type: str
@@ -242,6 +229,14 @@ def _pair_threshold(signal_type: SignalType, limits: Thresholds) -> float:
     """The type's pair threshold, never stricter than the request's block threshold."""
     pair = signal_type.pair if signal_type.pair is not None else signal_type.block
     return limits.block if signal_type.looser_than(limits.block, pair) else pair
+
+
+# Where a submission belongs depends only on the evidence that can block (``blocking_entries``):
+# a hit beyond both the block and the pair thresholds is review-only and changes nothing, so
+# clustering searches no further (pHash and dHash at 10 bits instead of 12: a third of the probes).
+CLUSTERING_THRESHOLDS: dict[str, Thresholds] = {
+    t.name: Thresholds(t.block, _pair_threshold(t, DEFAULT_THRESHOLDS[t.name])) for t in SIGNAL_TYPES.values()
+}
 
 
 def _fused_verdict(evidence: Iterable[Evidence]) -> Verdict:

@@ -87,15 +87,9 @@ class SummaryTable:
         self.flags[ids] = np.where(
             fits, _KNOWN | np.where(corroborations > 0, _ACTIVE, 0) | np.where(trusted, _TRUSTED, 0), 0
         )
-        for summary in step.others.values():  # feedback or a review: few entries
-            if max(summary.endorsers, summary.disputes, summary.corroborations) > _SMALL:
-                self.flags[summary.entry_id] = 0
-                continue
-            self.endorsers[summary.entry_id] = summary.endorsers
-            self.disputes[summary.entry_id] = summary.disputes
-            self.flags[summary.entry_id] |= (_CONFIRMED if summary.confirmed else 0) | (
-                _DISABLED if summary.disabled else 0
-            )
+        # Entries with feedback or a review (few) are written whole, as a lookup's are.
+        for refused in self.put(step.others.values()):
+            self.flags[refused.entry_id] = 0
 
     def _grow(self, size: int) -> None:
         if size <= len(self.flags):

@@ -717,10 +717,7 @@ class SqliteStore(Store):
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             rows, inputs = self._summary_rows(db, f"IN ({','.join('?' * len(chunk))})", chunk)
-            for entry_id, category, members, any_trusted in rows:
-                summaries[entry_id] = EntrySummary(
-                    entry_id, category, members, members > 0, trusted=bool(any_trusted), **inputs.get(entry_id, {})
-                )
+            summaries.update((row[0], _entry_summary(row, inputs)) for row in rows)
         return summaries
 
     def entry_summaries_after(self, entry_id: int, limit: int) -> SummaryColumns | None:
@@ -733,11 +730,7 @@ class SqliteStore(Store):
         rows, inputs = self._summary_rows(db, "BETWEEN ? AND ?", [entry_id + 1, high])
         rows.sort()
         entry_ids, categories, corroborations, trusted = (list(column) for column in zip(*rows, strict=True))
-        others = {
-            n: EntrySummary(n, categories[i], corroborations[i], corroborations[i] > 0, trusted[i] == 1, **inputs[n])
-            for i, n in enumerate(entry_ids)
-            if n in inputs
-        }
+        others = {row[0]: _entry_summary(row, inputs) for row in rows if row[0] in inputs}
         return SummaryColumns(entry_ids, categories, corroborations, [t == 1 for t in trusted], others)
 
     def _summary_rows(
@@ -1380,6 +1373,12 @@ class SqliteStore(Store):
         ]
 
 
+def _entry_summary(row: tuple[int, str, int, int], inputs: dict[int, dict[str, Any]]) -> EntrySummary:
+    """A ``_summary_rows`` row and its entry's feedback and review inputs, as a summary."""
+    entry_id, category, members, any_trusted = row
+    return EntrySummary(entry_id, category, members, members > 0, trusted=bool(any_trusted), **inputs.get(entry_id, {}))
+
+
 def _request_id(row: tuple[object, ...]) -> str:
     return str(row[1])
 
@@ -1403,7 +1402,7 @@ def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]
     One statement of many rows waits once. Statements have a power-of-two number of
     rows, so a few shapes are compiled once and reused (compiling costs as much as
     inserting); the last, short one is padded with NULL rows, which it skips (a row's
-    first value, its id, is never NULL)."""
+    first value is never NULL: an id, or an entry id)."""
     if not rows:
         return
     width = len(rows[0])
