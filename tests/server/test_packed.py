@@ -60,10 +60,15 @@ def test_block_packed_ids_are_found_and_blocks_spanning_2_to_the_32_refused() ->
     packed = BlockPacked.pack(ids)
     assert packed.nbytes < 2 * len(ids)  # about 4 bits an id here, plus the blocks' bookkeeping
     for position in (0, 63, 64, 500, 999):
-        assert packed.search_sorted(int(ids[position])) == position
-    assert packed.search_sorted(int(ids[0]) - 1) == -1 and packed.search_sorted(int(ids[-1]) + 1) == -1
+        assert packed.search_sorted(ids[position : position + 1]).tolist() == [position]
+    assert packed.search_sorted(ids).tolist() == list(range(len(ids)))
+    assert packed.search_sorted(np.array([ids[0] - 1, ids[-1] + 1])).tolist() == [-1, -1]
     before_gaps = ids[:-1][ids[1:] - ids[:-1] > 1]  # v + 1 is absent for each of these
     assert len(before_gaps) > 50
-    assert all(packed.search_sorted(int(v) + 1) == -1 for v in before_gaps)
+    assert (packed.search_sorted(before_gaps + 1) == -1).all()
+    # Found and absent values mixed, in any order, the last block's tail included.
+    mixed = np.concatenate([before_gaps + 1, ids[::-7], [ids[-1], ids[-1] + 5]])
+    expected = [int(np.searchsorted(ids, v)) if v in set(ids.tolist()) else -1 for v in mixed.tolist()]
+    assert packed.search_sorted(mixed).tolist() == expected
     with pytest.raises(ValueError):
         BlockPacked.pack(np.array([0, 2**32], dtype=np.int64))

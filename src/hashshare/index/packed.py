@@ -227,12 +227,21 @@ class BlockPacked:
         """Every value, as int64."""
         return self.take(np.arange(self.count, dtype=np.int64))
 
-    def search_sorted(self, value: int) -> int:
-        """Where ``value`` is, or -1, in ascending values (one block decoded, not all)."""
-        block = int(np.searchsorted(self.bases, value, side="right")) - 1
-        if block < 0:
-            return -1
-        first = block * self.BLOCK
-        values = self.take(np.arange(first, min(self.count, first + self.BLOCK), dtype=np.int64))
-        found = int(np.searchsorted(values, value))
-        return first + found if found < len(values) and values[found] == value else -1
+    def search_sorted(self, values: np.ndarray) -> np.ndarray:
+        """Where each of ``values`` is, or -1, in ascending values: the one block that may
+        hold each is decoded, never the whole array (int64 positions)."""
+        values = np.asarray(values, dtype=np.int64)
+        found = np.full(len(values), -1, dtype=np.int64)
+        block = np.searchsorted(self.bases, values, side="right") - 1
+        inside = np.flatnonzero(block >= 0)
+        if not len(inside):
+            return found
+        # Each candidate block's values as a row (the last block's tail repeats its last value).
+        firsts = block[inside] * self.BLOCK
+        spans = np.minimum(firsts[:, None] + np.arange(self.BLOCK), self.count - 1)
+        decoded = self.take(spans.ravel()).reshape(spans.shape)
+        offsets = (decoded < values[inside, None]).sum(axis=1)
+        offsets = np.minimum(offsets, self.BLOCK - 1)
+        hit = decoded[np.arange(len(inside)), offsets] == values[inside]
+        found[inside[hit]] = spans[hit, offsets[hit]]
+        return found

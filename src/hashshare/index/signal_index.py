@@ -90,10 +90,7 @@ class SignalIndex:
         return index
 
     def add(self, row: IndexedSignal) -> None:
-        region = region_of(row.variant)
-        # A type or view this server no longer knows stays in the store only.
-        if row.type in SIGNAL_TYPES and region is not None:
-            self._index_for((row.type, row.version, region)).add(row.row_id, row.entry_id, row.value)
+        self.add_many([row])
 
     def remove(self, row_id: int) -> None:
         for index in list(self._indexes.values()):
@@ -102,8 +99,8 @@ class SignalIndex:
 
     def apply(self, change: Change) -> None:
         if isinstance(change, SignalsAdded):
-            for row in change.rows:
-                self.add(row)
+            # A SubmitBatch adds thousands of rows: each sub-index takes its share at once.
+            self.add_many(change.rows)
         elif isinstance(change, SignalsRemoved):
             for row_id in change.row_ids:
                 self.remove(row_id)
@@ -120,8 +117,9 @@ class SignalIndex:
         return index.search_many(values, threshold) if index is not None else [[] for _ in values]
 
     def add_many(self, rows: Iterable[IndexedSignal], batch: int = _BATCH) -> int:
-        """Bulk load (a server's start-up): rows are grouped per sub-index, ``batch`` at a
-        time, as compact arrays, then each sub-index is built once. How many rows were read."""
+        """Add rows at once (a server's start-up, a batch from the feed): rows are grouped per
+        sub-index, ``batch`` at a time, as compact arrays, then each sub-index takes its share
+        in one call (``SubIndex.add_many``). How many rows were read."""
         staged: dict[tuple[str, str, str], _Staged | None] = {}  # by type, version and variant
         count = 0
         iterator = iter(rows)
