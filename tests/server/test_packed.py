@@ -42,6 +42,21 @@ def test_monotone_values_come_back_with_blocks_as_wide_as_they_need(count: int) 
         BlockPacked(packed.data[:-1], packed.widths, packed.bases, count)
 
 
+@pytest.mark.parametrize("widest", [9, 28, 29, 32])
+def test_block_packed_pairs_are_neighbours_across_blocks_and_wide_ones(widest: int) -> None:
+    # Bucket offsets are read as (start, end) pairs, mostly from one 8-byte window; a pair
+    # straddling two blocks, or a block wider than 28 bits, is read apart.
+    rng = np.random.default_rng(widest)
+    steps = rng.integers(0, 4, size=2000)
+    steps[700] = 2 ** (widest - 1)  # one block as wide as ``widest`` bits
+    values = np.cumsum(steps).astype(np.int64)
+    packed = BlockPacked.pack(values)
+    assert int(packed.widths.max()) == widest
+    picked = np.concatenate([rng.integers(0, len(values) - 1, size=500), np.arange(63, len(values) - 1, 64), [0]])
+    first, second = packed.take_pairs(picked)
+    assert np.array_equal(first, values[picked]) and np.array_equal(second, values[picked + 1])
+
+
 def test_flags_clear_one_row_at_a_time() -> None:
     flags = Flags(21)
     assert flags.nbytes == 3 and bool(flags.mask().all()) and len(flags) == 21
