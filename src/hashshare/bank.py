@@ -33,6 +33,7 @@ from .matching import (
     decide,
     find_candidates,
     find_candidates_many,
+    find_clustering_candidates,
 )
 from .model import (
     AllowedItem,
@@ -215,7 +216,7 @@ class Bank:
     def _clusters_for(self, items: Sequence[Sequence[Signal]]) -> list[int | None]:
         """``_cluster_for`` of each item, searched in one batch per sub-index and with
         one read of the entries found (per item, the searches cost more than the write)."""
-        found = find_candidates_many(self.index, [(signals, CLUSTERING_THRESHOLDS) for signals in items])
+        found = find_clustering_candidates(self.index, items)
         entry_ids = {e for candidates in found for e in candidates.evidence if e > 0}  # not the allow-list's
         summaries = self.store.entry_summaries(sorted(entry_ids)) if entry_ids else {}
         clusters: list[int | None] = []

@@ -239,6 +239,47 @@ CLUSTERING_THRESHOLDS: dict[str, Thresholds] = {
 }
 
 
+# A pair needs two image signals of one view within their pair thresholds, so all but one of the
+# types whose pair threshold is looser than their block threshold (pHash and dHash) can first be
+# searched out to the block threshold alone: a pair has a member among the others, found in full.
+_DEFERRED = sorted(
+    t.name
+    for t in SIGNAL_TYPES.values()
+    if t.name in IMAGE_PERCEPTUAL and t.looser_than(CLUSTERING_THRESHOLDS[t.name].review, t.block)
+)[1:]
+_CLUSTERING_FIRST: dict[str, Thresholds] = {
+    name: Thresholds(limits.block, limits.block) if name in _DEFERRED else limits
+    for name, limits in CLUSTERING_THRESHOLDS.items()
+}
+
+
+def find_clustering_candidates(index: SignalIndex, items: Sequence[Sequence[Signal]]) -> list[Candidates]:
+    """Candidates of each item from which ``blocking_entries`` picks exactly what it picks from
+    ``find_candidates_many`` at ``CLUSTERING_THRESHOLDS``, for less: the deferred types (dHash)
+    are searched out to their block threshold, and an item is searched again in full only when
+    one of its entries holds evidence that a deferred type could complete into a pair. Elsewhere a
+    deferred type's hit between its block and pair thresholds is review-only evidence that neither
+    makes an entry block nor outranks the BLOCK evidence of one that does. (dHash at 6 bits instead
+    of 10: an eighth of the probes.)"""
+    found = find_candidates_many(index, [(signals, _CLUSTERING_FIRST) for signals in items])
+    again = [n for n, candidates in enumerate(found) if _could_pair(candidates)]
+    if again:
+        redone = find_candidates_many(index, [(items[n], CLUSTERING_THRESHOLDS) for n in again])
+        for n, candidates in zip(again, redone, strict=True):
+            found[n] = candidates
+    return found
+
+
+def _could_pair(candidates: Candidates) -> bool:
+    """Whether some entry has paired evidence (within a pair threshold, short of BLOCK) of a type
+    searched in full, which a deferred type's hit of the same view would make a pair."""
+    return any(
+        found.paired and found.verdict is not Verdict.BLOCK and found.signal_type not in _DEFERRED
+        for per_view in candidates.evidence.values()
+        for found in per_view.values()
+    )
+
+
 def _fused_verdict(evidence: Iterable[Evidence]) -> Verdict:
     """BLOCK on one strong agreement (never from a window view alone), or on
     two image signals of one view of the query both within their pair
