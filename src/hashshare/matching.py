@@ -255,11 +255,11 @@ _CLUSTERING_FIRST: dict[str, Thresholds] = {
 
 def find_clustering_candidates(index: SignalIndex, items: Sequence[Sequence[Signal]]) -> list[Candidates]:
     """Candidates of each item from which ``blocking_entries`` picks exactly what it picks from
-    ``find_candidates_many`` at ``CLUSTERING_THRESHOLDS``, for less: the deferred types (dHash)
+    ``find_candidates_many`` at ``CLUSTERING_THRESHOLDS``, for less: the deferred types (pHash)
     are searched out to their block threshold, and an item is searched again in full only when
     one of its entries holds evidence that a deferred type could complete into a pair. Elsewhere a
     deferred type's hit between its block and pair thresholds is review-only evidence that neither
-    makes an entry block nor outranks the BLOCK evidence of one that does. (dHash at 6 bits instead
+    makes an entry block nor outranks the BLOCK evidence of one that does. (pHash at 6 bits instead
     of 10: an eighth of the probes.)"""
     found = find_candidates_many(index, [(signals, _CLUSTERING_FIRST) for signals in items])
     again = [n for n, candidates in enumerate(found) if _could_pair(candidates)]
