@@ -341,21 +341,32 @@ class MIHIndex(SegmentedIndex):
     def _scan_many(
         self, values: np.ndarray, queries: np.ndarray, radius: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A (queries x rows) popcount, in blocks of about a million distances."""
+        """A (queries x rows) popcount, in blocks of about a million distances.
+
+        Wider hashes are compared on their first two words first: a pair within ``radius``
+        bits overall is within it there, while unrelated 256-bit hashes come that close on 128
+        bits about once in 10**8 at radius 31 (2% at 52), so the other words are compared
+        for the few pairs left, which halves the work of a scan."""
         n = len(values)
-        step = max(1, _SCAN_BLOCK // (n * self._words))
+        first = min(self._words, 2)
+        step = max(1, _SCAN_BLOCK // (n * first))
         owners, positions, scores = [], [], []
         for start in range(0, len(queries), step):
             block = queries[start : start + step]
             distances = np.bitwise_count(values[None, :, 0] ^ block[:, None, 0])
-            if self._words > 1:
+            if first > 1:
                 distances = distances.astype(np.int16)
-                for word in range(1, self._words):
-                    distances += np.bitwise_count(values[None, :, word] ^ block[:, None, word])
+                distances += np.bitwise_count(values[None, :, 1] ^ block[:, None, 1])
             found = np.flatnonzero(distances <= radius)  # row-major: by query, then position
-            owners.append(found // n + start)
-            positions.append(found % n)
-            scores.append(distances.ravel()[found])
+            owner, position, score = found // n, found % n, distances.ravel()[found]
+            if self._words > first and len(found):
+                rest = np.bitwise_count(values[position, first:] ^ block[owner, first:]).sum(axis=1, dtype=np.int16)
+                score = score + rest
+                close = np.flatnonzero(score <= radius)
+                owner, position, score = owner[close], position[close], score[close]
+            owners.append(owner + start)
+            positions.append(position)
+            scores.append(score)
         return np.concatenate(owners), np.concatenate(positions), np.concatenate(scores)
 
     def _distances(self, values: np.ndarray, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
