@@ -12,6 +12,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from hashshare_client import Signal, Verdict
@@ -110,6 +111,12 @@ class Bank:
             valid = ", ".join(level.value for level in TrustLevel)
             raise ValueError(f"--new-member-trust must be one of {valid}, got {settings.new_member_trust!r}") from None
         self.policy = VerdictPolicy(disputes_to_review=settings.disputes_to_review)
+        # A SubmitBatch's clustering searches thousands of signals: split between threads.
+        self._search_pool = (
+            ThreadPoolExecutor(settings.submit_search_threads, thread_name_prefix="hashshare-search")
+            if settings.submit_search_threads > 1
+            else None
+        )
 
     def start(self, writes_snapshots: bool = True) -> None:
         """Load the index; the server reports SERVING only after this returns.
@@ -141,6 +148,8 @@ class Bank:
         if snapshots is not None:
             snapshots.stop()  # after the feed: the last snapshot is at its final position
         self.sightings.stop()
+        if self._search_pool is not None:
+            self._search_pool.shutdown()
 
     def now(self) -> float:
         return self._clock()
@@ -216,7 +225,7 @@ class Bank:
     def _clusters_for(self, items: Sequence[Sequence[Signal]]) -> list[int | None]:
         """``_cluster_for`` of each item, searched in one batch per sub-index and with
         one read of the entries found (per item, the searches cost more than the write)."""
-        found = find_clustering_candidates(self.index, items)
+        found = find_clustering_candidates(self.index, items, self._search_pool)
         entry_ids = {e for candidates in found for e in candidates.evidence if e > 0}  # not the allow-list's
         summaries = self.store.entry_summaries(sorted(entry_ids)) if entry_ids else {}
         clusters: list[int | None] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from hashshare_client import Signal, Verdict
@@ -141,11 +142,14 @@ def find_candidates(
 
 
 def find_candidates_many(
-    index: SignalIndex, lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]]
+    index: SignalIndex,
+    lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]],
+    executor: Executor | None = None,
 ) -> list[Candidates]:
     """``find_candidates`` of each ``(signals, thresholds)`` lookup, equal to calling it on
     each, with the signals of all of them searched in one batch per sub-index: the items
-    of a MatchStream share the per-search costs."""
+    of a MatchStream share the per-search costs. With ``executor``, large batches are split
+    between its threads (numpy releases the GIL while it searches)."""
     evidences: list[dict[int, dict[tuple[str, str], Evidence]]] = []
     limits: list[dict[str, SkippedSignal]] = []
     # Per sub-index and radius: (lookup number, signal, unreliable) of every signal to search.
@@ -164,14 +168,41 @@ def find_candidates_many(
             review = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type]).review
             key = (signal.type, signal.version, looked.region, review)
             batches.setdefault(key, []).append((number, signal, bool(reason)))
-    for (type_name, version, region, review), batch in batches.items():
-        results = index.search_many(type_name, version, region, [s.value for _, s, _ in batch], review)
+    searched = _search_batches(index, batches, executor)
+    for batch, results in zip(batches.values(), searched, strict=True):
         for (number, signal, unreliable), hits in zip(batch, results, strict=True):
             if hits:
                 _grade(signal, unreliable, hits, lookups[number][1], evidences[number])
     return [
         Candidates(evidence, (), tuple(limited.values())) for evidence, limited in zip(evidences, limits, strict=True)
     ]
+
+
+# Fewer signals of one sub-index than this are searched in one piece: a part's fixed costs
+# would outweigh what a second thread gains.
+_PARALLEL_PART = 200
+
+
+def _search_batches(
+    index: SignalIndex,
+    batches: Mapping[tuple[str, str, str, float], Sequence[tuple[int, Signal, bool]]],
+    executor: Executor | None,
+) -> list[list[list[Hit]]]:
+    """``index.search_many`` of each batch (per sub-index and radius), in parts over ``executor``'s
+    threads when there is one; the results are those of one search of each batch."""
+    if executor is None or sum(len(batch) for batch in batches.values()) < 2 * _PARALLEL_PART:
+        return [index.search_many(*key[:3], [s.value for _, s, _ in batch], key[3]) for key, batch in batches.items()]
+    parts: list[list[Future[list[list[Hit]]]]] = []
+    for (type_name, version, region, radius), batch in batches.items():
+        values = [s.value for _, s, _ in batch]
+        size = max(_PARALLEL_PART, -(-len(values) // 2))
+        parts.append(
+            [
+                executor.submit(index.search_many, type_name, version, region, values[i : i + size], radius)
+                for i in range(0, len(values), size)
+            ]
+        )
+    return [[hits for part in batch_parts for hits in part.result()] for batch_parts in parts]
 
 
 def _grade(
@@ -253,7 +284,9 @@ _CLUSTERING_FIRST: dict[str, Thresholds] = {
 }
 
 
-def find_clustering_candidates(index: SignalIndex, items: Sequence[Sequence[Signal]]) -> list[Candidates]:
+def find_clustering_candidates(
+    index: SignalIndex, items: Sequence[Sequence[Signal]], executor: Executor | None = None
+) -> list[Candidates]:
     """Candidates of each item from which ``blocking_entries`` picks exactly what it picks from
     ``find_candidates_many`` at ``CLUSTERING_THRESHOLDS``, for less: the deferred types (pHash)
     are searched out to their block threshold, and an item is searched again in full only when
@@ -261,10 +294,10 @@ def find_clustering_candidates(index: SignalIndex, items: Sequence[Sequence[Sign
     deferred type's hit between its block and pair thresholds is review-only evidence that neither
     makes an entry block nor outranks the BLOCK evidence of one that does. (pHash at 6 bits instead
     of 10: an eighth of the probes.)"""
-    found = find_candidates_many(index, [(signals, _CLUSTERING_FIRST) for signals in items])
+    found = find_candidates_many(index, [(signals, _CLUSTERING_FIRST) for signals in items], executor)
     again = [n for n, candidates in enumerate(found) if _could_pair(candidates)]
     if again:
-        redone = find_candidates_many(index, [(items[n], CLUSTERING_THRESHOLDS) for n in again])
+        redone = find_candidates_many(index, [(items[n], CLUSTERING_THRESHOLDS) for n in again], executor)
         for n, candidates in zip(again, redone, strict=True):
             found[n] = candidates
     return found

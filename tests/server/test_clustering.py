@@ -3,6 +3,8 @@ block: it must pick exactly the entries the full (review-radius) search would.""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from PIL import Image
 
@@ -93,6 +95,9 @@ def test_clustering_defers_one_64_bit_type_yet_finds_every_pair(photos: dict[str
         items.append([_flipped(rng, s, 90) if s.type == "image/pdq" else s for s in upload])
     full = find_candidates_many(index, [(item, CLUSTERING_THRESHOLDS) for item in items])
     deferred = find_clustering_candidates(index, items)
+    with ThreadPoolExecutor(2) as pool:  # SubmitBatch's searches, split between two threads
+        assert find_clustering_candidates(index, items, pool) == deferred
+        assert find_candidates_many(index, [(item, CLUSTERING_THRESHOLDS) for item in items], pool) == full
     pairs_only = 0
     for item, expected, found in zip(items, full, deferred, strict=True):
         assert blocking_entries(found, summaries) == blocking_entries(expected, summaries)
