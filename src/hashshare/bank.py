@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from hashshare_client import Signal, Verdict
 
@@ -204,14 +204,14 @@ class Bank:
                 IndexedSignal(row, local, s.type, s.version, s.value, s.variant)
                 for row, (local, s) in enumerate(rows, 1)
             )
-            earlier = find_candidates_many(batch, [(draft.signals, CLUSTERING_THRESHOLDS) for _, _, draft in items])
+            lookups = [(draft.signals, CLUSTERING_THRESHOLDS) for _, _, draft in items]
+            earlier = find_candidates_many(batch, lookups, below=range(1, len(items) + 1))
             summaries = {n + 1: EntrySummary(n + 1, draft.category, 1, True) for n, (_, _, draft) in enumerate(items)}
             planned: list[BatchSubmission] = []
             for n, ((request_id, digest, draft), join_entry_id) in enumerate(zip(items, clusters, strict=True)):
                 join_item = None
-                if join_entry_id is None and n:
-                    before = {local: evidence for local, evidence in earlier[n].evidence.items() if local <= n}
-                    blocking = blocking_entries(replace(earlier[n], evidence=before), summaries)
+                if join_entry_id is None and earlier[n].evidence:
+                    blocking = blocking_entries(earlier[n], summaries)
                     join_item = blocking[0] - 1 if blocking else None
                 planned.append(BatchSubmission(request_id, digest, draft, join_entry_id, join_item))
             outcomes = self.store.submit_many(principal.member_id, planned, self._clock())

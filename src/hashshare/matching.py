@@ -145,11 +145,14 @@ def find_candidates_many(
     index: SignalIndex,
     lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]],
     executor: Executor | None = None,
+    below: Sequence[int] | None = None,
 ) -> list[Candidates]:
     """``find_candidates`` of each ``(signals, thresholds)`` lookup, equal to calling it on
     each, with the signals of all of them searched in one batch per sub-index: the items
     of a MatchStream share the per-search costs. With ``executor``, large batches are split
-    between its threads (numpy releases the GIL while it searches)."""
+    between its threads (numpy releases the GIL while it searches). With ``below``, lookup
+    ``k`` sees only entries whose ids are below ``below[k]`` (the items of one batch indexed
+    together, each of which looks at those before it only)."""
     evidences: list[dict[int, dict[tuple[str, str], Evidence]]] = []
     limits: list[dict[str, SkippedSignal]] = []
     # Per sub-index and radius: (lookup number, signal, unreliable) of every signal to search.
@@ -171,6 +174,8 @@ def find_candidates_many(
     searched = _search_batches(index, batches, executor)
     for batch, results in zip(batches.values(), searched, strict=True):
         for (number, signal, unreliable), hits in zip(batch, results, strict=True):
+            if hits and below is not None:
+                hits = [hit for hit in hits if hit.entry_id < below[number]]
             if hits:
                 _grade(signal, unreliable, hits, lookups[number][1], evidences[number])
     return [
