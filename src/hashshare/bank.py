@@ -64,6 +64,25 @@ from .summaries import SummaryCache
 from .taxonomy import Taxonomy
 
 
+def _joins_within(drafts: Sequence[SubmissionDraft]) -> list[int | None]:
+    """For each item of a batch, the earlier item whose entry it joins (its number) if it
+    matches one at BLOCK strength, the closest first: the items are indexed under local ids
+    1, 2, ... (item n + 1) and searched at once, and item n sees only those before it."""
+    rows = [(n + 1, s) for n, draft in enumerate(drafts) for s in draft.signals]
+    batch = SignalIndex()
+    batch.add_many(
+        IndexedSignal(row, local, s.type, s.version, s.value, s.variant) for row, (local, s) in enumerate(rows, 1)
+    )
+    lookups = [(draft.signals, CLUSTERING_THRESHOLDS) for draft in drafts]
+    earlier = find_candidates_many(batch, lookups, below=range(1, len(drafts) + 1))
+    summaries = {n + 1: EntrySummary(n + 1, draft.category, 1, True) for n, draft in enumerate(drafts)}
+    joins: list[int | None] = []
+    for candidates in earlier:
+        blocking = blocking_entries(candidates, summaries) if candidates.evidence else []
+        joins.append(blocking[0] - 1 if blocking else None)
+    return joins
+
+
 @dataclass(frozen=True)
 class PlatformSpread:
     platform: str  # a stable pseudonym, never the member's name or id
@@ -195,25 +214,16 @@ class Bank:
         self, principal: Principal, items: Sequence[tuple[str, bytes, SubmissionDraft]]
     ) -> list[SubmitOutcome | InvalidArgument]:
         with self._submit_lock:
-            clusters = self._clusters_for([draft.signals for _, _, draft in items])
-            # The batch's own items, under local ids 1, 2, ... (item n + 1), indexed and
-            # searched at once; item n looks only at the hits of items before it.
-            rows = [(n + 1, s) for n, (_, _, draft) in enumerate(items) for s in draft.signals]
-            batch = SignalIndex()
-            batch.add_many(
-                IndexedSignal(row, local, s.type, s.version, s.value, s.variant)
-                for row, (local, s) in enumerate(rows, 1)
-            )
-            lookups = [(draft.signals, CLUSTERING_THRESHOLDS) for _, _, draft in items]
-            earlier = find_candidates_many(batch, lookups, below=range(1, len(items) + 1))
-            summaries = {n + 1: EntrySummary(n + 1, draft.category, 1, True) for n, (_, _, draft) in enumerate(items)}
-            planned: list[BatchSubmission] = []
-            for n, ((request_id, digest, draft), join_entry_id) in enumerate(zip(items, clusters, strict=True)):
-                join_item = None
-                if join_entry_id is None and earlier[n].evidence:
-                    blocking = blocking_entries(earlier[n], summaries)
-                    join_item = blocking[0] - 1 if blocking else None
-                planned.append(BatchSubmission(request_id, digest, draft, join_entry_id, join_item))
+            drafts = [draft for _, _, draft in items]
+            # The batch's own items are clustered among themselves meanwhile, on another thread.
+            pool = self._search_pool
+            within = pool.submit(_joins_within, drafts) if pool is not None else None
+            clusters = self._clusters_for([draft.signals for draft in drafts])
+            joins = within.result() if within is not None else _joins_within(drafts)
+            planned = [
+                BatchSubmission(request_id, digest, draft, join_entry_id, join_item if join_entry_id is None else None)
+                for (request_id, digest, draft), join_entry_id, join_item in zip(items, clusters, joins, strict=True)
+            ]
             outcomes = self.store.submit_many(principal.member_id, planned, self._clock())
             self.feed.catch_up()  # the caller's next Match must see them
         return [o.outcome if isinstance(o, Replayed) else o for o in outcomes]
