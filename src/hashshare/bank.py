@@ -12,7 +12,9 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+import numpy as np
 
 from hashshare_client import Signal, Verdict
 
@@ -25,7 +27,6 @@ from .index.snapshot import snapshot_directory
 from .matching import (
     CLUSTERING_THRESHOLDS,
     DEFAULT_THRESHOLDS,
-    Candidates,
     MatchOutcome,
     Thresholds,
     VerdictPolicy,
@@ -50,7 +51,6 @@ from .model import (
     RetractOutcome,
     Review,
     ReviewDecision,
-    Sighting,
     SubmissionDraft,
     SubmitOutcome,
     TrustLevel,
@@ -200,8 +200,8 @@ class Bank:
             for n, ((request_id, digest, draft), join_entry_id) in enumerate(zip(items, clusters, strict=True)):
                 join_item = None
                 if join_entry_id is None and n:
-                    before = {local: evidence for local, evidence in earlier[n].evidence.items() if local <= n}
-                    blocking = blocking_entries(replace(earlier[n], evidence=before), summaries)
+                    before = earlier[n].where(earlier[n].entry_ids <= n)
+                    blocking = blocking_entries(before, summaries)
                     join_item = blocking[0] - 1 if blocking else None
                 planned.append(BatchSubmission(request_id, digest, draft, join_entry_id, join_item))
             outcomes = self.store.submit_many(principal.member_id, planned, self._clock())
@@ -216,7 +216,7 @@ class Bank:
         """``_cluster_for`` of each item, searched in one batch per sub-index and with
         one read of the entries found (per item, the searches cost more than the write)."""
         found = find_candidates_many(self.index, [(signals, CLUSTERING_THRESHOLDS) for signals in items])
-        entry_ids = {e for candidates in found for e in candidates.evidence if e > 0}  # not the allow-list's
+        entry_ids = {e for candidates in found for e in candidates.entries() if e > 0}  # not the allow-list's
         summaries = self.store.entry_summaries(sorted(entry_ids)) if entry_ids else {}
         clusters: list[int | None] = []
         for candidates in found:
@@ -285,10 +285,8 @@ class Bank:
         if not signals:
             return Verdict.NONE, ()
         found = find_candidates(self.index, signals)
-        mine = {e: v for e, v in found.evidence.items() if e == entry.entry_id or e < 0}
-        outcome = decide(
-            Candidates(mine, found.skipped, found.limited), self.store.entry_summaries([entry.entry_id]), self.policy
-        )
+        mine = found.where((found.entry_ids == entry.entry_id) | (found.entry_ids < 0))
+        outcome = decide(mine, self.store.entry_summaries([entry.entry_id]), self.policy)
         for match in outcome.matches:
             return match.verdict, match.held_reasons
         return Verdict.NONE, ()
@@ -351,18 +349,15 @@ class Bank:
         ``limits`` caps how many matches each outcome describes (all when None)."""
         candidates = find_candidates_many(self.index, lookups)
         # Negative ids are the allow-list's: decide() reads them from the evidence, never as entries.
-        entry_ids = {entry_id for found in candidates for entry_id in found.evidence if entry_id > 0}
-        summaries = self.summaries.entry_summaries(entry_ids) if entry_ids else {}
+        matched = [np.unique(c.entry_ids[c.entry_ids > 0]) for c in candidates]
+        every = np.unique(np.concatenate(matched)) if any(len(ids) for ids in matched) else None
+        facts = self.summaries.facts(every) if every is not None else None
         outcomes = [
-            decide(found, summaries, self.policy, limit)
-            for found, limit in zip(candidates, limits or [None] * len(candidates), strict=True)
+            decide(c, facts.take(ids) if facts is not None else {}, self.policy, limit)
+            for c, ids, limit in zip(candidates, matched, limits or [None] * len(candidates), strict=True)
         ]
-        if entry_ids:
-            now = self._clock()
-            member_id = principal.member_id
-            self.sightings.record_many(
-                Sighting(entry_id, member_id, now, verdict.value)
-                for outcome in outcomes
-                for entry_id, verdict in outcome.seen
+        if every is not None:
+            self.sightings.record_matches(
+                principal.member_id, self._clock(), [(o.seen_entries, o.seen_ranks) for o in outcomes]
             )
         return outcomes

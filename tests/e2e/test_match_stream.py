@@ -65,7 +65,7 @@ def test_batched_candidates_equal_those_of_each_lookup() -> None:
     for (signals, thresholds), together in zip(lookups, batched, strict=True):
         alone = find_candidates(index, signals, thresholds)
         assert together == alone
-        found += len(alone.evidence)
+        found += len(alone.entries())
     assert found > len(queries)  # near lookups find several entries, so the comparison means something
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType, view
 
 from ..model import Change, IndexedSignal, SignalsAdded, SignalsRemoved
-from .base import Hit, SubIndex
+from .base import Found, Hit, SubIndex
 from .exact import ExactIndex
 from .lsh import MinHashLSHIndex
 from .mih import MIHIndex
@@ -118,6 +118,13 @@ class SignalIndex:
         """``search`` for each of ``values`` (signals of one sub-index), in one batched pass."""
         index = self._indexes.get((type_name, version, region))
         return index.search_many(values, threshold) if index is not None else [[] for _ in values]
+
+    def search_arrays(
+        self, type_name: str, version: str, region: str, values: Sequence[bytes], threshold: float
+    ) -> Found:
+        """``search_many``'s hits as arrays (see base.Found)."""
+        index = self._indexes.get((type_name, version, region))
+        return index.search_arrays(values, threshold) if index is not None else Found.of([[] for _ in values])
 
     def add_many(self, rows: Iterable[IndexedSignal], batch: int = _BATCH) -> int:
         """Bulk load (a server's start-up): rows are grouped per sub-index, ``batch`` at a
