@@ -80,6 +80,10 @@ class Spread:
     platforms: tuple[PlatformSpread, ...]
 
 
+# Threads searching an upload's sub-indexes beside the request's own (signal_index.py).
+SEARCH_THREADS = 2
+
+
 class Bank:
     def __init__(
         self, store: Store, settings: Settings, taxonomy: Taxonomy, clock: Callable[[], float] = time.time
@@ -87,7 +91,7 @@ class Bank:
         self.store = store
         self.settings = settings
         self.taxonomy = taxonomy
-        self.index = SignalIndex()
+        self.index = SignalIndex(search_threads=SEARCH_THREADS)
         self.auth = Authenticator(store, settings.token_cache_seconds)
         self.feed = FeedFollower(store, self.index, settings.feed_poll_seconds, self.auth.forget)
         self.sightings = SightingRecorder(store, settings.sighting_flush_seconds)

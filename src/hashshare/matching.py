@@ -246,11 +246,15 @@ def find_candidates_many(
                     _pair_threshold(signal_type, limit),
                 )
             )
-    columns: list[tuple[np.ndarray, ...]] = []
-    for (type_name, version, region, review), batch in batches.items():
-        found = index.search_arrays(type_name, version, region, [item[1] for item in batch], review)
-        if len(found.queries):
-            columns.append(_grade(SIGNAL_TYPES[type_name], batch, found.queries, found.entry_ids, found.scores))
+    searches = [
+        (t, version, region, [item[1] for item in batch], review)
+        for (t, version, region, review), batch in batches.items()
+    ]
+    columns: list[tuple[np.ndarray, ...]] = [
+        _grade(SIGNAL_TYPES[search[0]], batch, found.queries, found.entry_ids, found.scores)
+        for search, batch, found in zip(searches, batches.values(), index.search_arrays_together(searches), strict=True)
+        if len(found.queries)
+    ]
     names = tuple(variant_numbers)
     if not columns:
         return [Candidates(variant_names=names, limited=tuple(limited.values())) for limited in limits]

@@ -69,6 +69,23 @@ def test_batched_candidates_equal_those_of_each_lookup() -> None:
     assert found > len(queries)  # near lookups find several entries, so the comparison means something
 
 
+def test_searches_on_threads_equal_those_in_the_caller() -> None:
+    stored, queries = _bank_and_lookups(seed=5, entries=600, lookups=60)
+    alone, threaded = SignalIndex(), SignalIndex(search_threads=2, parallel_rows=0)
+    row = 0
+    for entry_id, signals in enumerate(stored, 1):
+        for signal in signals:
+            row += 1
+            for index in (alone, threaded):
+                index.add(IndexedSignal(row, entry_id, signal.type, signal.version, signal.value))
+    for signals in queries:
+        # Three sub-indexes a lookup: two searched on the pool, one in the caller.
+        assert find_candidates(threaded, signals) == find_candidates(alone, signals)
+    together = find_candidates_many(threaded, [(signals, DEFAULT_THRESHOLDS) for signals in queries])
+    assert together == [find_candidates(alone, signals) for signals in queries]
+    assert sum(len(c.entries()) for c in together) > len(queries)
+
+
 @pytest.fixture
 def server(server_factory: ServerFactory) -> RunningServer:
     return server_factory()

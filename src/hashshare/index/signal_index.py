@@ -9,6 +9,7 @@ import operator
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -77,10 +78,21 @@ class _Staged:
         self.index.add_many(row_ids, entry_ids, values)
 
 
+# A search: type name, version, region, values, threshold (SignalIndex.search_arrays).
+Search = tuple[str, str, str, Sequence[bytes], float]
+# Sub-indexes smaller than this are searched in the calling thread: handing a search to
+# another thread costs tens of microseconds, more than a small index's search.
+PARALLEL_ROWS = 100_000
+
+
 class SignalIndex:
-    def __init__(self) -> None:
+    def __init__(self, search_threads: int = 0, parallel_rows: int = PARALLEL_ROWS) -> None:
+        """``search_threads``: threads that search sub-indexes alongside the caller (0: none),
+        those of ``parallel_rows`` rows or more."""
+        self._parallel_rows = parallel_rows
         self._lock = threading.Lock()
         self._indexes: dict[IndexKey, SubIndex] = {}
+        self._pool = ThreadPoolExecutor(search_threads, "hashshare-search") if search_threads else None
 
     def _index_for(self, key: IndexKey) -> SubIndex:
         index = self._indexes.get(key)
@@ -125,6 +137,26 @@ class SignalIndex:
         """``search_many``'s hits as arrays (see base.Found)."""
         index = self._indexes.get((type_name, version, region))
         return index.search_arrays(values, threshold) if index is not None else Found.of([[] for _ in values])
+
+    def search_arrays_together(self, searches: Sequence[Search]) -> list[Found]:
+        """``search_arrays`` of each search, the largest sub-indexes' on their own threads.
+
+        An image lookup searches three sub-indexes (PDQ, pHash, dHash); numpy releases the
+        interpreter while it gathers and counts bits, so on two cores the searches of one
+        upload overlap instead of adding up."""
+        if len(searches) < 2 or self._pool is None:
+            return [self.search_arrays(*search) for search in searches]
+        sizes = [len(self._indexes.get(search[:3], ())) for search in searches]
+        # The largest searches on the pool, the smallest here, which would wait anyway.
+        order = sorted(range(len(searches)), key=sizes.__getitem__, reverse=True)
+        if sizes[order[1]] < self._parallel_rows:
+            return [self.search_arrays(*search) for search in searches]
+        futures = {
+            n: self._pool.submit(self.search_arrays, *searches[n]) for n in order[:-1] if sizes[n] >= PARALLEL_ROWS
+        }
+        found = {n: self.search_arrays(*searches[n]) for n in order if n not in futures}
+        found.update((n, future.result()) for n, future in futures.items())
+        return [found[n] for n in range(len(searches))]
 
     def add_many(self, rows: Iterable[IndexedSignal], batch: int = _BATCH) -> int:
         """Bulk load (a server's start-up): rows are grouped per sub-index, ``batch`` at a
