@@ -58,7 +58,7 @@ from .model import (
 from .settings import Settings
 from .sightings import SightingRecorder
 from .store.base import BatchSubmission, Replayed, Store
-from .summaries import SummaryCache
+from .summaries import EntryFacts, SummaryCache
 from .taxonomy import Taxonomy
 
 
@@ -354,11 +354,16 @@ class Bank:
         candidates = find_candidates_many(self.index, lookups)
         # Negative ids are the allow-list's: decide() reads them from the evidence, never as entries.
         matched = [np.unique(c.entry_ids[c.entry_ids > 0]) for c in candidates]
-        every = np.unique(np.concatenate(matched)) if any(len(ids) for ids in matched) else None
-        facts = self.summaries.facts(every) if every is not None else None
+        every = None
+        if any(len(ids) for ids in matched):
+            every = matched[0] if len(matched) == 1 else np.unique(np.concatenate(matched))
+        known: list[EntryFacts | dict[int, EntrySummary]] = [{}] * len(matched)
+        if every is not None:
+            facts = self.summaries.facts(every)
+            known = [facts] if len(matched) == 1 else [facts.take(ids) for ids in matched]
         outcomes = [
-            decide(c, facts.take(ids) if facts is not None else {}, self.policy, limit)
-            for c, ids, limit in zip(candidates, matched, limits or [None] * len(candidates), strict=True)
+            decide(c, facts_of, self.policy, limit)
+            for c, facts_of, limit in zip(candidates, known, limits or [None] * len(candidates), strict=True)
         ]
         if every is not None:
             self.sightings.record_matches(

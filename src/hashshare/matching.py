@@ -261,11 +261,13 @@ def find_candidates_many(
     owners, entry_ids, types, variants, scores, similarities, strong, paired = (
         np.concatenate(c) if len(c) > 1 else c[0] for c in zip(*columns, strict=True)
     )
-    order = np.argsort(owners, kind="stable")
-    bounds = np.searchsorted(owners[order], np.arange(len(lookups) + 1))
+    parts: list[np.ndarray | slice] = [slice(None)]  # one lookup: every row is its own
+    if len(lookups) > 1:
+        order = np.argsort(owners, kind="stable")
+        bounds = np.searchsorted(owners[order], np.arange(len(lookups) + 1))
+        parts = [order[bounds[n] : bounds[n + 1]] for n in range(len(lookups))]
     out = []
-    for number, limited in enumerate(limits):
-        rows = order[bounds[number] : bounds[number + 1]]
+    for rows, limited in zip(parts, limits, strict=True):
         out.append(
             Candidates(
                 entry_ids[rows],

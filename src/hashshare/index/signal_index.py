@@ -93,6 +93,7 @@ class SignalIndex:
         self._lock = threading.Lock()
         self._indexes: dict[IndexKey, SubIndex] = {}
         self._pool = ThreadPoolExecutor(search_threads, "hashshare-search") if search_threads else None
+        self._searching = 0  # callers in search_arrays_together now
 
     def _index_for(self, key: IndexKey) -> SubIndex:
         index = self._indexes.get(key)
@@ -139,21 +140,30 @@ class SignalIndex:
         return index.search_arrays(values, threshold) if index is not None else Found.of([[] for _ in values])
 
     def search_arrays_together(self, searches: Sequence[Search]) -> list[Found]:
-        """``search_arrays`` of each search, the largest sub-indexes' on their own threads.
+        """``search_arrays`` of each search, the largest sub-indexes' on their own threads
+        while no other caller is searching.
 
         An image lookup searches three sub-indexes (PDQ, pHash, dHash); numpy releases the
-        interpreter while it gathers and counts bits, so on two cores the searches of one
-        upload overlap instead of adding up."""
-        if len(searches) < 2 or self._pool is None:
+        interpreter while it gathers and counts bits, so on an otherwise idle server the
+        searches of one upload overlap instead of adding up. Handing a search to a thread
+        costs CPU, though, which a busy server's other requests would rather have."""
+        with self._lock:
+            self._searching += 1
+            alone = self._searching == 1
+        try:
+            if alone and self._pool is not None and len(searches) > 1:
+                return self._overlapped(self._pool, searches)
             return [self.search_arrays(*search) for search in searches]
+        finally:
+            with self._lock:
+                self._searching -= 1
+
+    def _overlapped(self, pool: ThreadPoolExecutor, searches: Sequence[Search]) -> list[Found]:
         sizes = [len(self._indexes.get(search[:3], ())) for search in searches]
         # The largest searches on the pool, the smallest here, which would wait anyway.
         order = sorted(range(len(searches)), key=sizes.__getitem__, reverse=True)
-        if sizes[order[1]] < self._parallel_rows:
-            return [self.search_arrays(*search) for search in searches]
-        futures = {
-            n: self._pool.submit(self.search_arrays, *searches[n]) for n in order[:-1] if sizes[n] >= PARALLEL_ROWS
-        }
+        handed = [n for n in order[:-1] if sizes[n] >= self._parallel_rows]
+        futures = {n: pool.submit(self.search_arrays, *searches[n]) for n in handed}
         found = {n: self.search_arrays(*searches[n]) for n in order if n not in futures}
         found.update((n, future.result()) for n, future in futures.items())
         return [found[n] for n in range(len(searches))]
