@@ -34,6 +34,7 @@ from .matching import (
     decide,
     find_candidates,
     find_candidates_many,
+    find_clustering_candidates,
 )
 from .model import (
     AllowedItem,
@@ -80,10 +81,6 @@ class Spread:
     platforms: tuple[PlatformSpread, ...]
 
 
-# Threads searching an upload's sub-indexes beside the request's own (signal_index.py).
-SEARCH_THREADS = 2
-
-
 class Bank:
     def __init__(
         self, store: Store, settings: Settings, taxonomy: Taxonomy, clock: Callable[[], float] = time.time
@@ -91,7 +88,7 @@ class Bank:
         self.store = store
         self.settings = settings
         self.taxonomy = taxonomy
-        self.index = SignalIndex(search_threads=SEARCH_THREADS)
+        self.index = SignalIndex(search_threads=settings.search_threads)
         self.auth = Authenticator(store, settings.token_cache_seconds)
         self.feed = FeedFollower(store, self.index, settings.feed_poll_seconds, self.auth.forget)
         self.sightings = SightingRecorder(store, settings.sighting_flush_seconds)
@@ -198,14 +195,14 @@ class Bank:
                 IndexedSignal(row, local, s.type, s.version, s.value, s.variant)
                 for row, (local, s) in enumerate(rows, 1)
             )
-            earlier = find_candidates_many(batch, [(draft.signals, CLUSTERING_THRESHOLDS) for _, _, draft in items])
+            lookups = [(draft.signals, CLUSTERING_THRESHOLDS) for _, _, draft in items]
+            earlier = find_candidates_many(batch, lookups, below=range(1, len(items) + 1))
             summaries = {n + 1: EntrySummary(n + 1, draft.category, 1, True) for n, (_, _, draft) in enumerate(items)}
             planned: list[BatchSubmission] = []
             for n, ((request_id, digest, draft), join_entry_id) in enumerate(zip(items, clusters, strict=True)):
                 join_item = None
-                if join_entry_id is None and n:
-                    before = earlier[n].where(earlier[n].entry_ids <= n)
-                    blocking = blocking_entries(before, summaries)
+                if join_entry_id is None and len(earlier[n].entry_ids):
+                    blocking = blocking_entries(earlier[n], summaries)
                     join_item = blocking[0] - 1 if blocking else None
                 planned.append(BatchSubmission(request_id, digest, draft, join_entry_id, join_item))
             outcomes = self.store.submit_many(principal.member_id, planned, self._clock())
@@ -219,7 +216,7 @@ class Bank:
     def _clusters_for(self, items: Sequence[Sequence[Signal]]) -> list[int | None]:
         """``_cluster_for`` of each item, searched in one batch per sub-index and with
         one read of the entries found (per item, the searches cost more than the write)."""
-        found = find_candidates_many(self.index, [(signals, CLUSTERING_THRESHOLDS) for signals in items])
+        found = find_clustering_candidates(self.index, items)
         entry_ids = {e for candidates in found for e in candidates.entries() if e > 0}  # not the allow-list's
         summaries = self.store.entry_summaries(sorted(entry_ids)) if entry_ids else {}
         clusters: list[int | None] = []

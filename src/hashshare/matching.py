@@ -212,11 +212,15 @@ def find_candidates(
 
 
 def find_candidates_many(
-    index: SignalIndex, lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]]
+    index: SignalIndex,
+    lookups: Sequence[tuple[Sequence[Signal], Mapping[str, Thresholds]]],
+    below: Sequence[int] | None = None,
 ) -> list[Candidates]:
     """``find_candidates`` of each ``(signals, thresholds)`` lookup, equal to calling it on
     each, with the signals of all of them searched in one batch per sub-index: the items
-    of a MatchStream share the per-search costs."""
+    of a MatchStream share the per-search costs. With ``below``, lookup ``k`` sees only
+    entries whose ids are below ``below[k]`` (the items of one batch indexed together, each
+    of which looks at those before it only)."""
     limits: list[dict[str, SkippedSignal]] = []
     variant_numbers: dict[str, int] = {}
     # Per sub-index and radius, per signal to search: lookup number, value, variant number,
@@ -261,6 +265,11 @@ def find_candidates_many(
     owners, entry_ids, types, variants, scores, similarities, strong, paired = (
         np.concatenate(c) if len(c) > 1 else c[0] for c in zip(*columns, strict=True)
     )
+    if below is not None:
+        seen = entry_ids < np.asarray(below, dtype=np.int64)[owners]
+        owners, entry_ids, types, variants, scores, similarities, strong, paired = (
+            column[seen] for column in (owners, entry_ids, types, variants, scores, similarities, strong, paired)
+        )
     parts: list[np.ndarray | slice] = [slice(None)]  # one lookup: every row is its own
     if len(lookups) > 1:
         order = np.argsort(owners, kind="stable")
@@ -332,6 +341,44 @@ def _pair_threshold(signal_type: SignalType, limits: Thresholds) -> float:
 CLUSTERING_THRESHOLDS: dict[str, Thresholds] = {
     t.name: Thresholds(t.block, _pair_threshold(t, DEFAULT_THRESHOLDS[t.name])) for t in SIGNAL_TYPES.values()
 }
+
+
+# A pair needs two image signals of one view within their pair thresholds, so all but one of the
+# types whose pair threshold is looser than their block threshold (pHash and dHash) can first be
+# searched out to the block threshold alone: a pair has a member among the others, found in full.
+_DEFERRED = sorted(
+    t.name
+    for t in SIGNAL_TYPES.values()
+    if t.name in IMAGE_PERCEPTUAL and t.looser_than(CLUSTERING_THRESHOLDS[t.name].review, t.block)
+)[1:]
+_DEFERRED_NUMBERS = np.array([t.name in _DEFERRED for t in _TYPES])
+_CLUSTERING_FIRST: dict[str, Thresholds] = {
+    name: Thresholds(limits.block, limits.block) if name in _DEFERRED else limits
+    for name, limits in CLUSTERING_THRESHOLDS.items()
+}
+
+
+def find_clustering_candidates(index: SignalIndex, items: Sequence[Sequence[Signal]]) -> list[Candidates]:
+    """Candidates of each item from which ``blocking_entries`` picks exactly what it picks from
+    ``find_candidates_many`` at ``CLUSTERING_THRESHOLDS``, for less: the deferred types (pHash)
+    are searched out to their block threshold, and an item is searched again in full only when
+    one of its entries holds evidence that a deferred type could complete into a pair. Elsewhere a
+    deferred type's hit between its block and pair thresholds is review-only evidence that neither
+    makes an entry block nor outranks the BLOCK evidence of one that does. (pHash at 6 bits instead
+    of 10: an eighth of the probes.)"""
+    found = find_candidates_many(index, [(signals, _CLUSTERING_FIRST) for signals in items])
+    again = [n for n, candidates in enumerate(found) if _could_pair(candidates)]
+    if again:
+        redone = find_candidates_many(index, [(items[n], CLUSTERING_THRESHOLDS) for n in again])
+        for n, candidates in zip(again, redone, strict=True):
+            found[n] = candidates
+    return found
+
+
+def _could_pair(candidates: Candidates) -> bool:
+    """Whether some entry has paired evidence (within a pair threshold, short of BLOCK) of a type
+    searched in full, which a deferred type's hit of the same view would make a pair."""
+    return bool(np.any(candidates.paired & ~candidates.strong & ~_DEFERRED_NUMBERS[candidates.types]))
 
 
 @dataclass(frozen=True)

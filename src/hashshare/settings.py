@@ -95,6 +95,12 @@ class Settings:
         "Submissions (Submit calls and SubmitBatch items) one member may make per minute, counted in the store "
         "across processes; more are refused with RESOURCE_EXHAUSTED and flag the member. 0: no limit.",
     )
+    search_threads: int = _setting(
+        2,
+        "Threads that search the index beside a request's own while no other request is searching: an "
+        "upload's image searches overlap and a SubmitBatch's items are split between them (numpy releases "
+        "the GIL while it searches); 0: the request's own thread only.",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from hashshare.api.server import RunningServer
 from hashshare.index import SignalIndex
+from hashshare.index.signal_index import PARALLEL_PART
 from hashshare.matching import DEFAULT_THRESHOLDS, Thresholds, find_candidates, find_candidates_many
 from hashshare.model import IndexedSignal
 from hashshare_client import Client, Signal, signal_types
@@ -81,9 +82,12 @@ def test_searches_on_threads_equal_those_in_the_caller() -> None:
     for signals in queries:
         # Three sub-indexes a lookup: two searched on the pool, one in the caller.
         assert find_candidates(threaded, signals) == find_candidates(alone, signals)
-    together = find_candidates_many(threaded, [(signals, DEFAULT_THRESHOLDS) for signals in queries])
-    assert together == [find_candidates(alone, signals) for signals in queries]
-    assert sum(len(c.entries()) for c in together) > len(queries)
+    # Enough lookups that each sub-index's values are split between the threads and the caller.
+    many = [queries[n % len(queries)] for n in range(3 * PARALLEL_PART)]
+    together = find_candidates_many(threaded, [(signals, DEFAULT_THRESHOLDS) for signals in many])
+    assert together == find_candidates_many(alone, [(signals, DEFAULT_THRESHOLDS) for signals in many])
+    assert together[: len(queries)] == [find_candidates(alone, signals) for signals in queries]
+    assert sum(len(c.entries()) for c in together) > len(many)
 
 
 @pytest.fixture

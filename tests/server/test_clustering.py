@@ -7,7 +7,14 @@ import numpy as np
 from PIL import Image
 
 from hashshare.index import SignalIndex
-from hashshare.matching import CLUSTERING_THRESHOLDS, DEFAULT_THRESHOLDS, blocking_entries, find_candidates
+from hashshare.matching import (
+    CLUSTERING_THRESHOLDS,
+    DEFAULT_THRESHOLDS,
+    blocking_entries,
+    find_candidates,
+    find_candidates_many,
+    find_clustering_candidates,
+)
 from hashshare.model import EntrySummary, IndexedSignal
 from hashshare_client import Signal, signals
 from tests.conftest import encode
@@ -57,3 +64,43 @@ def test_clustering_search_finds_the_same_blocking_entries(photos: dict[str, Ima
         review_only += len(full.entries() - narrow.entries())
     assert blocking > len(uploads), "copies within the thresholds block"
     assert review_only > 0, "the full search saw entries the clustering search skipped"
+
+
+def test_clustering_defers_one_64_bit_type_yet_finds_every_pair(photos: dict[str, Image.Image]) -> None:
+    # Stored copies of each photo with pHash and dHash drifted apart by every pair of distances
+    # around their block (6) and pair (10) thresholds, and PDQ near (blocks alone) or far: the
+    # entries that block through a pair alone, through one signal, or not at all.
+    rng = np.random.default_rng(5)
+    uploads = [signals.from_image(encode(photo)) for photo in list(photos.values())[:3]]
+    index = SignalIndex()
+    threaded = SignalIndex(search_threads=2, parallel_rows=0)  # SubmitBatch's searches, split between threads
+    summaries: dict[int, EntrySummary] = {}
+    row = 0
+    for upload in uploads:
+        for phash_flips in (0, 5, 6, 7, 9, 10, 11, 14):
+            for dhash_flips in (0, 6, 7, 8, 10, 11):
+                for pdq_flips in (4, 70):
+                    entry_id = len(summaries) + 1
+                    summaries[entry_id] = EntrySummary(entry_id, "hate_speech", 1, True)
+                    # The file's exact hashes differ: a copy is not the same file.
+                    flips = {"image/phash": phash_flips, "image/dhash": dhash_flips, "image/pdq": pdq_flips}
+                    for signal in upload:
+                        copy = _flipped(rng, signal, flips.get(signal.type, 8))
+                        row += 1
+                        for target in (index, threaded):
+                            target.add(IndexedSignal(row, entry_id, copy.type, copy.version, copy.value, copy.variant))
+    # Items of one batch: each photo as uploaded, then each with its PDQ far from every copy.
+    items = [*uploads]
+    for upload in uploads:
+        items.append([_flipped(rng, s, 90) if s.type == "image/pdq" else s for s in upload])
+    full = find_candidates_many(index, [(item, CLUSTERING_THRESHOLDS) for item in items])
+    deferred = find_clustering_candidates(index, items)
+    assert find_clustering_candidates(threaded, items) == deferred
+    assert find_candidates_many(threaded, [(item, CLUSTERING_THRESHOLDS) for item in items]) == full
+    pairs_only = 0
+    for item, expected, found in zip(items, full, deferred, strict=True):
+        assert blocking_entries(found, summaries) == blocking_entries(expected, summaries)
+        review = find_candidates(index, item, DEFAULT_THRESHOLDS)
+        assert blocking_entries(found, summaries) == blocking_entries(review, summaries)
+        pairs_only += len(set(blocking_entries(found, summaries)) - set(found.entry_ids[found.strong].tolist()))
+    assert pairs_only > 0, "some entries block through a pair alone"

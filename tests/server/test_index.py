@@ -118,6 +118,38 @@ def test_mih_bulk_load_replayed_feed_and_chunked_segments() -> None:
     assert check_hamming(index, reference, queries, [0, 4, 10, 16]) > 40
 
 
+def test_mih_feed_batches_fill_the_delta_then_become_segments() -> None:
+    # SubmitBatch's rows arrive a thousand at a time: a batch that fits joins the delta,
+    # one that does not turns the delta and itself into a segment. Replays add nothing.
+    rng = np.random.default_rng(21)
+    bank = clustered(rng, 4000, 4, max_flips=20)
+    index, reference = MIHIndex(32, design_radius=31), HammingIndex(32)
+    capacity = segments.DELTA_CAPACITY
+    start = 0
+    removed: set[int] = set()
+    for step, size in enumerate([1, 40, 200, 15, 300, 250, 700, 5, 1200, 90, 600, 400]):
+        chosen = np.arange(start, start + size)
+        # The end of the batch before, again (its rows still there).
+        replayed = np.array([r for r in range(max(0, start - 20), start) if r not in removed], dtype=np.int64)
+        batch = rng.permutation(np.concatenate([chosen, replayed]))
+        before = (index.segment_sizes(), index._state.delta_size)
+        index.add_many(batch * 3, batch + 7, bank[batch])
+        for row_id in chosen.tolist():
+            reference.add(row_id * 3, row_id + 7, bank[row_id].tobytes())
+        if before[1] + size <= capacity:
+            assert index.segment_sizes() == before[0] and index._state.delta_size == before[1] + size
+        else:
+            assert index._state.delta_size == 0 and sum(index.segment_sizes()) >= len(reference)
+        start += size
+        if step % 3 == 1:  # removals in the delta and in segments
+            for row_id in rng.choice(start, size=10, replace=False).tolist():
+                assert index.remove(row_id * 3) == reference.remove(row_id * 3)
+                removed.add(row_id)
+        assert len(index) == len(reference)
+    queries = [near(rng, bank[int(rng.integers(start))], int(rng.integers(0, 32))) for _ in range(30)]
+    assert check_hamming(index, reference, queries, [0, 15, 31]) > 30
+
+
 def test_chunking_follows_bank_size_and_pigeonhole() -> None:
     small, large = choose_widths(64, 100_000, 10), choose_widths(64, 10_000_000, 10)
     assert small is not None and large is not None and sum(small) <= 64 and sum(large) <= 64

@@ -42,6 +42,21 @@ def test_monotone_values_come_back_with_blocks_as_wide_as_they_need(count: int) 
         BlockPacked(packed.data[:-1], packed.widths, packed.bases, count)
 
 
+@pytest.mark.parametrize("widest", [9, 28, 29, 32])
+def test_block_packed_pairs_are_neighbours_across_blocks_and_wide_ones(widest: int) -> None:
+    # Bucket offsets are read as (start, end) pairs, mostly from one 8-byte window; a pair
+    # straddling two blocks, or a block wider than 28 bits, is read apart.
+    rng = np.random.default_rng(widest)
+    steps = rng.integers(0, 4, size=2000)
+    steps[700] = 2 ** (widest - 1)  # one block as wide as ``widest`` bits
+    values = np.cumsum(steps).astype(np.int64)
+    packed = BlockPacked.pack(values)
+    assert int(packed.widths.max()) == widest
+    picked = np.concatenate([rng.integers(0, len(values) - 1, size=500), np.arange(63, len(values) - 1, 64), [0]])
+    first, second = packed.take_pairs(picked)
+    assert np.array_equal(first, values[picked]) and np.array_equal(second, values[picked + 1])
+
+
 def test_flags_clear_one_row_at_a_time() -> None:
     flags = Flags(21)
     assert flags.nbytes == 3 and bool(flags.mask().all()) and len(flags) == 21
@@ -60,10 +75,15 @@ def test_block_packed_ids_are_found_and_blocks_spanning_2_to_the_32_refused() ->
     packed = BlockPacked.pack(ids)
     assert packed.nbytes < 2 * len(ids)  # about 4 bits an id here, plus the blocks' bookkeeping
     for position in (0, 63, 64, 500, 999):
-        assert packed.search_sorted(int(ids[position])) == position
-    assert packed.search_sorted(int(ids[0]) - 1) == -1 and packed.search_sorted(int(ids[-1]) + 1) == -1
+        assert packed.search_sorted(ids[position : position + 1]).tolist() == [position]
+    assert packed.search_sorted(ids).tolist() == list(range(len(ids)))
+    assert packed.search_sorted(np.array([ids[0] - 1, ids[-1] + 1])).tolist() == [-1, -1]
     before_gaps = ids[:-1][ids[1:] - ids[:-1] > 1]  # v + 1 is absent for each of these
     assert len(before_gaps) > 50
-    assert all(packed.search_sorted(int(v) + 1) == -1 for v in before_gaps)
+    assert (packed.search_sorted(before_gaps + 1) == -1).all()
+    # Found and absent values mixed, in any order, the last block's tail included.
+    mixed = np.concatenate([before_gaps + 1, ids[::-7], [ids[-1], ids[-1] + 5]])
+    expected = [int(np.searchsorted(ids, v)) if v in set(ids.tolist()) else -1 for v in mixed.tolist()]
+    assert packed.search_sorted(mixed).tolist() == expected
     with pytest.raises(ValueError):
         BlockPacked.pack(np.array([0, 2**32], dtype=np.int64))

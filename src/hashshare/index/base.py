@@ -31,6 +31,10 @@ class Found(NamedTuple):
     scores: np.ndarray
 
     @staticmethod
+    def concat(parts: Sequence[Found]) -> Found:
+        return Found(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+    @staticmethod
     def of(hits: Sequence[Sequence[Hit]]) -> Found:
         counts = [len(found) for found in hits]
         return Found(

@@ -182,8 +182,10 @@ class Buckets:
 
     def _ranges(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each slot's bucket as its start in ``positions``, its length and the running end."""
-        both = self.offsets.take(np.concatenate([slots, slots + 1])).astype(np.int64, copy=False)
-        starts, stops = both[: len(slots)], both[len(slots) :]
+        if isinstance(self.offsets, BlockPacked):
+            starts, stops = self.offsets.take_pairs(slots)
+        else:
+            starts, stops = self.offsets[slots].astype(np.int64), self.offsets[slots + 1]
         lengths = stops - starts
         return starts, np.cumsum(lengths), lengths
 

@@ -23,6 +23,8 @@ import numpy as np
 MAX_BITS = 32
 _PAD = 8  # bytes past the last value, so that every value's 8-byte window is in the buffer
 _PACK_BLOCK = 1 << 20  # values packed per step (a multiple of 8: each step fills whole bytes)
+_BLOCK_SHIFT = 6  # BlockPacked's blocks of 64 values
+_MASKS = (np.uint64(1) << np.arange(MAX_BITS + 1, dtype=np.uint64)) - np.uint64(1)  # by width
 
 
 def bits_for(limit: int) -> int:
@@ -138,7 +140,7 @@ class BlockPacked:
     about 2 of bookkeeping. One width for all would be set by the widest block (the largest
     bucket, a cluster of near duplicates; a gap in the ids)."""
 
-    BLOCK = 64
+    BLOCK = 1 << _BLOCK_SHIFT
 
     def __init__(self, data: np.ndarray, widths: np.ndarray, bases: np.ndarray, count: int) -> None:
         blocks = -(-count // self.BLOCK)
@@ -152,10 +154,15 @@ class BlockPacked:
             or (blocks and int(widths.max()) > MAX_BITS)
         ):
             raise ValueError("packed blocks that do not fit their count")
-        self.starts = np.concatenate([[0], np.cumsum(widths.astype(np.int64) * (self.BLOCK // 8))])
-        if len(data) != int(self.starts[-1]) + _PAD:
+        ends = np.cumsum(widths.astype(np.int64) * self.BLOCK)  # each block's end, in bits
+        if len(data) != (int(ends[-1]) // 8 if blocks else 0) + _PAD:
             raise ValueError("packed blocks that do not fit their buffer")
         self.data, self.widths, self.bases, self.count = data, widths, bases, count
+        # Each block's first bit and width in one int64 (bit << 8 | width): a value costs one
+        # gather of them, not two.
+        self._meta = ((ends - widths.astype(np.int64) * self.BLOCK) << 8) | widths.astype(np.int64)
+        # Two neighbours of a block share one 8-byte window while 7 + 2 * width <= 64.
+        self._pairs_share_windows = not blocks or int(widths.max()) <= 28
         self._windows = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
 
     @classmethod
@@ -206,19 +213,44 @@ class BlockPacked:
 
     @property
     def nbytes(self) -> int:
-        return int(self.data.nbytes + self.widths.nbytes + self.bases.nbytes + self.starts.nbytes)
+        return int(self.data.nbytes + self.widths.nbytes + self.bases.nbytes + self._meta.nbytes)
 
     def take(self, indexes: np.ndarray) -> np.ndarray:
         """The values at ``indexes`` (integers in ``[0, len)``), as int64."""
-        indexes = np.asarray(indexes, dtype=np.int64)
-        block = indexes // self.BLOCK
-        widths = self.widths[block]
-        bit = self.starts[block] * 8 + (indexes % self.BLOCK) * widths
+        return self._decode(np.asarray(indexes, dtype=np.int64), False)[0]
+
+    def take_pairs(self, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The values at ``indexes`` and at ``indexes + 1`` (each below ``len - 1``), as int64:
+        a bucket's start and end, read mostly from one window instead of two."""
+        first, second = self._decode(np.asarray(indexes, dtype=np.int64), True)
+        assert second is not None
+        return first, second
+
+    def _decode(self, indexes: np.ndarray, pairs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        block = indexes >> _BLOCK_SHIFT
+        meta = self._meta[block]
+        width = meta & 0xFF
+        within = indexes & (self.BLOCK - 1)
+        bit = (meta >> 8) + within * width
         windows = self._windows[bit >> 3]
         windows >>= (bit & 7).astype(np.uint64)
-        windows &= (np.uint64(1) << widths.astype(np.uint64)) - np.uint64(1)
-        values: np.ndarray = windows.view(np.int64) + self.bases[block]
-        return values
+        masks = _MASKS[width]
+        base = self.bases[block]
+        values: np.ndarray = (windows & masks).view(np.int64) + base
+        if not pairs:
+            return values, None
+        windows >>= width.astype(np.uint64)
+        windows &= masks
+        following: np.ndarray = windows.view(np.int64) + base
+        # The last value of a block has its neighbour in the next block (and wide blocks
+        # may not hold both in one window): those few are decoded on their own.
+        apart = within == self.BLOCK - 1
+        if not self._pairs_share_windows:
+            apart |= width > 28
+        elsewhere = np.flatnonzero(apart)
+        if len(elsewhere):
+            following[elsewhere] = self._decode(indexes[elsewhere] + 1, False)[0]
+        return values, following
 
     def __getitem__(self, indexes: np.ndarray) -> np.ndarray:
         return self.take(indexes)
@@ -227,12 +259,21 @@ class BlockPacked:
         """Every value, as int64."""
         return self.take(np.arange(self.count, dtype=np.int64))
 
-    def search_sorted(self, value: int) -> int:
-        """Where ``value`` is, or -1, in ascending values (one block decoded, not all)."""
-        block = int(np.searchsorted(self.bases, value, side="right")) - 1
-        if block < 0:
-            return -1
-        first = block * self.BLOCK
-        values = self.take(np.arange(first, min(self.count, first + self.BLOCK), dtype=np.int64))
-        found = int(np.searchsorted(values, value))
-        return first + found if found < len(values) and values[found] == value else -1
+    def search_sorted(self, values: np.ndarray) -> np.ndarray:
+        """Where each of ``values`` is, or -1, in ascending values: the one block that may
+        hold each is decoded, never the whole array (int64 positions)."""
+        values = np.asarray(values, dtype=np.int64)
+        found = np.full(len(values), -1, dtype=np.int64)
+        block = np.searchsorted(self.bases, values, side="right") - 1
+        inside = np.flatnonzero(block >= 0)
+        if not len(inside):
+            return found
+        # Each candidate block's values as a row (the last block's tail repeats its last value).
+        firsts = block[inside] * self.BLOCK
+        spans = np.minimum(firsts[:, None] + np.arange(self.BLOCK), self.count - 1)
+        decoded = self.take(spans.ravel()).reshape(spans.shape)
+        offsets = (decoded < values[inside, None]).sum(axis=1)
+        offsets = np.minimum(offsets, self.BLOCK - 1)
+        hit = decoded[np.arange(len(inside)), offsets] == values[inside]
+        found[inside[hit]] = spans[hit, offsets[hit]]
+        return found

@@ -106,15 +106,22 @@ class Segment:
     def live(self) -> int:
         return len(self.rows) - self.dead
 
-    def find(self, row_id: int) -> int:
-        """The live row's position, or -1 (sorted row ids: no per-row dict)."""
+    def find(self, row_ids: np.ndarray) -> np.ndarray:
+        """The position of each of ``row_ids`` (int64) among the live rows, or -1 (sorted
+        row ids: no per-row dict, and one binary search per id)."""
         ids = self.rows.row_ids
         if isinstance(ids, BlockPacked):
-            position = ids.search_sorted(row_id)
+            positions = ids.search_sorted(row_ids)
         else:
-            position = int(np.searchsorted(ids, row_id))
-            position = position if position < len(ids) and ids[position] == row_id else -1
-        return position if position >= 0 and self.alive[position] else -1
+            # Searched in the ids' own dtype: a wider query would make numpy convert all of them.
+            info = np.iinfo(ids.dtype)
+            fits = (row_ids >= info.min) & (row_ids <= info.max)
+            narrow = np.where(fits, row_ids, 0).astype(ids.dtype)
+            positions = np.minimum(np.searchsorted(ids, narrow), len(ids) - 1)
+            positions = np.where(fits & (ids[positions] == narrow), positions, -1)
+        found = np.flatnonzero(positions >= 0)
+        positions[found[~self.alive[positions[found]]]] = -1
+        return positions
 
     def live_rows(self) -> Rows:
         return self.rows if self.dead == 0 else self.rows.take(np.flatnonzero(self.alive.mask()))
@@ -129,9 +136,16 @@ class _Delta:
         self.entry_ids = np.zeros(DELTA_CAPACITY, dtype=np.int64)
         self.alive = np.zeros(DELTA_CAPACITY, dtype=bool)
 
-    def position(self, row_id: int, size: int) -> int:
-        found = np.flatnonzero((self.row_ids[:size] == row_id) & self.alive[:size])
-        return int(found[0]) if len(found) else -1
+    def find(self, row_ids: np.ndarray, size: int) -> np.ndarray:
+        """The position of each of ``row_ids`` among the first ``size`` rows if live there, or -1."""
+        live = np.flatnonzero(self.alive[:size])
+        if not len(live):
+            return np.full(len(row_ids), -1, dtype=np.int64)
+        order = live[np.argsort(self.row_ids[live], kind="stable")]  # live row ids are distinct
+        ordered = self.row_ids[order]
+        at = np.minimum(np.searchsorted(ordered, row_ids), len(order) - 1)
+        positions: np.ndarray = np.where(ordered[at] == row_ids, order[at], -1)
+        return positions
 
     def live_rows(self, size: int) -> Rows:
         keep = np.flatnonzero(self.alive[:size])
@@ -200,22 +214,7 @@ class SegmentedIndex(SubIndex):
         return self._count
 
     def add(self, row_id: int, entry_id: int, value: bytes) -> None:
-        row = self.encode(value)
-        with self._lock:
-            if self._locate(row_id) is not None:
-                return
-            state = self._state
-            if state.delta_size == len(state.delta.row_ids):
-                self._flush()
-                state = self._state
-            delta, position = state.delta, state.delta_size
-            # Past the published size, so no reader looks at these slots yet.
-            delta.values[position] = row
-            delta.row_ids[position] = row_id
-            delta.entry_ids[position] = entry_id
-            delta.alive[position] = True
-            self._state = _State(state.segments, delta, position + 1)
-            self._count += 1
+        self.add_many([row_id], [entry_id], self.encode(value)[None, :])
 
     def add_many(
         self,
@@ -223,9 +222,10 @@ class SegmentedIndex(SubIndex):
         entry_ids: Sequence[int] | np.ndarray,
         values: Sequence[bytes] | np.ndarray,
     ) -> None:
-        """Bulk load as one new segment: ``values`` are signals' bytes or already encoded
-        rows (n, width), which the index may keep without a copy; rows already present
-        (or repeated) are skipped."""
+        """Add rows at once: ``values`` are signals' bytes or already encoded rows (n, width),
+        which the index may keep without a copy; rows already present (or repeated) are
+        skipped. Rows that fit in the delta go there (a batch of the feed); else they and the
+        delta's rows become one new segment (a bulk load)."""
         row_ids = np.asarray(row_ids, dtype=np.int64)
         entry_ids = np.asarray(entry_ids, dtype=np.int64)
         encoded = values if isinstance(values, np.ndarray) else self.encode_many(values)
@@ -242,13 +242,10 @@ class SegmentedIndex(SubIndex):
                 row_ids, entry_ids = row_ids[first], entry_ids[first]
             else:
                 order = None
-            keep = np.ones(len(row_ids), dtype=bool)
             state = self._state
+            keep = state.delta.find(row_ids, state.delta_size) < 0
             for segment in state.segments:
-                keep &= ~self._present(segment, row_ids)
-            if state.delta_size:
-                delta_ids = state.delta.row_ids[: state.delta_size][state.delta.alive[: state.delta_size]]
-                keep &= ~np.isin(row_ids, delta_ids)
+                keep &= segment.find(row_ids) < 0
             if order is not None:
                 picked = encoded[order[keep]]
             elif keep.all():
@@ -258,9 +255,25 @@ class SegmentedIndex(SubIndex):
             if not keep.all():
                 row_ids, entry_ids = row_ids[keep], entry_ids[keep]
             rows = Rows(np.ascontiguousarray(picked, dtype=self._dtype), row_ids, entry_ids)
-            if len(rows):
-                self._count += len(rows)
-                self._publish_segments([*state.segments, self._segment(rows, ordered=True)])
+            if not len(rows):
+                return
+            self._count += len(rows)
+            delta, size = state.delta, state.delta_size
+            if size + len(rows) <= len(delta.row_ids):
+                # Past the published size, so no reader looks at these slots yet.
+                end = size + len(rows)
+                delta.values[size:end] = rows.values
+                delta.row_ids[size:end] = row_ids
+                delta.entry_ids[size:end] = entry_ids
+                delta.alive[size:end] = True
+                self._state = _State(state.segments, delta, end)
+                return
+            live = delta.live_rows(size)
+            if len(live):
+                rows, ordered = Rows.concat([live, rows]), False
+            else:
+                ordered = True
+            self._publish_segments([*state.segments, self._segment(rows, ordered)], fresh_delta=True)
 
     def export_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Live rows of every segment and the delta, encoded, sorted by row id."""
@@ -464,20 +477,14 @@ class SegmentedIndex(SubIndex):
 
     # Internals (writer side, under ``_lock``).
 
-    @staticmethod
-    def _present(segment: Segment, row_ids: np.ndarray) -> np.ndarray:
-        ids = ids_array(segment.rows.row_ids)
-        positions = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
-        present: np.ndarray = (ids[positions] == row_ids) & segment.alive[positions]
-        return present
-
     def _locate(self, row_id: int) -> tuple[Segment | None, int] | None:
         state = self._state
+        wanted = np.array([row_id], dtype=np.int64)
         for segment in state.segments:
-            position = segment.find(row_id)
+            position = int(segment.find(wanted)[0])
             if position >= 0:
                 return segment, position
-        position = state.delta.position(row_id, state.delta_size)
+        position = int(state.delta.find(wanted, state.delta_size)[0])
         return (None, position) if position >= 0 else None
 
     def _segment(self, rows: Rows, ordered: bool = False) -> Segment:
@@ -485,14 +492,6 @@ class SegmentedIndex(SubIndex):
             rows = rows.take(np.argsort(ids_array(rows.row_ids), kind="stable"))
         rows = rows.compact_ids(self._packed_ids)
         return Segment(rows, self.build(rows.values) if len(rows) else None)
-
-    def _flush(self) -> None:
-        state = self._state
-        live = state.delta.live_rows(state.delta_size)
-        segments = list(state.segments)
-        if len(live):
-            segments.append(self._segment(live))
-        self._publish_segments(segments, fresh_delta=True)
 
     def _publish_segments(self, segments: list[Segment], fresh_delta: bool = False) -> None:
         """Merge neighbours of similar size, then publish with the current or a new delta."""

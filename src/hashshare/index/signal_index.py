@@ -83,6 +83,9 @@ Search = tuple[str, str, str, Sequence[bytes], float]
 # Sub-indexes smaller than this are searched in the calling thread: handing a search to
 # another thread costs tens of microseconds, more than a small index's search.
 PARALLEL_ROWS = 100_000
+# Fewer values of one search than this are searched in one piece: a part's fixed costs would
+# outweigh what a second thread gains.
+PARALLEL_PART = 200
 
 
 class SignalIndex:
@@ -92,6 +95,7 @@ class SignalIndex:
         self._parallel_rows = parallel_rows
         self._lock = threading.Lock()
         self._indexes: dict[IndexKey, SubIndex] = {}
+        self._threads = search_threads
         self._pool = ThreadPoolExecutor(search_threads, "hashshare-search") if search_threads else None
         self._searching = 0  # callers in search_arrays_together now
 
@@ -103,10 +107,7 @@ class SignalIndex:
         return index
 
     def add(self, row: IndexedSignal) -> None:
-        region = region_of(row.variant)
-        # A type or view this server no longer knows stays in the store only.
-        if row.type in SIGNAL_TYPES and region is not None:
-            self._index_for((row.type, row.version, region)).add(row.row_id, row.entry_id, row.value)
+        self.add_many([row])
 
     def remove(self, row_id: int) -> None:
         for index in list(self._indexes.values()):
@@ -115,8 +116,8 @@ class SignalIndex:
 
     def apply(self, change: Change) -> None:
         if isinstance(change, SignalsAdded):
-            for row in change.rows:
-                self.add(row)
+            # A SubmitBatch adds thousands of rows: each sub-index takes its share at once.
+            self.add_many(change.rows)
         elif isinstance(change, SignalsRemoved):
             for row_id in change.row_ids:
                 self.remove(row_id)
@@ -140,18 +141,19 @@ class SignalIndex:
         return index.search_arrays(values, threshold) if index is not None else Found.of([[] for _ in values])
 
     def search_arrays_together(self, searches: Sequence[Search]) -> list[Found]:
-        """``search_arrays`` of each search, the largest sub-indexes' on their own threads
-        while no other caller is searching.
+        """``search_arrays`` of each search; while no other caller is searching, the largest
+        run on the search threads beside the caller, and a search of many values (a
+        SubmitBatch's) is split between them.
 
-        An image lookup searches three sub-indexes (PDQ, pHash, dHash); numpy releases the
-        interpreter while it gathers and counts bits, so on an otherwise idle server the
-        searches of one upload overlap instead of adding up. Handing a search to a thread
-        costs CPU, though, which a busy server's other requests would rather have."""
+        numpy releases the interpreter while it gathers and counts bits, so on an otherwise
+        idle server an upload's three image searches (PDQ, pHash, dHash) overlap instead of
+        adding up. Handing a search to a thread costs CPU, though, which a busy server's
+        other requests would rather have."""
         with self._lock:
             self._searching += 1
             alone = self._searching == 1
         try:
-            if alone and self._pool is not None and len(searches) > 1:
+            if alone and self._pool is not None:
                 return self._overlapped(self._pool, searches)
             return [self.search_arrays(*search) for search in searches]
         finally:
@@ -159,18 +161,39 @@ class SignalIndex:
                 self._searching -= 1
 
     def _overlapped(self, pool: ThreadPoolExecutor, searches: Sequence[Search]) -> list[Found]:
-        sizes = [len(self._indexes.get(search[:3], ())) for search in searches]
-        # The largest searches on the pool, the smallest here, which would wait anyway.
-        order = sorted(range(len(searches)), key=sizes.__getitem__, reverse=True)
-        handed = [n for n in order[:-1] if sizes[n] >= self._parallel_rows]
-        futures = {n: pool.submit(self.search_arrays, *searches[n]) for n in handed}
-        found = {n: self.search_arrays(*searches[n]) for n in order if n not in futures}
-        found.update((n, future.result()) for n, future in futures.items())
-        return [found[n] for n in range(len(searches))]
+        # Parts: (search, first value, values); a large search in one part per thread and the caller.
+        parts: list[tuple[int, int, Sequence[bytes]]] = []
+        for n, search in enumerate(searches):
+            values = search[3]
+            size = max(PARALLEL_PART, -(-len(values) // (self._threads + 1)))
+            parts.extend((n, first, values[first : first + size]) for first in range(0, len(values), size))
+        if len(parts) < 2:
+            return [self.search_arrays(*search) for search in searches]
+        sizes = [len(self._indexes.get(searches[n][:3], ())) * len(values) for n, _, values in parts]
+        # The largest parts on the pool, the smallest here, which would wait anyway.
+        order = sorted(range(len(parts)), key=sizes.__getitem__, reverse=True)
+        handed = {k for k in order[:-1] if len(parts[k][2]) >= PARALLEL_PART or sizes[k] >= self._parallel_rows}
+        if not handed:
+            return [self.search_arrays(*search) for search in searches]
+
+        def search_part(k: int) -> Found:
+            n, _, values = parts[k]
+            type_name, version, region, _, threshold = searches[n]
+            return self.search_arrays(type_name, version, region, values, threshold)
+
+        futures = {k: pool.submit(search_part, k) for k in handed}
+        found = {k: search_part(k) for k in range(len(parts)) if k not in futures}
+        found.update((k, future.result()) for k, future in futures.items())
+        by_search: list[list[Found]] = [[] for _ in searches]
+        for k, (n, first, _) in enumerate(parts):
+            part = found[k]
+            by_search[n].append(Found(part.queries + first, part.entry_ids, part.scores))
+        return [pieces[0] if len(pieces) == 1 else Found.concat(pieces) for pieces in by_search]
 
     def add_many(self, rows: Iterable[IndexedSignal], batch: int = _BATCH) -> int:
-        """Bulk load (a server's start-up): rows are grouped per sub-index, ``batch`` at a
-        time, as compact arrays, then each sub-index is built once. How many rows were read."""
+        """Add rows at once (a server's start-up, a batch from the feed): rows are grouped per
+        sub-index, ``batch`` at a time, as compact arrays, then each sub-index takes its share
+        in one call (``SubIndex.add_many``). How many rows were read."""
         staged: dict[tuple[str, str, str], _Staged | None] = {}  # by type, version and variant
         count = 0
         iterator = iter(rows)
