@@ -12,8 +12,9 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import numpy as np
 
 from hashshare_client import Signal, Verdict
 
@@ -26,7 +27,6 @@ from .index.snapshot import snapshot_directory
 from .matching import (
     CLUSTERING_THRESHOLDS,
     DEFAULT_THRESHOLDS,
-    Candidates,
     MatchOutcome,
     Thresholds,
     VerdictPolicy,
@@ -52,7 +52,6 @@ from .model import (
     RetractOutcome,
     Review,
     ReviewDecision,
-    Sighting,
     SubmissionDraft,
     SubmitOutcome,
     TrustLevel,
@@ -60,27 +59,8 @@ from .model import (
 from .settings import Settings
 from .sightings import SightingRecorder
 from .store.base import BatchSubmission, Replayed, Store
-from .summaries import SummaryCache
+from .summaries import EntryFacts, SummaryCache
 from .taxonomy import Taxonomy
-
-
-def _joins_within(drafts: Sequence[SubmissionDraft]) -> list[int | None]:
-    """For each item of a batch, the earlier item whose entry it joins (its number) if it
-    matches one at BLOCK strength, the closest first: the items are indexed under local ids
-    1, 2, ... (item n + 1) and searched at once, and item n sees only those before it."""
-    rows = [(n + 1, s) for n, draft in enumerate(drafts) for s in draft.signals]
-    batch = SignalIndex()
-    batch.add_many(
-        IndexedSignal(row, local, s.type, s.version, s.value, s.variant) for row, (local, s) in enumerate(rows, 1)
-    )
-    lookups = [(draft.signals, CLUSTERING_THRESHOLDS) for draft in drafts]
-    earlier = find_candidates_many(batch, lookups, below=range(1, len(drafts) + 1))
-    summaries = {n + 1: EntrySummary(n + 1, draft.category, 1, True) for n, draft in enumerate(drafts)}
-    joins: list[int | None] = []
-    for candidates in earlier:
-        blocking = blocking_entries(candidates, summaries) if candidates.evidence else []
-        joins.append(blocking[0] - 1 if blocking else None)
-    return joins
 
 
 @dataclass(frozen=True)
@@ -108,7 +88,7 @@ class Bank:
         self.store = store
         self.settings = settings
         self.taxonomy = taxonomy
-        self.index = SignalIndex()
+        self.index = SignalIndex(search_threads=settings.search_threads)
         self.auth = Authenticator(store, settings.token_cache_seconds)
         self.feed = FeedFollower(store, self.index, settings.feed_poll_seconds, self.auth.forget)
         self.sightings = SightingRecorder(store, settings.sighting_flush_seconds)
@@ -130,12 +110,6 @@ class Bank:
             valid = ", ".join(level.value for level in TrustLevel)
             raise ValueError(f"--new-member-trust must be one of {valid}, got {settings.new_member_trust!r}") from None
         self.policy = VerdictPolicy(disputes_to_review=settings.disputes_to_review)
-        # A SubmitBatch's clustering searches thousands of signals: split between threads.
-        self._search_pool = (
-            ThreadPoolExecutor(settings.submit_search_threads, thread_name_prefix="hashshare-search")
-            if settings.submit_search_threads > 1
-            else None
-        )
 
     def start(self, writes_snapshots: bool = True) -> None:
         """Load the index; the server reports SERVING only after this returns.
@@ -167,8 +141,6 @@ class Bank:
         if snapshots is not None:
             snapshots.stop()  # after the feed: the last snapshot is at its final position
         self.sightings.stop()
-        if self._search_pool is not None:
-            self._search_pool.shutdown()
 
     def now(self) -> float:
         return self._clock()
@@ -214,16 +186,25 @@ class Bank:
         self, principal: Principal, items: Sequence[tuple[str, bytes, SubmissionDraft]]
     ) -> list[SubmitOutcome | InvalidArgument]:
         with self._submit_lock:
-            drafts = [draft for _, _, draft in items]
-            # The batch's own items are clustered among themselves meanwhile, on another thread.
-            pool = self._search_pool
-            within = pool.submit(_joins_within, drafts) if pool is not None else None
-            clusters = self._clusters_for([draft.signals for draft in drafts])
-            joins = within.result() if within is not None else _joins_within(drafts)
-            planned = [
-                BatchSubmission(request_id, digest, draft, join_entry_id, join_item if join_entry_id is None else None)
-                for (request_id, digest, draft), join_entry_id, join_item in zip(items, clusters, joins, strict=True)
-            ]
+            clusters = self._clusters_for([draft.signals for _, _, draft in items])
+            # The batch's own items, under local ids 1, 2, ... (item n + 1), indexed and
+            # searched at once; item n looks only at the hits of items before it.
+            rows = [(n + 1, s) for n, (_, _, draft) in enumerate(items) for s in draft.signals]
+            batch = SignalIndex()
+            batch.add_many(
+                IndexedSignal(row, local, s.type, s.version, s.value, s.variant)
+                for row, (local, s) in enumerate(rows, 1)
+            )
+            lookups = [(draft.signals, CLUSTERING_THRESHOLDS) for _, _, draft in items]
+            earlier = find_candidates_many(batch, lookups, below=range(1, len(items) + 1))
+            summaries = {n + 1: EntrySummary(n + 1, draft.category, 1, True) for n, (_, _, draft) in enumerate(items)}
+            planned: list[BatchSubmission] = []
+            for n, ((request_id, digest, draft), join_entry_id) in enumerate(zip(items, clusters, strict=True)):
+                join_item = None
+                if join_entry_id is None and len(earlier[n].entry_ids):
+                    blocking = blocking_entries(earlier[n], summaries)
+                    join_item = blocking[0] - 1 if blocking else None
+                planned.append(BatchSubmission(request_id, digest, draft, join_entry_id, join_item))
             outcomes = self.store.submit_many(principal.member_id, planned, self._clock())
             self.feed.catch_up()  # the caller's next Match must see them
         return [o.outcome if isinstance(o, Replayed) else o for o in outcomes]
@@ -235,8 +216,8 @@ class Bank:
     def _clusters_for(self, items: Sequence[Sequence[Signal]]) -> list[int | None]:
         """``_cluster_for`` of each item, searched in one batch per sub-index and with
         one read of the entries found (per item, the searches cost more than the write)."""
-        found = find_clustering_candidates(self.index, items, self._search_pool)
-        entry_ids = {e for candidates in found for e in candidates.evidence if e > 0}  # not the allow-list's
+        found = find_clustering_candidates(self.index, items)
+        entry_ids = {e for candidates in found for e in candidates.entries() if e > 0}  # not the allow-list's
         summaries = self.store.entry_summaries(sorted(entry_ids)) if entry_ids else {}
         clusters: list[int | None] = []
         for candidates in found:
@@ -305,10 +286,8 @@ class Bank:
         if not signals:
             return Verdict.NONE, ()
         found = find_candidates(self.index, signals)
-        mine = {e: v for e, v in found.evidence.items() if e == entry.entry_id or e < 0}
-        outcome = decide(
-            Candidates(mine, found.skipped, found.limited), self.store.entry_summaries([entry.entry_id]), self.policy
-        )
+        mine = found.where((found.entry_ids == entry.entry_id) | (found.entry_ids < 0))
+        outcome = decide(mine, self.store.entry_summaries([entry.entry_id]), self.policy)
         for match in outcome.matches:
             return match.verdict, match.held_reasons
         return Verdict.NONE, ()
@@ -371,18 +350,20 @@ class Bank:
         ``limits`` caps how many matches each outcome describes (all when None)."""
         candidates = find_candidates_many(self.index, lookups)
         # Negative ids are the allow-list's: decide() reads them from the evidence, never as entries.
-        entry_ids = {entry_id for found in candidates for entry_id in found.evidence if entry_id > 0}
-        summaries = self.summaries.entry_summaries(entry_ids) if entry_ids else {}
+        matched = [np.unique(c.entry_ids[c.entry_ids > 0]) for c in candidates]
+        every = None
+        if any(len(ids) for ids in matched):
+            every = matched[0] if len(matched) == 1 else np.unique(np.concatenate(matched))
+        known: list[EntryFacts | dict[int, EntrySummary]] = [{}] * len(matched)
+        if every is not None:
+            facts = self.summaries.facts(every)
+            known = [facts] if len(matched) == 1 else [facts.take(ids) for ids in matched]
         outcomes = [
-            decide(found, summaries, self.policy, limit)
-            for found, limit in zip(candidates, limits or [None] * len(candidates), strict=True)
+            decide(c, facts_of, self.policy, limit)
+            for c, facts_of, limit in zip(candidates, known, limits or [None] * len(candidates), strict=True)
         ]
-        if entry_ids:
-            now = self._clock()
-            member_id = principal.member_id
-            self.sightings.record_many(
-                Sighting(entry_id, member_id, now, verdict.value)
-                for outcome in outcomes
-                for entry_id, verdict in outcome.seen
+        if every is not None:
+            self.sightings.record_matches(
+                principal.member_id, self._clock(), [(o.seen_entries, o.seen_ranks) for o in outcomes]
             )
         return outcomes

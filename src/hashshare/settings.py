@@ -95,10 +95,11 @@ class Settings:
         "Submissions (Submit calls and SubmitBatch items) one member may make per minute, counted in the store "
         "across processes; more are refused with RESOURCE_EXHAUSTED and flag the member. 0: no limit.",
     )
-    submit_search_threads: int = _setting(
+    search_threads: int = _setting(
         2,
-        "Threads that search the index for the items of one SubmitBatch, which are split between them "
-        "(numpy releases the GIL while it searches); 1: the call's own thread.",
+        "Threads that search the index beside a request's own while no other request is searching: an "
+        "upload's image searches overlap and a SubmitBatch's items are split between them (numpy releases "
+        "the GIL while it searches); 0: the request's own thread only.",
     )
 
 

@@ -7,15 +7,22 @@ the bank, and the README says so.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from hashshare_client import Verdict
 
 from .model import Sighting
 from .store.base import Store
 
 log = logging.getLogger(__name__)
 
+# Verdict names by rank (matching.VERDICT_RANK).
+_VERDICT_NAMES = (Verdict.NONE.value, Verdict.REVIEW.value, Verdict.BLOCK.value)
 _MAX_QUEUED = 100_000
 _MAX_BATCH = 5_000
 
@@ -46,6 +53,13 @@ class SightingRecorder:
                 return
             self._pending.extend(batch[: max(room, 0)])
             self.dropped += len(batch) - max(room, 0)
+
+    def record_matches(self, member_id: int, at: float, seen: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        """``record_many`` of the entries lookups matched: per lookup, the entry ids and
+        the ranks of their verdicts (matching.VERDICT_RANK)."""
+        entries = np.concatenate([ids for ids, _ in seen]).tolist()
+        verdicts = np.array(_VERDICT_NAMES)[np.concatenate([ranks for _, ranks in seen])].tolist()
+        self.record_many(map(Sighting, entries, itertools.repeat(member_id), itertools.repeat(at), verdicts))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hashshare-sightings", daemon=True)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -43,6 +44,72 @@ LOAD_PAUSE_SECONDS = 0.001
 
 _KNOWN, _ACTIVE, _TRUSTED, _CONFIRMED, _DISABLED = 1, 2, 4, 8, 16
 _SMALL = np.iinfo(np.uint16).max  # counts above this are kept in the per-entry cache instead
+
+
+@dataclass(frozen=True)
+class EntryFacts:
+    """The summaries of some entries as columns aligned with ``entry_ids``: Match decides the
+    verdicts of all the entries a lookup found in a few whole-array steps (an upload near a
+    cluster finds thousands). ``found`` is False for an entry that does not exist."""
+
+    entry_ids: np.ndarray
+    found: np.ndarray
+    active: np.ndarray
+    disabled: np.ndarray
+    confirmed: np.ndarray
+    trusted: np.ndarray
+    corroborations: np.ndarray
+    endorsers: np.ndarray
+    disputes: np.ndarray
+    category_codes: np.ndarray
+    category_names: Sequence[str]
+
+    @classmethod
+    def of(cls, entry_ids: np.ndarray, summaries: Mapping[int, EntrySummary]) -> EntryFacts:
+        """The facts of ``entry_ids`` from summary objects (absent ones: not found)."""
+        names: dict[str, int] = {}
+        rows = [summaries.get(entry_id) for entry_id in entry_ids.tolist()]
+        known = [s for s in rows if s is not None]
+        found = np.array([s is not None for s in rows], dtype=bool)
+
+        def column(values: list[object], dtype: type) -> np.ndarray:
+            out: np.ndarray = np.zeros(len(rows), dtype=dtype)
+            out[found] = np.array(values, dtype=dtype)
+            return out
+
+        return cls(
+            entry_ids,
+            found,
+            column([s.active for s in known], bool),
+            column([s.disabled for s in known], bool),
+            column([s.confirmed for s in known], bool),
+            column([s.trusted for s in known], bool),
+            column([s.corroborations for s in known], np.int64),
+            column([s.endorsers for s in known], np.int64),
+            column([s.disputes for s in known], np.int64),
+            column([names.setdefault(s.category, len(names)) for s in known], np.int64),
+            list(names),
+        )
+
+    def take(self, entry_ids: np.ndarray) -> EntryFacts:
+        """The facts of ``entry_ids``, all of them among (ascending) ``self.entry_ids``."""
+        at = np.searchsorted(self.entry_ids, entry_ids)
+        return EntryFacts(
+            entry_ids,
+            self.found[at],
+            self.active[at],
+            self.disabled[at],
+            self.confirmed[at],
+            self.trusted[at],
+            self.corroborations[at],
+            self.endorsers[at],
+            self.disputes[at],
+            self.category_codes[at],
+            self.category_names,
+        )
+
+    def category(self, position: int) -> str:
+        return self.category_names[int(self.category_codes[position])]
 
 
 class SummarySource(Protocol):
@@ -175,6 +242,30 @@ class SummaryTable:
             disabled=bool(flags & _DISABLED),
         )
 
+    def facts(self, entry_ids: np.ndarray) -> tuple[EntryFacts, np.ndarray]:
+        """The facts of ``entry_ids`` (int64) the table knows, and which those are."""
+        flags = self.flags  # read once: a reader that sees these flags sees columns as long
+        if not len(flags):
+            return EntryFacts.of(entry_ids, {}), np.zeros(len(entry_ids), dtype=bool)
+        inside = (entry_ids >= 0) & (entry_ids < len(flags))
+        at = np.where(inside, entry_ids, 0)
+        row_flags = np.where(inside, flags[at], 0)
+        known = (row_flags & _KNOWN) > 0
+        facts = EntryFacts(
+            entry_ids,
+            known,
+            (row_flags & _ACTIVE) > 0,
+            (row_flags & _DISABLED) > 0,
+            (row_flags & _CONFIRMED) > 0,
+            (row_flags & _TRUSTED) > 0,
+            self.corroborations[at].astype(np.int64),
+            self.endorsers[at].astype(np.int64),
+            self.disputes[at].astype(np.int64),
+            self.category[at].astype(np.int64),
+            self.categories,
+        )
+        return facts, known
+
     def forget(self, entry_ids: Iterable[int]) -> None:
         ids = np.fromiter(entry_ids, dtype=np.int64)
         ids = ids[(ids >= 0) & (ids < len(self.flags))]
@@ -230,6 +321,33 @@ class SummaryCache:
                     cached.clear()  # rare (a bank far larger than its hot set): start over
                 cached.update(read)
         return found
+
+    def facts(self, entry_ids: np.ndarray) -> EntryFacts:
+        """``entry_summaries`` of ``entry_ids`` (int64) as columns: from the table where it knows
+        them, in one gather; the others as ``entry_summaries`` reads them."""
+        table = self.table
+        if table is None:
+            return EntryFacts.of(entry_ids, self.entry_summaries(entry_ids.tolist()))
+        facts, known = table.facts(entry_ids)
+        if bool(known.all()):
+            return facts
+        unknown = np.flatnonzero(~known)
+        read = EntryFacts.of(entry_ids[unknown], self.entry_summaries(entry_ids[unknown].tolist()))
+        names = list(facts.category_names)
+        codes = {name: n for n, name in enumerate(names)}
+        for name in read.category_names:
+            codes.setdefault(name, len(names))
+            if len(names) < len(codes):
+                names.append(name)
+        remap = np.array([codes[name] for name in read.category_names] or [0], dtype=np.int64)
+        columns = {}
+        for name in ("found", "active", "disabled", "confirmed", "trusted", "corroborations", "endorsers", "disputes"):
+            column = getattr(facts, name).copy()
+            column[unknown] = getattr(read, name)
+            columns[name] = column
+        category_codes = facts.category_codes.copy()
+        category_codes[unknown] = remap[read.category_codes]
+        return EntryFacts(entry_ids, **columns, category_codes=category_codes, category_names=names)
 
     def forget(self, entry_ids: Iterable[int]) -> None:
         ids = list(entry_ids)

@@ -14,6 +14,7 @@ import pytest
 
 from hashshare.api.server import RunningServer
 from hashshare.index import SignalIndex
+from hashshare.index.signal_index import PARALLEL_PART
 from hashshare.matching import DEFAULT_THRESHOLDS, Thresholds, find_candidates, find_candidates_many
 from hashshare.model import IndexedSignal
 from hashshare_client import Client, Signal, signal_types
@@ -65,8 +66,28 @@ def test_batched_candidates_equal_those_of_each_lookup() -> None:
     for (signals, thresholds), together in zip(lookups, batched, strict=True):
         alone = find_candidates(index, signals, thresholds)
         assert together == alone
-        found += len(alone.evidence)
+        found += len(alone.entries())
     assert found > len(queries)  # near lookups find several entries, so the comparison means something
+
+
+def test_searches_on_threads_equal_those_in_the_caller() -> None:
+    stored, queries = _bank_and_lookups(seed=5, entries=600, lookups=60)
+    alone, threaded = SignalIndex(), SignalIndex(search_threads=2, parallel_rows=0)
+    row = 0
+    for entry_id, signals in enumerate(stored, 1):
+        for signal in signals:
+            row += 1
+            for index in (alone, threaded):
+                index.add(IndexedSignal(row, entry_id, signal.type, signal.version, signal.value))
+    for signals in queries:
+        # Three sub-indexes a lookup: two searched on the pool, one in the caller.
+        assert find_candidates(threaded, signals) == find_candidates(alone, signals)
+    # Enough lookups that each sub-index's values are split between the threads and the caller.
+    many = [queries[n % len(queries)] for n in range(3 * PARALLEL_PART)]
+    together = find_candidates_many(threaded, [(signals, DEFAULT_THRESHOLDS) for signals in many])
+    assert together == find_candidates_many(alone, [(signals, DEFAULT_THRESHOLDS) for signals in many])
+    assert together[: len(queries)] == [find_candidates(alone, signals) for signals in queries]
+    assert sum(len(c.entries()) for c in together) > len(many)
 
 
 @pytest.fixture

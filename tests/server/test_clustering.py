@@ -3,8 +3,6 @@ block: it must pick exactly the entries the full (review-radius) search would.""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from PIL import Image
 
@@ -63,7 +61,7 @@ def test_clustering_search_finds_the_same_blocking_entries(photos: dict[str, Ima
         expected = blocking_entries(full, summaries)
         assert blocking_entries(narrow, summaries) == expected
         blocking += len(expected)
-        review_only += len(set(full.evidence) - set(narrow.evidence))
+        review_only += len(full.entries() - narrow.entries())
     assert blocking > len(uploads), "copies within the thresholds block"
     assert review_only > 0, "the full search saw entries the clustering search skipped"
 
@@ -75,6 +73,7 @@ def test_clustering_defers_one_64_bit_type_yet_finds_every_pair(photos: dict[str
     rng = np.random.default_rng(5)
     uploads = [signals.from_image(encode(photo)) for photo in list(photos.values())[:3]]
     index = SignalIndex()
+    threaded = SignalIndex(search_threads=2, parallel_rows=0)  # SubmitBatch's searches, split between threads
     summaries: dict[int, EntrySummary] = {}
     row = 0
     for upload in uploads:
@@ -88,23 +87,20 @@ def test_clustering_defers_one_64_bit_type_yet_finds_every_pair(photos: dict[str
                     for signal in upload:
                         copy = _flipped(rng, signal, flips.get(signal.type, 8))
                         row += 1
-                        index.add(IndexedSignal(row, entry_id, copy.type, copy.version, copy.value, copy.variant))
+                        for target in (index, threaded):
+                            target.add(IndexedSignal(row, entry_id, copy.type, copy.version, copy.value, copy.variant))
     # Items of one batch: each photo as uploaded, then each with its PDQ far from every copy.
     items = [*uploads]
     for upload in uploads:
         items.append([_flipped(rng, s, 90) if s.type == "image/pdq" else s for s in upload])
     full = find_candidates_many(index, [(item, CLUSTERING_THRESHOLDS) for item in items])
     deferred = find_clustering_candidates(index, items)
-    with ThreadPoolExecutor(2) as pool:  # SubmitBatch's searches, split between two threads
-        assert find_clustering_candidates(index, items, pool) == deferred
-        assert find_candidates_many(index, [(item, CLUSTERING_THRESHOLDS) for item in items], pool) == full
+    assert find_clustering_candidates(threaded, items) == deferred
+    assert find_candidates_many(threaded, [(item, CLUSTERING_THRESHOLDS) for item in items]) == full
     pairs_only = 0
     for item, expected, found in zip(items, full, deferred, strict=True):
         assert blocking_entries(found, summaries) == blocking_entries(expected, summaries)
         review = find_candidates(index, item, DEFAULT_THRESHOLDS)
         assert blocking_entries(found, summaries) == blocking_entries(review, summaries)
-        pairs_only += len(
-            set(blocking_entries(found, summaries))
-            - {e for e, v in found.evidence.items() if any(x.verdict.name == "BLOCK" for x in v.values())}
-        )
+        pairs_only += len(set(blocking_entries(found, summaries)) - set(found.entry_ids[found.strong].tolist()))
     assert pairs_only > 0, "some entries block through a pair alone"

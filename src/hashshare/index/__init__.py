@@ -1,6 +1,6 @@
 """In-memory matching indexes."""
 
-from .base import Hit, SubIndex
+from .base import Found, Hit, SubIndex
 from .signal_index import SignalIndex
 
-__all__ = ["Hit", "SignalIndex", "SubIndex"]
+__all__ = ["Found", "Hit", "SignalIndex", "SubIndex"]

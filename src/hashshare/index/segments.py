@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Hit, SubIndex
+from .base import Found, Hit, SubIndex
 from .packed import BlockPacked, Flags, Packed
 
 # Scanning this many rows costs about as much as one bucket lookup round trip.
@@ -41,6 +41,7 @@ MERGE_RATIO = 4
 MAX_DEAD_SHARE = 0.25
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_SCORES = np.zeros(0, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -318,43 +319,96 @@ class SegmentedIndex(SubIndex):
             return True
 
     def search(self, value: bytes, threshold: float) -> list[Hit]:
-        state = self._state
-        query = self.encode(value)
-        hits: list[Hit] = []
-        for segment in state.segments:
-            positions, scores = self.match(segment.rows.values, segment.structure, query, threshold)
-            self._collect(hits, segment.rows, segment.alive, positions, scores)
-        if state.delta_size:
-            delta = state.delta
-            size = state.delta_size
-            positions, scores = self.match(delta.values[:size], None, query, threshold)
-            rows = Rows(delta.values, delta.row_ids, delta.entry_ids)
-            self._collect(hits, rows, delta.alive, positions, scores)
-        return hits
+        return self.search_many([value], threshold)[0]
 
     def search_many(self, values: Sequence[bytes], threshold: float) -> list[list[Hit]]:
         """One vectorised pass per segment for all of ``values``; equal to searching each."""
-        if len(values) == 1:
-            # One value (a Match of the whole image): the single-query path has fewer steps.
-            return [self.search(values[0], threshold)]
+        found, row_ids = self._found(values, threshold, with_row_ids=True)
+        out: list[list[Hit]] = [[] for _ in values]
+        hits = map(Hit, row_ids.tolist(), found.entry_ids.tolist(), found.scores.astype(np.float64).tolist())
+        for query, hit in zip(found.queries.tolist(), hits, strict=True):
+            out[query].append(hit)
+        return out
+
+    def search_arrays(self, values: Sequence[bytes], threshold: float) -> Found:
+        return self._found(values, threshold)[0]
+
+    def _found(self, values: Sequence[bytes], threshold: float, with_row_ids: bool = False) -> tuple[Found, np.ndarray]:
+        """The live hits of ``values`` (by segment, then query, then position) and, if asked,
+        their row ids."""
+        if not values:
+            return Found(_NO_ROWS, _NO_ROWS, _NO_SCORES), _NO_ROWS
         distinct = list(dict.fromkeys(values))
         if len(distinct) < len(values):
             # Views of one upload often hash alike (blank crops, symmetric pictures): search each once.
-            once = dict(zip(distinct, self.search_many(distinct, threshold), strict=True))
-            return [list(once[value]) for value in values]
-        out: list[list[Hit]] = [[] for _ in values]
-        if not values:
-            return out
+            return self._expand(self._found(distinct, threshold, with_row_ids), distinct, values)
         state = self._state
-        queries = self.encode_many(values)
-        for segment in state.segments:
-            found = self.match_many(segment.rows.values, segment.structure, queries, threshold)
-            self._collect_many(out, segment.rows, segment.alive, *found)
-        if state.delta_size:
-            delta = state.delta
-            found = self.match_many(delta.values[: state.delta_size], None, queries, threshold)
-            self._collect_many(out, Rows(delta.values, delta.row_ids, delta.entry_ids), delta.alive, *found)
-        return out
+        parts: list[tuple[Rows, np.ndarray | Flags, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+        if len(values) == 1:
+            # One value (a Match of the whole image): the single-query path has fewer steps.
+            query = self.encode(values[0])
+            for segment in state.segments:
+                positions, scores = self.match(segment.rows.values, segment.structure, query, threshold)
+                parts.append((segment.rows, segment.alive, (np.zeros(len(positions), np.int64), positions, scores)))
+            if state.delta_size:
+                delta = state.delta
+                positions, scores = self.match(delta.values[: state.delta_size], None, query, threshold)
+                rows = Rows(delta.values, delta.row_ids, delta.entry_ids)
+                parts.append((rows, delta.alive, (np.zeros(len(positions), np.int64), positions, scores)))
+        else:
+            queries = self.encode_many(values)
+            for segment in state.segments:
+                found = self.match_many(segment.rows.values, segment.structure, queries, threshold)
+                parts.append((segment.rows, segment.alive, found))
+            if state.delta_size:
+                delta = state.delta
+                found = self.match_many(delta.values[: state.delta_size], None, queries, threshold)
+                parts.append((Rows(delta.values, delta.row_ids, delta.entry_ids), delta.alive, found))
+        return self._collect(parts, with_row_ids)
+
+    @staticmethod
+    def _collect(
+        parts: list[tuple[Rows, np.ndarray | Flags, tuple[Any, Any, Any]]], with_row_ids: bool
+    ) -> tuple[Found, np.ndarray]:
+        """The live rows among each part's (queries, positions, scores), their ids read once."""
+        queries, entry_ids, scores, row_ids = [], [], [], []
+        for rows, alive, (owners, positions, found_scores) in parts:
+            if len(positions) == 0:
+                continue
+            keep = alive[positions]
+            positions = positions[keep]
+            queries.append(owners[keep])
+            entry_ids.append(np.asarray(rows.entry_ids[positions], dtype=np.int64))
+            scores.append(np.asarray(found_scores)[keep])
+            if with_row_ids:
+                row_ids.append(np.asarray(rows.row_ids[positions], dtype=np.int64))
+        if not queries:
+            return Found(_NO_ROWS, _NO_ROWS, _NO_SCORES), _NO_ROWS
+        if len(queries) == 1:
+            return Found(queries[0], entry_ids[0], scores[0]), (row_ids[0] if with_row_ids else _NO_ROWS)
+        found = Found(np.concatenate(queries), np.concatenate(entry_ids), np.concatenate(scores))
+        return found, (np.concatenate(row_ids) if with_row_ids else _NO_ROWS)
+
+    @staticmethod
+    def _expand(
+        found: tuple[Found, np.ndarray], distinct: list[bytes], values: Sequence[bytes]
+    ) -> tuple[Found, np.ndarray]:
+        """Hits of the distinct values given to every query that repeats one."""
+        hits, row_ids = found
+        where = {value: n for n, value in enumerate(distinct)}
+        copies: list[list[int]] = [[] for _ in distinct]
+        for query, value in enumerate(values):
+            copies[where[value]].append(query)
+        counts = np.array([len(c) for c in copies], dtype=np.int64)[hits.queries]
+        take = np.repeat(np.arange(len(hits.queries)), counts)
+        # The k-th copy of a hit goes to the k-th query that repeats its value.
+        firsts = np.cumsum(counts) - counts
+        nth = np.arange(len(take)) - np.repeat(firsts, counts)
+        owners = np.concatenate([np.array(c, dtype=np.int64) for c in copies])
+        starts = np.cumsum([0] + [len(c) for c in copies])[:-1]
+        queries = owners[starts[hits.queries[take]] + nth]
+        expanded = Found(queries, hits.entry_ids[take], hits.scores[take])
+        return expanded, (row_ids[take] if len(row_ids) else row_ids)
 
     def structure_arrays(self, structure: Any) -> dict[str, np.ndarray] | None:
         """A segment's structure as named arrays (a snapshot), or None if it has no such form."""
@@ -422,39 +476,6 @@ class SegmentedIndex(SubIndex):
         return [len(s.rows) for s in self._state.segments]
 
     # Internals (writer side, under ``_lock``).
-
-    @staticmethod
-    def _collect(hits: list[Hit], rows: Rows, alive: np.ndarray | Flags, positions: Any, scores: Any) -> None:
-        """Hit objects are built only here, at the edge, from whole arrays."""
-        if len(positions) == 0:
-            return
-        keep = alive[positions]
-        positions = positions[keep]
-        hits.extend(
-            map(
-                Hit,
-                rows.row_ids[positions].tolist(),
-                rows.entry_ids[positions].tolist(),
-                scores[keep].astype(np.float64).tolist(),
-            )
-        )
-
-    @staticmethod
-    def _collect_many(
-        out: list[list[Hit]], rows: Rows, alive: np.ndarray | Flags, queries: Any, positions: Any, scores: Any
-    ) -> None:
-        if len(positions) == 0:
-            return
-        keep = alive[positions]
-        queries, positions = queries[keep], positions[keep]
-        hits = map(
-            Hit,
-            rows.row_ids[positions].tolist(),
-            rows.entry_ids[positions].tolist(),
-            scores[keep].astype(np.float64).tolist(),
-        )
-        for query, hit in zip(queries.tolist(), hits, strict=True):
-            out[query].append(hit)
 
     def _locate(self, row_id: int) -> tuple[Segment | None, int] | None:
         state = self._state

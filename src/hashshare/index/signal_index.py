@@ -9,6 +9,7 @@ import operator
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType, view
 
 from ..model import Change, IndexedSignal, SignalsAdded, SignalsRemoved
-from .base import Hit, SubIndex
+from .base import Found, Hit, SubIndex
 from .exact import ExactIndex
 from .lsh import MinHashLSHIndex
 from .mih import MIHIndex
@@ -77,10 +78,26 @@ class _Staged:
         self.index.add_many(row_ids, entry_ids, values)
 
 
+# A search: type name, version, region, values, threshold (SignalIndex.search_arrays).
+Search = tuple[str, str, str, Sequence[bytes], float]
+# Sub-indexes smaller than this are searched in the calling thread: handing a search to
+# another thread costs tens of microseconds, more than a small index's search.
+PARALLEL_ROWS = 100_000
+# Fewer values of one search than this are searched in one piece: a part's fixed costs would
+# outweigh what a second thread gains.
+PARALLEL_PART = 200
+
+
 class SignalIndex:
-    def __init__(self) -> None:
+    def __init__(self, search_threads: int = 0, parallel_rows: int = PARALLEL_ROWS) -> None:
+        """``search_threads``: threads that search sub-indexes alongside the caller (0: none),
+        those of ``parallel_rows`` rows or more."""
+        self._parallel_rows = parallel_rows
         self._lock = threading.Lock()
         self._indexes: dict[IndexKey, SubIndex] = {}
+        self._threads = search_threads
+        self._pool = ThreadPoolExecutor(search_threads, "hashshare-search") if search_threads else None
+        self._searching = 0  # callers in search_arrays_together now
 
     def _index_for(self, key: IndexKey) -> SubIndex:
         index = self._indexes.get(key)
@@ -115,6 +132,63 @@ class SignalIndex:
         """``search`` for each of ``values`` (signals of one sub-index), in one batched pass."""
         index = self._indexes.get((type_name, version, region))
         return index.search_many(values, threshold) if index is not None else [[] for _ in values]
+
+    def search_arrays(
+        self, type_name: str, version: str, region: str, values: Sequence[bytes], threshold: float
+    ) -> Found:
+        """``search_many``'s hits as arrays (see base.Found)."""
+        index = self._indexes.get((type_name, version, region))
+        return index.search_arrays(values, threshold) if index is not None else Found.of([[] for _ in values])
+
+    def search_arrays_together(self, searches: Sequence[Search]) -> list[Found]:
+        """``search_arrays`` of each search; while no other caller is searching, the largest
+        run on the search threads beside the caller, and a search of many values (a
+        SubmitBatch's) is split between them.
+
+        numpy releases the interpreter while it gathers and counts bits, so on an otherwise
+        idle server an upload's three image searches (PDQ, pHash, dHash) overlap instead of
+        adding up. Handing a search to a thread costs CPU, though, which a busy server's
+        other requests would rather have."""
+        with self._lock:
+            self._searching += 1
+            alone = self._searching == 1
+        try:
+            if alone and self._pool is not None:
+                return self._overlapped(self._pool, searches)
+            return [self.search_arrays(*search) for search in searches]
+        finally:
+            with self._lock:
+                self._searching -= 1
+
+    def _overlapped(self, pool: ThreadPoolExecutor, searches: Sequence[Search]) -> list[Found]:
+        # Parts: (search, first value, values); a large search in one part per thread and the caller.
+        parts: list[tuple[int, int, Sequence[bytes]]] = []
+        for n, search in enumerate(searches):
+            values = search[3]
+            size = max(PARALLEL_PART, -(-len(values) // (self._threads + 1)))
+            parts.extend((n, first, values[first : first + size]) for first in range(0, len(values), size))
+        if len(parts) < 2:
+            return [self.search_arrays(*search) for search in searches]
+        sizes = [len(self._indexes.get(searches[n][:3], ())) * len(values) for n, _, values in parts]
+        # The largest parts on the pool, the smallest here, which would wait anyway.
+        order = sorted(range(len(parts)), key=sizes.__getitem__, reverse=True)
+        handed = {k for k in order[:-1] if len(parts[k][2]) >= PARALLEL_PART or sizes[k] >= self._parallel_rows}
+        if not handed:
+            return [self.search_arrays(*search) for search in searches]
+
+        def search_part(k: int) -> Found:
+            n, _, values = parts[k]
+            type_name, version, region, _, threshold = searches[n]
+            return self.search_arrays(type_name, version, region, values, threshold)
+
+        futures = {k: pool.submit(search_part, k) for k in handed}
+        found = {k: search_part(k) for k in range(len(parts)) if k not in futures}
+        found.update((k, future.result()) for k, future in futures.items())
+        by_search: list[list[Found]] = [[] for _ in searches]
+        for k, (n, first, _) in enumerate(parts):
+            part = found[k]
+            by_search[n].append(Found(part.queries + first, part.entry_ids, part.scores))
+        return [pieces[0] if len(pieces) == 1 else Found.concat(pieces) for pieces in by_search]
 
     def add_many(self, rows: Iterable[IndexedSignal], batch: int = _BATCH) -> int:
         """Add rows at once (a server's start-up, a batch from the feed): rows are grouped per

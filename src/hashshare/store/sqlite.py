@@ -104,7 +104,7 @@ _CHECKPOINT_SECONDS = 1.0
 # copying them: changes_since reads them back from the signals table.
 _SIGNAL_ROWS = "signal_rows"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -131,23 +131,17 @@ CREATE INDEX IF NOT EXISTS signals_by_entry ON signals(entry_id);
 CREATE TABLE IF NOT EXISTS requests (
     member_id INTEGER NOT NULL, request_id TEXT NOT NULL, digest BLOB NOT NULL,
     outcome TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (member_id, request_id));
-CREATE TABLE IF NOT EXISTS sightings (
-    id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL, member_id INTEGER NOT NULL,
-    at REAL NOT NULL, verdict TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS sightings_by_entry ON sightings(entry_id, at);
 CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL);
 
 -- Spread analytics (hashshare.research, store/rollups.py): sightings as hour
--- cells, platform actions, and the period index of submissions. The INSERT
--- fills the cells from the sightings of a bank written before they existed;
--- once there are cells its constant WHERE skips the scan.
+-- cells (per entry, member and hour: how many, the first and the last; a busy
+-- bank sees tens of thousands of sightings a second, so no row per sighting),
+-- platform actions, and the period index of submissions.
 CREATE TABLE IF NOT EXISTS sighting_hours (
     entry_id INTEGER NOT NULL, member_id INTEGER NOT NULL, hour INTEGER NOT NULL, count INTEGER NOT NULL,
-    PRIMARY KEY (entry_id, member_id, hour)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sighting_hours_by_hour ON sighting_hours(hour, count);  -- covering, with the key
-INSERT INTO sighting_hours (entry_id, member_id, hour, count)
-    SELECT entry_id, member_id, CAST(at / 3600 AS INTEGER), COUNT(*) FROM sightings
-    WHERE NOT EXISTS (SELECT 1 FROM sighting_hours) GROUP BY 1, 2, 3;
+    first_at REAL, last_at REAL, PRIMARY KEY (entry_id, member_id, hour)) WITHOUT ROWID;
+-- By hour for the rollups; not covering: a count kept in the index would be rewritten there at every sighting.
+CREATE INDEX IF NOT EXISTS sighting_cells_by_hour ON sighting_hours(hour);
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL, member_id INTEGER NOT NULL, action TEXT NOT NULL,
     acted_at REAL NOT NULL, hour INTEGER NOT NULL, item_key BLOB NOT NULL, created_at REAL NOT NULL);
@@ -343,6 +337,9 @@ class SqliteStore(Store):
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) == 2:
+                _sightings_to_cells(db)
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: schema version {row[0]}, this server knows {SCHEMA_VERSION}")
 
@@ -799,25 +796,39 @@ class SqliteStore(Store):
     def add_sightings(self, sightings: Sequence[Sighting]) -> None:
         if not sightings:
             return
+        cells: dict[tuple[int, int, int], list[float]] = {}
+        for s in sightings:
+            key = (s.entry_id, s.member_id, hour_of(s.at))
+            cell = cells.get(key)
+            if cell is None:
+                cells[key] = [1, s.at, s.at]
+            else:
+                cell[0] += 1
+                cell[1] = min(cell[1], s.at)
+                cell[2] = max(cell[2], s.at)
         # Written while lookups run on other threads: in few statements (see _insert).
         with self._transaction() as db:
             _insert(
                 db,
-                "sightings (entry_id, member_id, at, verdict)",
-                [(s.entry_id, s.member_id, s.at, s.verdict) for s in sightings],
+                "sighting_hours (entry_id, member_id, hour, count, first_at, last_at)",
+                [(*key, *cell) for key, cell in cells.items()],
+                " ON CONFLICT (entry_id, member_id, hour) DO UPDATE SET count = count + excluded.count,"
+                " first_at = MIN(COALESCE(first_at, excluded.first_at), excluded.first_at),"
+                " last_at = MAX(COALESCE(last_at, excluded.last_at), excluded.last_at)",
             )
-            self._add_sighting_hours(db, sightings)
 
     def sighting_stats(self, entry_id: int) -> SightingStats:
         db = self._reader()
         daily: dict[str, int] = {}
-        for (at,) in db.execute("SELECT at FROM sightings WHERE entry_id = ?", (entry_id,)):
-            day = _day(at)
-            daily[day] = daily.get(day, 0) + 1
+        # Days are UTC dates and hours are whole: every sighting of a cell falls on its hour's day.
+        query = "SELECT hour, SUM(count) FROM sighting_hours WHERE entry_id = ? GROUP BY hour"
+        for hour, count in db.execute(query, (entry_id,)):
+            day = _day(hour * 3600)
+            daily[day] = daily.get(day, 0) + count
         members = tuple(
             MemberSightings(r[0], r[1], r[2], r[3])
             for r in db.execute(
-                "SELECT member_id, COUNT(*), MIN(at), MAX(at) FROM sightings WHERE entry_id = ?"
+                "SELECT member_id, SUM(count), MIN(first_at), MAX(last_at) FROM sighting_hours WHERE entry_id = ?"
                 " GROUP BY member_id ORDER BY member_id",
                 (entry_id,),
             )
@@ -1032,17 +1043,6 @@ class SqliteStore(Store):
         ]
 
     # Spread analytics
-
-    def _add_sighting_hours(self, db: sqlite3.Connection, sightings: Sequence[Sighting]) -> None:
-        cells: dict[tuple[int, int, int], int] = defaultdict(int)
-        for s in sightings:
-            cells[s.entry_id, s.member_id, hour_of(s.at)] += 1
-        _insert(
-            db,
-            "sighting_hours (entry_id, member_id, hour, count)",
-            [(*cell, count) for cell, count in cells.items()],
-            " ON CONFLICT (entry_id, member_id, hour) DO UPDATE SET count = count + excluded.count",
-        )
 
     def report_actions(
         self, member_id: int, request_id: str, request_digest: bytes, actions: Sequence[ActionRecord], now: float
@@ -1460,6 +1460,26 @@ def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]
         flat.extend(itertools.repeat(None, width * (size - len(chunk))))
         values = ",".join(["(" + ",".join("?" * width) + ")"] * size)
         db.execute(f"INSERT INTO {into} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL{upsert}", flat)
+
+
+def _sightings_to_cells(db: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: schema 2 kept a row per sighting beside its hour cell; the cells, with
+    their first and last sighting, say all that is read of them (the per-sighting verdict was
+    never read). The cells are rebuilt from the rows, which then go, and the cells' index by
+    hour no longer holds their counts."""
+    db.execute("DROP INDEX IF EXISTS sighting_hours_by_hour")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sighting_hours)")}
+    if "first_at" not in columns:
+        db.execute("ALTER TABLE sighting_hours ADD COLUMN first_at REAL")
+        db.execute("ALTER TABLE sighting_hours ADD COLUMN last_at REAL")
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sightings'").fetchone():
+        db.execute("DELETE FROM sighting_hours")
+        db.execute(
+            "INSERT INTO sighting_hours (entry_id, member_id, hour, count, first_at, last_at)"
+            " SELECT entry_id, member_id, CAST(at / 3600 AS INTEGER), COUNT(*), MIN(at), MAX(at) FROM sightings"
+            " GROUP BY 1, 2, 3"
+        )
+        db.execute("DROP TABLE sightings")
 
 
 def _reviewed(confirmed: bool, disabled: bool, decision: ReviewDecision) -> tuple[bool, bool]:

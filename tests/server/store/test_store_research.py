@@ -226,10 +226,18 @@ def test_a_sqlite_bank_from_before_the_hour_cells_gets_them_from_its_sightings(t
     url = f"sqlite:///{tmp_path / 'old.db'}"
     store = open_store(url)
     alpha, _, first, _ = two_entries(store)
-    store.add_sightings([Sighting(first, alpha, MIDNIGHT + n * HOUR, "block") for n in range(3)])
     store.close()
-    with sqlite3.connect(tmp_path / "old.db") as db:  # as a bank written by the previous version
+    with sqlite3.connect(tmp_path / "old.db") as db:  # as a bank written by a version of schema 2 before the cells
         db.execute("DROP TABLE sighting_hours")
+        db.execute(
+            "CREATE TABLE sightings (id INTEGER PRIMARY KEY, entry_id INTEGER NOT NULL, member_id INTEGER NOT NULL,"
+            " at REAL NOT NULL, verdict TEXT NOT NULL)"
+        )
+        db.executemany(
+            "INSERT INTO sightings (entry_id, member_id, at, verdict) VALUES (?, ?, ?, 'block')",
+            [(first, alpha, MIDNIGHT + n * HOUR) for n in range(3)],
+        )
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     store = open_store(url)
     try:
         query = Rollup(by=(Dimension.HOUR,), start=MIDNIGHT, end=MIDNIGHT + DAY)
