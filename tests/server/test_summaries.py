@@ -311,3 +311,61 @@ def test_the_table_is_saved_with_the_index_snapshot_and_replayed_over(tmp_path: 
     finally:
         second.stop()
         counting.store.close()
+
+
+def test_facts_equal_the_summaries_for_known_forgotten_and_absent_entries(tmp_path: object) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/bank.db")
+    try:
+        first, second = _principal(store, "a"), _principal(store, "b")
+        entry_ids = [
+            store.submit(first.member_id, f"r{n}", b"d", _draft(_pdq(n)), None, time.time()).entry_id for n in range(12)
+        ]
+        store.submit(second.member_id, "s1", b"d", _draft(_pdq(2)), entry_ids[2], time.time())
+        now = time.time()
+        feedback = Feedback(entry_ids[4], second.member_id, Opinion.DISAGREE, DisputeReason.LAWFUL, "", now)
+        store.give_feedback(second.member_id, "f1", b"f", feedback)
+        store.review_entry(Review(entry_ids[6], ReviewDecision.DISABLE, "satire", first.member_id, now))
+        source = _ListingStore(store)
+        cache = SummaryCache(source)  # type: ignore[arg-type]
+        cache.start_loading()
+        _loaded(cache)
+        cache.apply(EntryChanged((entry_ids[2], entry_ids[4])))  # unknown to the table: read from the store
+        wanted = np.array(sorted([*entry_ids, 10_000]), dtype=np.int64)  # and one that does not exist
+        facts = cache.facts(wanted)
+        expected = store.entry_summaries(wanted.tolist())
+        assert source.reads == [[entry_ids[2], entry_ids[4], 10_000]]
+        assert facts.found.tolist() == [int(e) in expected for e in wanted]
+        for place, entry_id in enumerate(wanted.tolist()):
+            if entry_id not in expected:
+                continue
+            summary = expected[entry_id]
+            assert (
+                bool(facts.active[place]),
+                bool(facts.disabled[place]),
+                bool(facts.confirmed[place]),
+                bool(facts.trusted[place]),
+                int(facts.corroborations[place]),
+                int(facts.endorsers[place]),
+                int(facts.disputes[place]),
+                facts.category(place),
+            ) == (
+                summary.active,
+                summary.disabled,
+                summary.confirmed,
+                summary.trusted,
+                summary.corroborations,
+                summary.endorsers,
+                summary.disputes,
+                summary.category,
+            ), entry_id
+        assert int(facts.corroborations[list(wanted).index(entry_ids[2])]) == 2
+        assert int(facts.disputes[list(wanted).index(entry_ids[4])]) == 1
+        assert bool(facts.disabled[list(wanted).index(entry_ids[6])])
+        # The facts of some of them are those entries' rows.
+        some = wanted[[1, 4, 12]]
+        taken = facts.take(some)
+        assert taken.entry_ids.tolist() == some.tolist()
+        assert taken.corroborations.tolist() == [int(facts.corroborations[p]) for p in (1, 4, 12)]
+    finally:
+        cache.stop()
+        store.close()
