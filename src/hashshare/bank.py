@@ -217,7 +217,8 @@ class Bank:
         """``_cluster_for`` of each item, searched in one batch per sub-index and with
         one read of the entries found (per item, the searches cost more than the write)."""
         found = find_clustering_candidates(self.index, items)
-        entry_ids = {e for candidates in found for e in candidates.entries() if e > 0}  # not the allow-list's
+        # Not the allow-list's (negative ids); most items of a batch found nothing.
+        entry_ids = {e for candidates in found if len(candidates.entry_ids) for e in candidates.entries() if e > 0}
         summaries = self.store.entry_summaries(sorted(entry_ids)) if entry_ids else {}
         clusters: list[int | None] = []
         for candidates in found:

@@ -226,6 +226,7 @@ def find_candidates_many(
     # Per sub-index and radius, per signal to search: lookup number, value, variant number,
     # whether it is unreliable or a window, and its block and pair thresholds.
     batches: dict[tuple[str, str, str, float], list[tuple[int, bytes, int, bool, bool, float, float]]] = {}
+    pairs: dict[tuple[str, Thresholds], float] = {}  # _pair_threshold, once per type and thresholds
     for number, (signals, thresholds) in enumerate(lookups):
         limited: dict[str, SkippedSignal] = {}
         limits.append(limited)
@@ -237,6 +238,9 @@ def find_candidates_many(
             looked = view(signal.variant)
             assert looked is not None  # the API layer refuses unknown views
             limit = thresholds.get(signal.type, DEFAULT_THRESHOLDS[signal.type])
+            pair = pairs.get((signal.type, limit))
+            if pair is None:
+                pair = pairs[(signal.type, limit)] = _pair_threshold(signal_type, limit)
             variant = variant_numbers.setdefault(signal.variant, len(variant_numbers))
             key = (signal.type, signal.version, looked.region, limit.review)
             batches.setdefault(key, []).append(
@@ -247,7 +251,7 @@ def find_candidates_many(
                     bool(reason),
                     looked.windows,
                     limit.block,
-                    _pair_threshold(signal_type, limit),
+                    pair,
                 )
             )
     searches = [
@@ -270,13 +274,17 @@ def find_candidates_many(
         owners, entry_ids, types, variants, scores, similarities, strong, paired = (
             column[seen] for column in (owners, entry_ids, types, variants, scores, similarities, strong, paired)
         )
-    parts: list[np.ndarray | slice] = [slice(None)]  # one lookup: every row is its own
+    parts: list[np.ndarray | slice | None] = [slice(None)]  # one lookup: every row is its own
     if len(lookups) > 1:
         order = np.argsort(owners, kind="stable")
-        bounds = np.searchsorted(owners[order], np.arange(len(lookups) + 1))
-        parts = [order[bounds[n] : bounds[n + 1]] for n in range(len(lookups))]
+        bounds = np.searchsorted(owners[order], np.arange(len(lookups) + 1)).tolist()
+        # None for a lookup without rows (most of a SubmitBatch's): no columns to slice.
+        parts = [order[bounds[n] : bounds[n + 1]] if bounds[n] < bounds[n + 1] else None for n in range(len(lookups))]
     out = []
     for rows, limited in zip(parts, limits, strict=True):
+        if rows is None:
+            out.append(Candidates(variant_names=names, limited=tuple(limited.values())))
+            continue
         out.append(
             Candidates(
                 entry_ids[rows],
@@ -378,6 +386,8 @@ def find_clustering_candidates(index: SignalIndex, items: Sequence[Sequence[Sign
 def _could_pair(candidates: Candidates) -> bool:
     """Whether some entry has paired evidence (within a pair threshold, short of BLOCK) of a type
     searched in full, which a deferred type's hit of the same view would make a pair."""
+    if not len(candidates.types):
+        return False
     return bool(np.any(candidates.paired & ~candidates.strong & ~_DEFERRED_NUMBERS[candidates.types]))
 
 

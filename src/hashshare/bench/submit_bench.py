@@ -72,10 +72,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=300)
 
 
-def run_once(python: str, prepared: Path, work: Path, token: str, seed: int, profile: Path | None) -> float:
+def run_once(
+    python: str, flags: list[str], prepared: Path, work: Path, token: str, seed: int, profile: Path | None
+) -> float:
     db = work / "run.db"
     _copy(prepared, db)
-    process, target = _serve(python, db)
+    process, target = _serve(python, db, flags)
     spy = None
     try:
         if profile is not None:
@@ -97,22 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bank", type=Path, required=True, help="a bank built like the e2e bench's (never written)")
     parser.add_argument("--token-file", type=Path, required=True, help="a trust_safety token of that bank")
-    parser.add_argument("--tree", action="append", required=True, help="LABEL=DIR of a worktree with a .venv")
+    parser.add_argument(
+        "--tree", action="append", required=True, help="LABEL=DIR of a worktree with a .venv[::server flags]"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("var/submit-bench"))
     parser.add_argument("--profile", type=Path, help="write a py-spy profile of each run here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    trees = {
-        label: str(Path(path).resolve() / ".venv/bin/python") for label, path in (t.split("=", 1) for t in args.tree)
-    }
+    trees: dict[str, tuple[str, list[str]]] = {}
+    for tree in args.tree:
+        label, rest = tree.split("=", 1)
+        path, _, flags = rest.partition("::")
+        trees[label] = (str(Path(path).resolve() / ".venv/bin/python"), flags.split())
     token = args.token_file.read_text().strip()
-    prepared = prepare(args.bank, args.work, next(iter(trees.values())))
+    prepared = prepare(args.bank, args.work, next(iter(trees.values()))[0])
     results: dict[str, list[float]] = {label: [] for label in trees}
     for round_ in range(args.rounds):
-        for label, python in trees.items():
+        for label, (python, flags) in trees.items():
             profile = args.profile / f"{label}-{round_}.txt" if args.profile else None
-            rate = run_once(python, prepared, args.work, token, seed=round_, profile=profile)
+            rate = run_once(python, flags, prepared, args.work, token, seed=round_, profile=profile)
             results[label].append(rate)
             print(f"round {round_} {label}: {rate:,.0f} submissions/s", flush=True)
     summary: dict[str, Any] = {
