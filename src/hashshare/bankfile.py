@@ -36,68 +36,91 @@ Blank lines and lines starting with ``#`` are skipped. Import needs ``--category
 whole file and makes one entry per hash; export writes each distinct hash of type ``T`` of
 the whole image (not of its views) once.
 
-**Import** writes straight into the store through its batch path (``Store.submit_many``,
+**Import** writes straight into the store through its import path (``Store.import_batch``,
 one transaction per 50,000 lines, inside ``Store.bulk_writes``), and a running server
-picks the new entries up through the change feed. A crash or a power loss during an
-import leaves whole batches (never part of one) and an intact store: import the file
-again to finish it. Everything is durable once the import has reported. Imported
-entries are not clustered with existing ones. Every line is validated first; a bad
-line (bad hex, wrong length, unknown type or category, bad JSON) is skipped and
-reported with its line number, and nothing of it is written; the others are imported.
-``--strict`` instead checks the whole file first and imports nothing if any line is bad.
-Each line's request id is derived from its content, so importing the same file twice, or
-a hash repeated in a file, stores nothing twice: such lines are counted as "already in
-the bank".
+picks the new entries up through the change feed. A file (and a list of in-memory
+items) is parsed by processes of the import's own, one a core, each taking every n-th
+batch, while this one writes. A crash or a power loss during an import leaves whole
+batches (never part of one) and an intact store: import the file again to finish it.
+Everything is durable once the import has reported. Imported entries are not clustered
+with existing ones. Every line is validated first; a bad line (bad hex, wrong length,
+unknown type or category, bad JSON) is skipped and reported with its line number, and
+nothing of it is written; the others are imported. ``--strict`` instead checks the
+whole file first and imports nothing if any line is bad. Each line's key is a digest
+of its content, and the store keeps the keys of the lines each member imported, so
+importing the same file twice, or a hash repeated in a file, stores nothing twice: such
+lines are counted as "already in the bank".
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
+import itertools
 import json
+import json.encoder
+import multiprocessing
+import multiprocessing.connection
+import os
 import re
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 from hashshare_client.signal_types import SIGNAL_TYPES, Comparison, SignalType, view
 
-from .errors import InvalidArgument, NotFound
+from .errors import NotFound
 from .members import find_member
-from .model import IdKind, Member, SubmissionDraft, format_id, parse_id
-from .store.base import BatchOutcome, BatchSubmission, Replayed, Store
+from .model import IdKind, Member, format_id, parse_id
+from .store.base import ImportBatch, ImportedSignal, ImportedSubmission, ImportOutcome, Store
 from .taxonomy import Taxonomy
 
 FORMATS = ("jsonl", "hashlist")
-# Lines per transaction. Each line's request id lands at a random place in the requests
-# index, so every batch rewrites most of that index's pages: the fewer batches, the fewer
-# rewrites (measured at 1M images and 1M texts: 35k entries/s against 28k/s with 20,000).
-# Two batches are in memory at a time.
+# Lines per transaction. Each line's key lands at a random place in the store's table of
+# imported keys, so every batch rewrites most of its pages: the fewer batches, the fewer
+# rewrites. Two batches are in memory at a time (three when a second process reads).
 BATCH_LINES = 50_000
 _IMPORT_SWITCH_INTERVAL = 0.0005  # seconds; see write_lines
+_MOST_READERS = 4  # processes reading a file: more would wait for the one writer
 MAX_SIGNALS = 320
 MAX_NOTICE_REFERENCE = 200
 # A regular expression checks a long hex string in C; a set of its characters does not.
 _HEX_DIGITS = re.compile(r"[0-9a-fA-F]+")
+# The canonical form of a JSONL record, whose digest is its key (see _canonical).
+_CANONICAL = json.JSONEncoder(sort_keys=True)
+_escape = json.encoder.encode_basestring_ascii  # a JSON string as _CANONICAL writes one (C)
+_RECORD_KEYS = frozenset(("entry_id", "category", "signals", "submissions"))
+_SIGNAL_KEYS = frozenset(("hex", "quality", "type", "variant", "version"))
+_SUBMISSION_ORDER = (  # sorted, as written out in _canonical
+    "created_at",
+    "discovery_method",
+    "legal_basis",
+    "notice_received_at",
+    "notice_reference",
+    "removed_at",
+)
+_SUBMISSION_KEYS = frozenset(_SUBMISSION_ORDER)
 
 
 class LineError(ValueError):
-    """Why one line of a bank file cannot be imported."""
+    """Why one line of a bank file cannot be imported (args: the reason, the line number)."""
 
 
-@dataclass(frozen=True)
-class ParsedLine:
-    """One valid line: the submissions of one entry, the first carrying its signals."""
-
-    number: int
-    key: str  # a digest of the line's content: its request ids derive from it
-    drafts: tuple[tuple[SubmissionDraft, float | None], ...]  # (draft, created_at)
+# A valid line: its number, its key (a digest of its content, from which the store knows
+# it was imported before), its submissions, and the signals of the first.
+ParsedLine = tuple[int, bytes, Sequence[ImportedSubmission], Sequence[ImportedSignal]]
+# A line of a file and its number: the line parsed, why it is bad, or None for nothing (a
+# blank line, a comment).
+LineParser = Callable[[str, int], "ParsedLine | LineError | None"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,7 +161,7 @@ class ImportReport:
 
 def make_signal(
     type_name: object, hex_value: object, version: object = None, quality: object = None, variant: object = ""
-) -> Signal:
+) -> ImportedSignal:
     """A storable signal, checked as Submit checks one; LineError otherwise."""
     signal_type = _signal_type(type_name, version)
     if not isinstance(hex_value, str) or not _HEX_DIGITS.fullmatch(hex_value) or len(hex_value) % 2:
@@ -146,16 +169,16 @@ def make_signal(
     if len(hex_value) != 2 * signal_type.size_bytes:
         raise LineError(f"{signal_type.name} takes {2 * signal_type.size_bytes} hex digits, got {len(hex_value)}")
     _check_view_and_quality(signal_type, variant, quality)
-    return Signal(signal_type.name, signal_type.version, bytes.fromhex(hex_value), quality, variant)  # type: ignore[arg-type]
+    return (signal_type.name, signal_type.version, bytes.fromhex(hex_value), quality, variant)  # type: ignore[return-value]
 
 
-def check_signal(signal: Signal) -> Signal:
+def check_signal(signal: Signal) -> ImportedSignal:
     """``signal`` if it is storable (``make_signal``'s checks, on its bytes); LineError otherwise."""
     signal_type = _signal_type(signal.type, signal.version)
     if not isinstance(signal.value, bytes) or len(signal.value) != signal_type.size_bytes:
         raise LineError(f"{signal_type.name} takes {signal_type.size_bytes} bytes, got {len(signal.value)}")
     _check_view_and_quality(signal_type, signal.variant, signal.quality)
-    return signal
+    return (signal.type, signal.version, signal.value, signal.quality, signal.variant)
 
 
 def _signal_type(type_name: object, version: object) -> SignalType:
@@ -221,6 +244,10 @@ class Defaults:
     discovery_method: DiscoveryMethod = DiscoveryMethod.UNSPECIFIED
     now: float = 0.0
 
+    def submission(self, category: str) -> ImportedSubmission:
+        """The submission of a line that says nothing about it."""
+        return (category, self.legal_basis.value, self.discovery_method.value, "", None, self.now, None)
+
 
 def _check_category(category: object, taxonomy: Taxonomy) -> str:
     if not isinstance(category, str) or not category:
@@ -258,7 +285,7 @@ def _jsonl_line(text: str, number: int, taxonomy: Taxonomy, defaults: Defaults) 
     raw_submissions = record.get("submissions") or [{}]
     if not isinstance(raw_submissions, list):
         raise LineError("submissions: not a list")
-    drafts = []
+    submissions: list[ImportedSubmission] = []
     for i, raw in enumerate(raw_submissions):
         if not isinstance(raw, dict):
             raise LineError(f"submissions[{i}]: not a JSON object")
@@ -271,57 +298,111 @@ def _jsonl_line(text: str, number: int, taxonomy: Taxonomy, defaults: Defaults) 
             if not isinstance(reference, str) or len(reference) > MAX_NOTICE_REFERENCE:
                 raise LineError(f"notice_reference must be text of at most {MAX_NOTICE_REFERENCE} characters")
             removed_at = _time(raw.get("removed_at"), "removed_at")
-            draft = SubmissionDraft(
-                signals=tuple(signals) if i == 0 else (),
-                category=category,
-                legal_basis=legal,
-                discovery_method=method,
-                notice_reference=reference,
-                notice_received_at=_time(raw.get("notice_received_at"), "notice_received_at"),
-                removed_at=defaults.now if removed_at is None else removed_at,
+            submissions.append(
+                (
+                    category,
+                    legal.value,
+                    method.value,
+                    reference,
+                    _time(raw.get("notice_received_at"), "notice_received_at"),
+                    defaults.now if removed_at is None else removed_at,
+                    _time(raw.get("created_at"), "created_at"),
+                )
             )
-            drafts.append((draft, _time(raw.get("created_at"), "created_at")))
         except LineError as error:
             raise LineError(f"submissions[{i}]: {error}") from None
-    canonical = json.dumps(
-        {k: v for k, v in record.items() if k != "entry_id"} | {"category": category}, sort_keys=True
-    )
-    return ParsedLine(number, hashlib.sha256(canonical.encode()).hexdigest(), tuple(drafts))
+    return number, hashlib.sha256(_canonical(record, category).encode()).digest(), submissions, signals
 
 
-def read_jsonl(lines: Iterable[str], taxonomy: Taxonomy, defaults: Defaults) -> Iterator[ParsedLine | LineError]:
-    """Each non-blank line parsed, or its LineError (whose args[1] is the line number)."""
-    for number, text in enumerate(lines, 1):
+def _canonical(record: dict[str, Any], category: str) -> str:
+    """The canonical form of a checked record, whose digest is its key: what
+    ``_CANONICAL`` encodes of it without ``entry_id`` and with ``category``.
+
+    The encoder spends a third of a line's parsing on it (every dict's keys sorted,
+    every string escaped); the records of an export have known fields in a known
+    order, whose checked values need no escaping but for a notice reference and the
+    times, and are put together here. Anything else goes to the encoder."""
+    submissions = record.get("submissions")
+    if record.keys() <= _RECORD_KEYS and (submissions is None or type(submissions) is list):
+        # Checked: hex digits, a known type and view, the type's version or null, an
+        # integer quality or null; then text or null for every field of a submission.
+        parts = ['{"category": ', _escape(category), ', "signals": [']
+        for n, raw in enumerate(record["signals"]):
+            if raw.keys() != _SIGNAL_KEYS:
+                break
+            parts.append(
+                f'{", " if n else ""}{{"hex": "{raw["hex"]}", "quality": {_json_int(raw["quality"])},'
+                f' "type": "{raw["type"]}", "variant": "{raw["variant"]}", "version": {_json_text(raw["version"])}}}'
+            )
+        else:
+            parts.append("]")
+            if submissions is not None:
+                parts.append(', "submissions": [')
+                for n, raw in enumerate(submissions):
+                    if type(raw) is not dict or not raw.keys() <= _SUBMISSION_KEYS:
+                        break
+                    if len(raw) == len(_SUBMISSION_KEYS):  # as an export writes them
+                        fields = (
+                            f'"created_at": {_json_text(raw["created_at"])},'
+                            f' "discovery_method": {_json_text(raw["discovery_method"])},'
+                            f' "legal_basis": {_json_text(raw["legal_basis"])},'
+                            f' "notice_received_at": {_json_text(raw["notice_received_at"])},'
+                            f' "notice_reference": {_json_text(raw["notice_reference"])},'
+                            f' "removed_at": {_json_text(raw["removed_at"])}'
+                        )
+                    else:
+                        fields = ", ".join(
+                            f'"{key}": {_json_text(raw[key])}' for key in _SUBMISSION_ORDER if key in raw
+                        )
+                    parts.append(f"{', ' if n else ''}{{{fields}}}")
+                else:
+                    parts.append("]}")
+                    return "".join(parts)
+            elif "submissions" in record:
+                parts.append(', "submissions": null}')
+                return "".join(parts)
+            else:
+                parts.append("}")
+                return "".join(parts)
+    return _CANONICAL.encode({k: v for k, v in record.items() if k != "entry_id"} | {"category": category})
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else _escape(value)
+
+
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else int.__repr__(value)
+
+
+def jsonl_parser(taxonomy: Taxonomy, defaults: Defaults) -> LineParser:
+    """What ``_jsonl_line`` makes of each line; blank lines are skipped."""
+
+    def parse(text: str, number: int) -> ParsedLine | LineError | None:
         if not text.strip():
-            continue
+            return None
         try:
-            yield _jsonl_line(text, number, taxonomy, defaults)
+            return _jsonl_line(text, number, taxonomy, defaults)
         except LineError as error:
-            yield LineError(str(error), number)
+            return LineError(str(error), number)
+
+    return parse
 
 
-def read_hashlist(
-    lines: Iterable[str], signal_type: str, taxonomy: Taxonomy, defaults: Defaults
-) -> Iterator[ParsedLine | LineError]:
-    """One entry per hash; ``#`` comments and blank lines skipped."""
+def hashlist_parser(signal_type: str, taxonomy: Taxonomy, defaults: Defaults) -> LineParser:
+    """One entry per hash; ``#`` comments and blank lines skipped. ValueError at once for
+    a type or category the whole list cannot have."""
     try:
         category = _check_category(defaults.category, taxonomy)
         make_signal(signal_type, "00" * SIGNAL_TYPES[signal_type].size_bytes if signal_type in SIGNAL_TYPES else "")
     except LineError as error:
         raise ValueError(str(error)) from None
-    template = SubmissionDraft(
-        signals=(),
-        category=category,
-        legal_basis=defaults.legal_basis,
-        discovery_method=defaults.discovery_method,
-        notice_reference="",
-        notice_received_at=None,
-        removed_at=defaults.now,
-    )
-    for number, text in enumerate(lines, 1):
+    submissions = (defaults.submission(category),)
+
+    def parse(text: str, number: int) -> ParsedLine | LineError | None:
         text = text.strip()
         if not text or text.startswith("#"):
-            continue
+            return None
         hex_value, _, quality_text = text.partition(",")
         hex_value, quality_text = hex_value.strip().lower(), quality_text.strip()
         try:
@@ -332,19 +413,43 @@ def read_hashlist(
                 quality = int(quality_text)
             signal = make_signal(signal_type, hex_value, None, quality)
         except LineError as error:
-            yield LineError(str(error), number)
+            return LineError(str(error), number)
+        key = hashlib.sha256(f"{signal[0]}|{signal[1]}|{hex_value}|{quality}|{category}".encode()).digest()
+        return number, key, submissions, (signal,)
+
+    return parse
+
+
+@dataclass
+class _Batch:
+    """A transaction's worth of records as the reading side hands them to the writer."""
+
+    lines: ImportBatch = field(default_factory=ImportBatch)
+    numbers: list[int] = field(default_factory=list)  # of the lines in ``lines``
+    errors: list[tuple[int, str]] = field(default_factory=list)  # bad lines: (number, why)
+    read: int = 0  # records read, good and bad
+
+
+def _chunks(records: Iterable[T]) -> Iterator[list[tuple[int, T]]]:
+    """Records numbered from 1, BATCH_LINES at a time (a batch is written in one transaction)."""
+    numbered = enumerate(records, 1)
+    while chunk := list(itertools.islice(numbered, BATCH_LINES)):
+        yield chunk
+
+
+def _batch(chunk: Iterable[tuple[int, T]], parse: Callable[[T, int], ParsedLine | LineError | None]) -> _Batch:
+    batch = _Batch()
+    for number, record in chunk:
+        line = parse(record, number)
+        if line is None:
             continue
-        key = hashlib.sha256(f"{signal.type}|{signal.version}|{hex_value}|{quality}|{category}".encode()).hexdigest()
-        draft = SubmissionDraft(
-            (signal,),
-            template.category,
-            template.legal_basis,
-            template.discovery_method,
-            "",
-            None,
-            template.removed_at,
-        )
-        yield ParsedLine(number, key, ((draft, None),))
+        batch.read += 1
+        if isinstance(line, LineError):
+            batch.errors.append((number, str(line.args[0])))
+            continue
+        batch.numbers.append(number)
+        batch.lines.add(line[1], line[2], line[3])
+    return batch
 
 
 # Writing into a store
@@ -361,11 +466,11 @@ def resolve_member(store: Store, text: str) -> Member:
 
 
 def write_lines(
-    store: Store, member_id: int, parsed: Iterable[ParsedLine | LineError], report: ImportReport, now: float
+    store: Store, member_id: int, batches: Iterable[_Batch], report: ImportReport, now: float
 ) -> ImportReport:
-    """Write valid lines in batches of about BATCH_LINES lines; record bad ones.
+    """Write the batches' valid lines, one transaction each; record the bad ones.
 
-    A batch is written by a thread of its own while the next one is parsed: the
+    A batch is written by a thread of its own while the next one is read: the
     store's inserts run in SQLite's C code without the GIL, so reading and writing
     overlap. Batches are still written one at a time, in order."""
     started = time.monotonic()
@@ -380,60 +485,35 @@ def write_lines(
     sys.setswitchinterval(min(switch_interval, _IMPORT_SWITCH_INTERVAL))
     try:
         with store.bulk_writes():
-            _write_lines(store, member_id, parsed, report, now)
+            _write_batches(store, member_id, batches, report, now)
     finally:
         sys.setswitchinterval(switch_interval)
         if collecting:
             gc.enable()
+    report.errors.sort()
     report.seconds += time.monotonic() - started
     return report
 
 
-def _write_lines(
-    store: Store, member_id: int, parsed: Iterable[ParsedLine | LineError], report: ImportReport, now: float
-) -> None:
-    pending: list[BatchSubmission] = []
-    firsts: list[tuple[int, int]] = []  # per line in pending: its number, the index of its first submission
-
-    def account(outcomes: list[BatchOutcome], lines: list[tuple[int, int]]) -> None:
-        for number, start in lines:
-            first = outcomes[start]
-            if isinstance(first, InvalidArgument):  # the same content imported before with other details
-                report.errors.append((number, first.message))
-            elif isinstance(first, Replayed):
-                report.already_present += 1
-            else:
-                report.imported += 1
-        report.submissions += sum(1 for o in outcomes if not isinstance(o, (Replayed, InvalidArgument)))
+def _write_batches(store: Store, member_id: int, batches: Iterable[_Batch], report: ImportReport, now: float) -> None:
+    def account(outcome: ImportOutcome, batch: _Batch) -> None:
+        report.errors += [(batch.numbers[line], why) for line, why in outcome.refused]
+        report.already_present += len(outcome.present)
+        report.imported += len(batch.numbers) - len(outcome.present) - len(outcome.refused)
+        report.submissions += outcome.submissions
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hashshare-import") as writer:
-        writing: tuple[Future[list[BatchOutcome]], list[tuple[int, int]]] | None = None
-
-        def flush() -> None:
-            nonlocal pending, firsts, writing
+        writing: tuple[Future[ImportOutcome], _Batch] | None = None
+        for batch in batches:
+            report.lines += batch.read
+            report.errors += batch.errors
             if writing is not None:
                 account(writing[0].result(), writing[1])
                 writing = None
-            if pending:
-                writing = (writer.submit(store.submit_many, member_id, pending, now), firsts)
-                pending, firsts = [], []
-
-        for line in parsed:
-            report.lines += 1
-            if isinstance(line, LineError):
-                report.errors.append((int(line.args[1]), str(line.args[0])))
-                continue
-            first = len(pending)
-            firsts.append((line.number, first))
-            for k, (draft, created_at) in enumerate(line.drafts):
-                request_id = f"imp-{line.key[:40]}-{k}"
-                digest = hashlib.sha256(f"{line.key}/{k}".encode()).digest()
-                join = first if k else None
-                pending.append(BatchSubmission(request_id, digest, draft, None, join, created_at))
-            if len(pending) >= BATCH_LINES:
-                flush()
-        flush()
-        flush()  # waits for the last batch
+            if batch.numbers:
+                writing = (writer.submit(store.import_batch, member_id, batch.lines, now), batch)
+        if writing is not None:
+            account(writing[0].result(), writing[1])
 
 
 def _open_lines(path: Path) -> Iterator[str]:
@@ -441,16 +521,99 @@ def _open_lines(path: Path) -> Iterator[str]:
         yield from lines
 
 
-def _reader(
-    path: Path, file_format: str, signal_type: str | None, taxonomy: Taxonomy, defaults: Defaults
-) -> Iterator[ParsedLine | LineError]:
+def _line_parser(file_format: str, signal_type: str | None, taxonomy: Taxonomy, defaults: Defaults) -> LineParser:
     if file_format == "jsonl":
-        return read_jsonl(_open_lines(path), taxonomy, defaults)
+        return jsonl_parser(taxonomy, defaults)
     if file_format == "hashlist":
         if not signal_type:
             raise ValueError("a hash list needs --type (for example image/pdq or exact/md5)")
-        return read_hashlist(_open_lines(path), signal_type, taxonomy, defaults)
+        return hashlist_parser(signal_type, taxonomy, defaults)
     raise ValueError(f"unknown format {file_format!r} (use {' or '.join(FORMATS)})")
+
+
+def _read_apart(
+    records: Callable[[], Iterable[T]],
+    parse: Callable[[T, int], ParsedLine | LineError | None],
+    most_readers: int = _MOST_READERS,
+) -> Iterator[_Batch]:
+    """The batches of ``records()`` (a file's lines, items in a list), read by other
+    processes while this one writes.
+
+    Parsing a line costs about as much as storing it (a JSONL line's JSON, checks and
+    digest, more), and one process holds one GIL, which the writer needs too: each of
+    up to ``most_readers`` processes (one a core) goes through all the records, parses
+    every n-th batch and sends it, and this one takes the batches in turn. Where a fork
+    is unsafe (other threads here, or no fork on this system), the records are read
+    here instead."""
+    readers = _readers(most_readers)
+    if not readers:
+        yield from (_batch(chunk, parse) for chunk in _chunks(records()))
+        return
+    context = multiprocessing.get_context("fork")
+    pipes = [context.Pipe(duplex=False) for _ in range(readers)]
+    children = [
+        context.Process(target=_send_batches, args=(records, parse, n, pipes), daemon=True) for n in range(readers)
+    ]
+    for child in children:
+        child.start()
+    for _, sender in pipes:
+        sender.close()
+    try:
+        for n in itertools.count():
+            try:
+                message = pipes[n % readers][0].recv()
+            except EOFError:
+                raise RuntimeError("a process reading the import died") from None
+            if message is None:
+                return
+            if isinstance(message, BaseException):
+                raise message
+            yield message
+    finally:
+        for receiver, _ in pipes:
+            receiver.close()
+        for child in children:
+            child.join(timeout=5)
+            if child.is_alive():  # stopped early: this side failed
+                child.kill()
+                child.join()
+
+
+def _readers(most: int) -> int:
+    """How many processes read an import: one a core, or none where a fork is unsafe."""
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        return 0
+    return min(os.cpu_count() or 1, most)
+
+
+def _send_batches(
+    records: Callable[[], Iterable[T]],
+    parse: Callable[[T, int], ParsedLine | LineError | None],
+    reader: int,
+    pipes: list[tuple[multiprocessing.connection.Connection, multiprocessing.connection.Connection]],
+) -> None:
+    """A reading process: parse every ``len(pipes)``-th batch from the ``reader``-th and
+    send each, then None (or the exception that stopped it)."""
+    sender = pipes[reader][1]
+    for n, (receiver, other) in enumerate(pipes):
+        # A write to a pipe nobody reads fails once the parent is gone, even killed: then
+        # this process ends too.
+        receiver.close()
+        if n != reader:
+            other.close()
+    gc.disable()
+    try:
+        for n, chunk in enumerate(_chunks(records())):
+            if n % len(pipes) == reader:
+                sender.send(_batch(chunk, parse))
+        sender.send(None)
+    except BrokenPipeError:
+        pass
+    except BaseException as error:  # the parent raises it
+        with contextlib.suppress(BrokenPipeError):
+            sender.send(error)
+    finally:
+        sender.close()
 
 
 def import_file(
@@ -469,22 +632,23 @@ def import_file(
 ) -> ImportReport:
     """Import a bank file into ``store`` on behalf of ``member`` (a name or mem_N)."""
     now = time.time() if now is None else now
-    taxonomy = taxonomy or Taxonomy()
     target = resolve_member(store, member)
-    defaults = Defaults(category, legal_basis, discovery_method, now)
+    parse = _line_parser(
+        file_format, signal_type, taxonomy or Taxonomy(), Defaults(category, legal_basis, discovery_method, now)
+    )
+    # Every reader opens the file: a pipe would hand each of them a part of it.
+    readers = _MOST_READERS if path.is_file() else 1
     if strict:
         started = time.monotonic()
         check = ImportReport(written=False)
-        for line in _reader(path, file_format, signal_type, taxonomy, defaults):
-            check.lines += 1
-            if isinstance(line, LineError):
-                check.errors.append((int(line.args[1]), str(line.args[0])))
+        for batch in _read_apart(lambda: _open_lines(path), parse, readers):
+            check.lines += batch.read
+            check.errors += batch.errors
         if check.errors:
             check.seconds = time.monotonic() - started
             return check
-    return write_lines(
-        store, target.member_id, _reader(path, file_format, signal_type, taxonomy, defaults), ImportReport(), now
-    )
+    batches = _read_apart(lambda: _open_lines(path), parse, readers)
+    return write_lines(store, target.member_id, batches, ImportReport(), now)
 
 
 def import_signals(
@@ -499,23 +663,25 @@ def import_signals(
     """Import in-memory items (each the signals of one entry) as the file import does."""
     now = time.time() if now is None else now
     target = resolve_member(store, member_name)
+    submissions = (Defaults(category, legal_basis, now=now).submission(category),)
 
-    def parsed() -> Iterator[ParsedLine | LineError]:
-        for number, signals in enumerate(items, 1):
-            try:
-                checked = tuple(map(check_signal, signals))
-            except LineError as error:
-                yield LineError(str(error), number)
-                continue
-            key = hashlib.sha256(
-                "|".join(
-                    [category, *(f"{s.type}/{s.version}/{s.value.hex()}/{s.quality}/{s.variant}" for s in checked)]
-                ).encode()
-            ).hexdigest()
-            draft = SubmissionDraft(checked, category, legal_basis, DiscoveryMethod.UNSPECIFIED, "", None, now)
-            yield ParsedLine(number, key, ((draft, None),))
+    def parse(signals: Sequence[Signal], number: int) -> ParsedLine | LineError:
+        try:
+            checked = tuple(map(check_signal, signals))
+        except LineError as error:
+            return LineError(str(error), number)
+        key = hashlib.sha256(
+            "|".join([category, *(f"{s[0]}/{s[1]}/{s[2].hex()}/{s[3]}/{s[4]}" for s in checked)]).encode()
+        ).digest()
+        return number, key, submissions, checked
 
-    return write_lines(store, target.member_id, parsed(), ImportReport(), now)
+    # Items in a list can be read by other processes; a generator is read here (it may
+    # have effects, which should happen once).
+    if isinstance(items, Sequence):
+        batches = _read_apart(lambda: items, parse)
+    else:
+        batches = (_batch(chunk, parse) for chunk in _chunks(items))
+    return write_lines(store, target.member_id, batches, ImportReport(), now)
 
 
 # Reading out of a store

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from hashshare_client import Signal
+from hashshare_client import DiscoveryMethod, LegalBasis, Signal
 
 from ..errors import InvalidArgument
 from ..model import (
@@ -85,6 +86,130 @@ def submitted(outcome: BatchOutcome) -> SubmitOutcome | None:
     if isinstance(outcome, Replayed):
         return outcome.outcome
     return outcome if isinstance(outcome, SubmitOutcome) else None
+
+
+# An import line's submission as ImportBatch.add takes it: (category, legal_basis,
+# discovery_method, notice_reference, notice_received_at, removed_at, created_at), the
+# enums as their values and created_at None for the batch's time; and a signal: (type,
+# version, value, quality, variant).
+ImportedSubmission = tuple[str, str, str, str, float | None, float, float | None]
+ImportedSignal = tuple[str, str, bytes, int | None, str]
+
+
+@dataclass
+class ImportBatch:
+    """Lines of a bank file for ``Store.import_batch``, as columns: an import reads
+    millions of lines, and objects for each would cost more than storing it.
+
+    Line ``n`` is identified by ``keys[n]``, a digest of its content (32 bytes): a line
+    imported before by the same member stores nothing. Its submissions are those whose
+    ``sub_line`` is ``n``, in order; they make one new entry (the category and time of
+    the first), and the first carries the line's signals, those whose ``sig_line`` is
+    ``n``. Lines are added in order, so both columns of line numbers are sorted."""
+
+    keys: list[bytes] = field(default_factory=list)
+    # per submission
+    sub_line: list[int] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    legal_bases: list[str] = field(default_factory=list)
+    discovery_methods: list[str] = field(default_factory=list)
+    notice_references: list[str] = field(default_factory=list)
+    notice_received_at: list[float | None] = field(default_factory=list)
+    removed_at: list[float] = field(default_factory=list)
+    created_at: list[float | None] = field(default_factory=list)
+    # per signal
+    sig_line: list[int] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    qualities: list[int | None] = field(default_factory=list)
+    variants: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: bytes, submissions: Iterable[ImportedSubmission], signals: Iterable[ImportedSignal]) -> None:
+        """Append a line: at least one submission, the first carrying ``signals``."""
+        line = len(self.keys)
+        self.keys.append(key)
+        for (
+            category,
+            legal_basis,
+            discovery_method,
+            reference,
+            notice_received_at,
+            removed_at,
+            created_at,
+        ) in submissions:
+            self.sub_line.append(line)
+            self.categories.append(category)
+            self.legal_bases.append(legal_basis)
+            self.discovery_methods.append(discovery_method)
+            self.notice_references.append(reference)
+            self.notice_received_at.append(notice_received_at)
+            self.removed_at.append(removed_at)
+            self.created_at.append(created_at)
+        for signal_type, version, value, quality, variant in signals:
+            self.sig_line.append(line)
+            self.types.append(signal_type)
+            self.versions.append(version)
+            self.values.append(value)
+            self.qualities.append(quality)
+            self.variants.append(variant)
+
+    def submissions(self) -> list[ImportedSubmission]:
+        return list(
+            zip(
+                self.categories,
+                self.legal_bases,
+                self.discovery_methods,
+                self.notice_references,
+                self.notice_received_at,
+                self.removed_at,
+                self.created_at,
+                strict=True,
+            )
+        )
+
+    def signals(self) -> list[ImportedSignal]:
+        return list(zip(self.types, self.versions, self.values, self.qualities, self.variants, strict=True))
+
+    def line_ranges(self) -> Iterator[tuple[range, range]]:
+        """Each line's submissions and signals, as ranges of their indexes."""
+        sub = sig = 0
+        for line in range(len(self.keys)):
+            sub_start, sig_start = sub, sig
+            while sub < len(self.sub_line) and self.sub_line[sub] == line:
+                sub += 1
+            while sig < len(self.sig_line) and self.sig_line[sig] == line:
+                sig += 1
+            yield range(sub_start, sub), range(sig_start, sig)
+
+    def select(self, lines: Iterable[int]) -> ImportBatch:
+        """A batch of these lines only (in the order given), numbered from 0."""
+        ranges, submissions, signals = list(self.line_ranges()), self.submissions(), self.signals()
+        picked = ImportBatch()
+        for line in lines:
+            subs, sigs = ranges[line]
+            picked.add(self.keys[line], submissions[subs.start : subs.stop], signals[sigs.start : sigs.stop])
+        return picked
+
+
+@dataclass
+class ImportOutcome:
+    """What ``Store.import_batch`` did with a batch's lines: every line not named here
+    was stored."""
+
+    present: list[int] = field(default_factory=list)  # lines imported before: nothing written
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (line, why): nothing written
+    submissions: int = 0  # submissions stored
+
+
+def import_request(key: bytes, k: int) -> tuple[str, bytes]:
+    """The request id and digest of the ``k``-th submission of an import line with this
+    key, for stores that keep an import's lines as requests."""
+    text = key.hex()
+    return f"imp-{text[:40]}-{k}", hashlib.sha256(f"{text}/{k}".encode()).digest()
 
 
 class FeedGap(Exception):
@@ -166,6 +291,45 @@ class Store(abc.ABC):
         while the other items are stored. Any other failure (an unstorable
         signal) raises and leaves nothing of the batch behind. The batch's
         new signals reach the feed as one SignalsAdded change."""
+
+    def import_batch(self, member_id: int, batch: ImportBatch, now: float) -> ImportOutcome:
+        """Store the lines of a bank file for one member in one transaction (an import).
+
+        Each line stores its submissions in one new entry, not clustered with existing
+        ones; a line whose key the member imported before, or that repeats an earlier
+        line of the batch, stores nothing and is ``present``. The batch's new signals
+        reach the feed as one SignalsAdded change. Stores may override this for speed;
+        here each submission is a ``submit_many`` item whose request id derives from the
+        line's key (so a line is also refused when another request took that id)."""
+        items: list[BatchSubmission] = []
+        firsts: list[int] = []  # per line: its first item
+        submissions, all_signals = batch.submissions(), batch.signals()
+        for (subs, sigs), key in zip(batch.line_ranges(), batch.keys, strict=True):
+            firsts.append(len(items))
+            signals = tuple(Signal(*signal) for signal in all_signals[sigs.start : sigs.stop])
+            for k, submission in enumerate(submissions[subs.start : subs.stop]):
+                category, legal_basis, method, reference, notice_received_at, removed_at, created_at = submission
+                draft = SubmissionDraft(
+                    signals if k == 0 else (),
+                    category,
+                    LegalBasis(legal_basis),
+                    DiscoveryMethod(method),
+                    reference,
+                    notice_received_at,
+                    removed_at,
+                )
+                request_id, digest = import_request(key, k)
+                items.append(BatchSubmission(request_id, digest, draft, None, firsts[-1] if k else None, created_at))
+        outcomes = self.submit_many(member_id, items, now) if items else []
+        done = ImportOutcome()
+        for line, first in enumerate(firsts):
+            outcome = outcomes[first]
+            if isinstance(outcome, InvalidArgument):  # the same content imported before with other details
+                done.refused.append((line, outcome.message))
+            elif isinstance(outcome, Replayed):
+                done.present.append(line)
+        done.submissions = sum(1 for o in outcomes if isinstance(o, SubmitOutcome))
+        return done
 
     @contextlib.contextmanager
     def bulk_writes(self) -> Iterator[None]:

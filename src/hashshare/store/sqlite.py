@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import operator
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -69,7 +71,16 @@ from ..model import (
     allowed_index_id,
 )
 from . import changes, codecs
-from .base import BatchOutcome, BatchSubmission, Replayed, Store, SummaryColumns, submitted
+from .base import (
+    BatchOutcome,
+    BatchSubmission,
+    ImportBatch,
+    ImportOutcome,
+    Replayed,
+    Store,
+    SummaryColumns,
+    submitted,
+)
 from .rollups import (
     HOUR,
     Action,
@@ -90,8 +101,7 @@ _IN_CHUNK = 900
 
 # Inside bulk_writes: a WAL checkpoint every 64 MiB instead of every 4 MiB (SQLite's
 # default), since each one rewrites the B-tree pages every batch touches again, and a
-# page cache big enough to hold the requests table's index, whose keys arrive in
-# random order.
+# page cache big enough to hold the import_keys table, whose keys arrive in random order.
 _BULK_CHECKPOINT_PAGES = 16_384
 _BULK_CACHE_KIB = 256 * 1024
 
@@ -104,7 +114,16 @@ _CHECKPOINT_SECONDS = 1.0
 # copying them: changes_since reads them back from the signals table.
 _SIGNAL_ROWS = "signal_rows"
 
+# 3: an import's lines in import_keys, no longer as requests, and signals found by entry
+# only (see _migrate_from_2); sightings as hour cells alone (see _sightings_to_cells).
 SCHEMA_VERSION = 3
+
+# A bank-file line's key in import_keys: the first 16 bytes of its content digest
+# (ImportBatch.keys); two lines of a bank share one as likely as two random 128-bit ids.
+_IMPORT_KEY_BYTES = 16
+# How version 2 recorded the k-th submission of an imported line: as a request whose
+# id held the first 40 hex digits of the line's key.
+_LEGACY_IMPORT_REQUEST = re.compile(r"imp-([0-9a-f]{40})-[0-9]+")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -126,12 +145,16 @@ CREATE TABLE IF NOT EXISTS signals (
     submission_id INTEGER NOT NULL REFERENCES submissions(id),
     type TEXT NOT NULL, version TEXT NOT NULL, value BLOB NOT NULL, quality INTEGER,
     variant TEXT NOT NULL DEFAULT '', active INTEGER NOT NULL DEFAULT 1);
-CREATE INDEX IF NOT EXISTS signals_by_submission ON signals(submission_id);
 CREATE INDEX IF NOT EXISTS signals_by_entry ON signals(entry_id);
 CREATE TABLE IF NOT EXISTS requests (
     member_id INTEGER NOT NULL, request_id TEXT NOT NULL, digest BLOB NOT NULL,
     outcome TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (member_id, request_id));
 CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL);
+-- The bank-file lines each member imported (hashshare.bankfile), by key: importing
+-- one again stores nothing. A key is 16 bytes where a request's record is 200: an
+-- import writes one a line, and a transaction of 50,000 rewrites most of the pages.
+CREATE TABLE IF NOT EXISTS import_keys (
+    member_id INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (member_id, key)) WITHOUT ROWID;
 
 -- Spread analytics (hashshare.research, store/rollups.py): sightings as hour
 -- cells (per entry, member and hour: how many, the first and the last; a busy
@@ -232,15 +255,17 @@ class SqliteStore(Store):
         self._bulk = False
         self._closing = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        self._checkpoints_wanted = False
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.executescript(SCHEMA)
         self._writer.executescript(SCHEMA_NOTICES_AUDIT)
         self._check_schema_version()
-        if self.path != ":memory:":
+        # The checkpoint thread starts with the first commit after this: a process that only
+        # imports (bulk_writes checkpoints itself) stays single-threaded, so it may fork readers.
+        self._checkpoints_wanted = self.path != ":memory:"
+        if self._checkpoints_wanted:
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = threading.Thread(target=self._checkpoints, name="hashshare-checkpoint", daemon=True)
-            self._checkpointer.start()
 
     # Connections
 
@@ -263,7 +288,11 @@ class SqliteStore(Store):
     def bulk_writes(self) -> Iterator[None]:
         """Store.bulk_writes: while inside, every write through this store commits with
         ``synchronous=NORMAL`` (WAL mode: a power loss may roll back the last
-        transactions, never corrupt the file); at the end the WAL is synced once."""
+        transactions, never corrupt the file); at the end the WAL is synced once.
+
+        Foreign keys are not checked inside either: the batch writes hand out the ids
+        their rows refer to themselves, in the same transaction (and check the entries
+        they join), and a check costs a lookup for every reference of every row."""
         db = self._writer
         with self._write_lock:
             # The writer checkpoints itself meanwhile, every 64 MiB (see _BULK_CHECKPOINT_PAGES).
@@ -271,6 +300,7 @@ class SqliteStore(Store):
             checkpoint_pages = db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
             cache_size = db.execute("PRAGMA cache_size").fetchone()[0]
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=OFF")
             db.execute(f"PRAGMA wal_autocheckpoint={_BULK_CHECKPOINT_PAGES}")
             db.execute(f"PRAGMA cache_size=-{_BULK_CACHE_KIB}")
         try:
@@ -278,6 +308,7 @@ class SqliteStore(Store):
         finally:
             with self._write_lock:
                 db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
                 db.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
                 db.execute(f"PRAGMA cache_size={int(cache_size)}")
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # leaves the server a short WAL
@@ -331,6 +362,11 @@ class SqliteStore(Store):
                 raise
             self._writer.execute("COMMIT")
             self._commits += 1
+            if self._checkpointer is None and self._checkpoints_wanted and not self._bulk:
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoints, name="hashshare-checkpoint", daemon=True
+                )
+                self._checkpointer.start()
 
     def _check_schema_version(self) -> None:
         with self._transaction() as db:
@@ -338,6 +374,7 @@ class SqliteStore(Store):
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) == 2:
+                _migrate_from_2(db)
                 _sightings_to_cells(db)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
@@ -503,10 +540,7 @@ class SqliteStore(Store):
         # Under BEGIN IMMEDIATE nobody else writes, so ids can be handed out
         # here (as SQLite would: the largest plus one) and rows inserted in bulk.
         known = self._known_requests(db, member_id, [item.request_id for item in items])
-        next_entry, next_submission, next_signal = (
-            int(db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])
-            for table in ("entries", "submissions", "signals")
-        )
+        next_entry, next_submission, next_signal = (first - 1 for first in _first_free_ids(db))
         entry_members: dict[int, set[int]] = {}  # active members of every entry this batch touches
 
         def members_of(entry_id: int) -> set[int] | None:
@@ -594,22 +628,77 @@ class SqliteStore(Store):
             request_rows.append((member_id, item.request_id, item.request_digest, text, now))
             known[item.request_id] = (item.request_digest, outcome)
             results.append(outcome)
-        _insert(db, "entries (id, category, created_at)", entry_rows)
-        _insert(
-            db,
-            "submissions (id, entry_id, member_id, category, legal_basis, discovery_method,"
-            " notice_reference, notice_received_at, removed_at, created_at)",
-            submission_rows,
-        )
-        _insert(db, "signals (id, entry_id, submission_id, type, version, value, quality, variant)", signal_rows)
-        # Request ids (content digests, for an import) arrive in random order: sorted,
-        # the inserts walk the requests index from one end to the other.
-        request_rows.sort(key=_request_id)
+        _insert_bank_rows(db, entry_rows, submission_rows, signal_rows, range(first_signal, next_signal + 1))
         _insert(db, "requests (member_id, request_id, digest, outcome, created_at)", request_rows)
-        if submission_rows:
-            payload = {"kind": _SIGNAL_ROWS, "first": first_signal, "last": next_signal}
-            db.execute("INSERT INTO changes (payload) VALUES (?)", (json.dumps(payload).encode(),))
         return results
+
+    def import_batch(self, member_id: int, batch: ImportBatch, now: float) -> ImportOutcome:
+        if not batch.keys:
+            return ImportOutcome()
+        with self._transaction() as db:
+            return self._import_batch(db, member_id, batch, now)
+
+    def _import_batch(self, db: sqlite3.Connection, member_id: int, batch: ImportBatch, now: float) -> ImportOutcome:
+        # Recording the keys first tells which lines are new. Keys are digests, in random
+        # order: sorted, the inserts walk the table from one end to the other.
+        keys = [key[:_IMPORT_KEY_BYTES] for key in batch.keys]
+        key_rows = list(zip(itertools.repeat(member_id), sorted(set(keys))))
+        new = {row[0] for row in _insert(db, "import_keys (member_id, key)", key_rows, _NEW_IMPORT_KEYS)}
+        done = ImportOutcome()
+        if len(new) < len(keys):
+            kept = []
+            for line, key in enumerate(keys):
+                if key in new:
+                    new.discard(key)  # a repeat of it further on is present
+                    kept.append(line)
+                else:
+                    done.present.append(line)
+            batch = batch.select(kept)
+        # Rows are made column by column (zip and map run in C): an import is bound by
+        # the Python work per line as much as by SQLite's.
+        first_entry, first_submission, first_signal = _first_free_ids(db)
+        lines, submissions, signals = len(batch.keys), len(batch.sub_line), len(batch.sig_line)
+        created = [now if at is None else at for at in batch.created_at]
+        firsts: Sequence[int]  # each line's first submission
+        if submissions == lines:
+            firsts = range(lines)
+            entry_rows = list(zip(range(first_entry, first_entry + lines), batch.categories, created, strict=True))
+            carriers: Iterable[int] = map(operator.add, batch.sig_line, itertools.repeat(first_submission))
+        else:
+            firsts = [j for j, line in enumerate(batch.sub_line) if j == 0 or batch.sub_line[j - 1] != line]
+            entry_rows = [(first_entry + n, batch.categories[j], created[j]) for n, j in enumerate(firsts)]
+            carriers = (first_submission + firsts[line] for line in batch.sig_line)
+        submission_rows = list(
+            zip(
+                range(first_submission, first_submission + submissions),
+                map(operator.add, batch.sub_line, itertools.repeat(first_entry)),
+                itertools.repeat(member_id),
+                batch.categories,
+                batch.legal_bases,
+                batch.discovery_methods,
+                batch.notice_references,
+                batch.notice_received_at,
+                batch.removed_at,
+                created,
+            )
+        )
+        signal_ids = range(first_signal, first_signal + signals)
+        signal_rows = list(
+            zip(
+                signal_ids,
+                map(operator.add, batch.sig_line, itertools.repeat(first_entry)),
+                carriers,
+                batch.types,
+                batch.versions,
+                batch.values,
+                batch.qualities,
+                batch.variants,
+                strict=True,
+            )
+        )
+        _insert_bank_rows(db, entry_rows, submission_rows, signal_rows, signal_ids)
+        done.submissions = submissions
+        return done
 
     def _known_requests(
         self, db: sqlite3.Connection, member_id: int, request_ids: list[str]
@@ -651,15 +740,19 @@ class SqliteStore(Store):
             row_ids = [
                 r[0]
                 for r in db.execute(
-                    f"SELECT id FROM signals WHERE submission_id IN ({marks}) AND active = 1 ORDER BY id",
-                    submission_ids,
+                    f"SELECT id FROM signals WHERE entry_id = ? AND submission_id IN ({marks}) AND active = 1"
+                    " ORDER BY id",
+                    (entry_id, *submission_ids),
                 )
             ]
             db.execute(
                 f"UPDATE submissions SET retracted_at = ?, retract_reason = ? WHERE id IN ({marks})",
                 (now, reason, *submission_ids),
             )
-            db.execute(f"UPDATE signals SET active = 0 WHERE submission_id IN ({marks})", submission_ids)
+            db.execute(
+                f"UPDATE signals SET active = 0 WHERE entry_id = ? AND submission_id IN ({marks})",
+                (entry_id, *submission_ids),
+            )
             self._append(db, SignalsRemoved(tuple(row_ids)))
             active = (
                 db.execute(
@@ -1421,8 +1514,62 @@ def _entry_summary(row: tuple[int, str, int, int], inputs: dict[int, dict[str, A
     return EntrySummary(entry_id, category, members, members > 0, trusted=bool(any_trusted), **inputs.get(entry_id, {}))
 
 
-def _request_id(row: tuple[object, ...]) -> str:
-    return str(row[1])
+def _first_free_ids(db: sqlite3.Connection) -> tuple[int, int, int]:
+    """The next entry, submission and signal ids. Under BEGIN IMMEDIATE nobody else
+    writes, so ids can be handed out (as SQLite would: the largest plus one) and rows
+    inserted in bulk."""
+    entry, submission, signal = (
+        int(db.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0])
+        for table in ("entries", "submissions", "signals")
+    )
+    return entry, submission, signal
+
+
+def _insert_bank_rows(
+    db: sqlite3.Connection,
+    entry_rows: Sequence[tuple[object, ...]],
+    submission_rows: Sequence[tuple[object, ...]],
+    signal_rows: Sequence[tuple[object, ...]],
+    signal_ids: range,
+) -> None:
+    """New entries, submissions and signals (with their ids), and the feed row that
+    names the signals by their consecutive ids instead of copying them."""
+    _insert(db, "entries (id, category, created_at)", entry_rows)
+    _insert(
+        db,
+        "submissions (id, entry_id, member_id, category, legal_basis, discovery_method,"
+        " notice_reference, notice_received_at, removed_at, created_at)",
+        submission_rows,
+    )
+    _insert(db, "signals (id, entry_id, submission_id, type, version, value, quality, variant)", signal_rows)
+    if submission_rows:
+        payload = {"kind": _SIGNAL_ROWS, "first": signal_ids.start, "last": signal_ids.stop - 1}
+        db.execute("INSERT INTO changes (payload) VALUES (?)", (json.dumps(payload).encode(),))
+
+
+_NEW_IMPORT_KEYS = " ON CONFLICT DO NOTHING RETURNING key"
+
+
+def _legacy_import_key(request_id: str) -> bytes | None:
+    found = _LEGACY_IMPORT_REQUEST.fullmatch(request_id)
+    return bytes.fromhex(found[1][: 2 * _IMPORT_KEY_BYTES]) if found else None
+
+
+def _migrate_from_2(db: sqlite3.Connection) -> None:
+    """Version 2 recorded each submission of an imported line as a request
+    ``imp-<the first 40 hex digits of the line's key>-<k>``, 200 bytes where import_keys
+    keeps 16 for the whole line: move those into import_keys, so that importing the
+    lines again still stores nothing. It also indexed signals by submission, which
+    only a retraction read (it knows the entry: signals_by_entry serves it), and which
+    every imported signal paid for."""
+    db.execute("DROP INDEX IF EXISTS signals_by_submission")
+    db.create_function("legacy_import_key", 1, _legacy_import_key, deterministic=True)
+    db.execute(
+        "INSERT INTO import_keys (member_id, key) SELECT member_id, key FROM"
+        " (SELECT member_id, legacy_import_key(request_id) AS key FROM requests WHERE request_id LIKE 'imp-%')"
+        " WHERE key IS NOT NULL ORDER BY 1, 2 ON CONFLICT DO NOTHING"
+    )
+    db.execute("DELETE FROM requests WHERE request_id LIKE 'imp-%' AND legacy_import_key(request_id) IS NOT NULL")
 
 
 # Rows per multi-row statement, at most: enough that a batch is a handful of statements.
@@ -1434,9 +1581,12 @@ def _rows_per_statement(db: sqlite3.Connection, width: int) -> int:
     return max(1, min(_MOST_ROWS_PER_STATEMENT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
 
 
-def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]], upsert: str = "") -> None:
+def _insert(
+    db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]], upsert: str = ""
+) -> list[tuple[Any, ...]]:
     """``INSERT INTO {into}`` of ``rows``, up to thousands per statement (``upsert``: an
-    ON CONFLICT clause; the rows must then have distinct keys).
+    ON CONFLICT clause, the rows must then have distinct keys, and a RETURNING clause;
+    what it returns is returned).
 
     executemany steps one row at a time, letting go of the GIL around each step and
     waiting to take it back: while another thread runs Python (an import parsing its
@@ -1445,8 +1595,9 @@ def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]
     rows, so a few shapes are compiled once and reused (compiling costs as much as
     inserting); the last, short one is padded with NULL rows, which it skips (a row's
     first value is never NULL: an id, or an entry id)."""
+    returned: list[tuple[Any, ...]] = []
     if not rows:
-        return
+        return returned
     width = len(rows[0])
     size = _rows_per_statement(db, width)
     start = 0
@@ -1459,7 +1610,11 @@ def _insert(db: sqlite3.Connection, into: str, rows: Sequence[tuple[object, ...]
         flat = list(itertools.chain.from_iterable(chunk))
         flat.extend(itertools.repeat(None, width * (size - len(chunk))))
         values = ",".join(["(" + ",".join("?" * width) + ")"] * size)
-        db.execute(f"INSERT INTO {into} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL{upsert}", flat)
+        cursor = db.execute(
+            f"INSERT INTO {into} SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL{upsert}", flat
+        )
+        returned += cursor.fetchall()
+    return returned
 
 
 def _sightings_to_cells(db: sqlite3.Connection) -> None:

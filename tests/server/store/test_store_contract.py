@@ -34,7 +34,15 @@ from hashshare.model import (
     TrustLevel,
 )
 from hashshare.store import Store, open_store
-from hashshare.store.base import BatchSubmission, Replayed, submitted
+from hashshare.store.base import (
+    BatchSubmission,
+    ImportBatch,
+    ImportedSignal,
+    ImportedSubmission,
+    ImportOutcome,
+    Replayed,
+    submitted,
+)
 from hashshare_client import DiscoveryMethod, LegalBasis, Signal, signal_types
 
 NOW = datetime(2024, 3, 1, 9, 30, tzinfo=UTC).timestamp() + 0.125  # a fraction, to catch lossy floats
@@ -778,3 +786,89 @@ def test_a_batch_keeps_given_creation_times(store: Store) -> None:
     assert entry is not None and entry.created_at == NOW - DAY
     assert [s.created_at for s in entry.submissions] == [NOW - DAY, NOW]
     assert store.submit_many(alpha, [], NOW) == []
+
+
+# Imports (import_batch)
+
+
+def import_key(text: str) -> bytes:
+    return hashlib.sha256(f"line:{text}".encode()).digest()
+
+
+def imported(category: str = "hate_speech", created_at: float | None = None) -> ImportedSubmission:
+    return (category, "local_law", "user_report", "case-9", NOW - DAY, NOW - 3600, created_at)
+
+
+def as_imported(signal: Signal) -> ImportedSignal:
+    return (signal.type, signal.version, signal.value, signal.quality, signal.variant)
+
+
+def test_an_import_stores_each_line_as_a_new_entry_with_one_feed_change(store: Store) -> None:
+    alpha, beta = member(store, "alpha"), member(store, "beta")
+    submit(store, beta, "seed", draft(sha256("a")))  # the same content: an import does not cluster
+    position = store.feed_position()
+    batch = ImportBatch()
+    batch.add(import_key("one"), [imported()], [as_imported(sha256("a")), as_imported(pdq("a"))])
+    batch.add(import_key("two"), [imported(created_at=NOW - DAY), imported("harassment")], [as_imported(pdq("b"))])
+
+    outcome = store.import_batch(alpha, batch, NOW)
+
+    assert outcome == ImportOutcome(present=[], refused=[], submissions=3)
+    changes, _ = all_changes(store, position)
+    assert len(changes) == 1 and isinstance(changes[0], SignalsAdded)
+    assert [(r.entry_id, r.value) for r in changes[0].rows] == [
+        (2, sha256("a").value),
+        (2, pdq("a").value),
+        (3, pdq("b").value),
+    ]
+    first, second = store.get_entry(2), store.get_entry(3)
+    assert first is not None and second is not None
+    assert (first.category, first.created_at, [s.signal for s in first.signals]) == (
+        "hate_speech",
+        NOW,
+        [sha256("a"), pdq("a")],
+    )
+    submission = first.submissions[0]
+    assert (submission.member_id, submission.legal_basis, submission.discovery_method) == (
+        alpha,
+        LegalBasis.LOCAL_LAW,
+        DiscoveryMethod.USER_REPORT,
+    )
+    assert (submission.notice_reference, submission.notice_received_at, submission.removed_at) == (
+        "case-9",
+        NOW - DAY,
+        NOW - 3600,
+    )
+    # A line's submissions make one entry: its category and time are the first's, and
+    # the first carries the signals.
+    assert (second.category, second.created_at) == ("hate_speech", NOW - DAY)
+    assert [(s.category, s.created_at) for s in second.submissions] == [("hate_speech", NOW - DAY), ("harassment", NOW)]
+    assert {s.submission_id for s in second.signals} == {second.submissions[0].submission_id}
+    assert store.entry_summaries([2])[2].corroborations == 1
+
+
+def test_lines_imported_before_or_repeated_store_nothing(store: Store) -> None:
+    alpha, beta = member(store, "alpha"), member(store, "beta")
+    first = ImportBatch()
+    first.add(import_key("one"), [imported()], [as_imported(sha256("a"))])
+    assert store.import_batch(alpha, first, NOW).present == []
+    position = store.feed_position()
+
+    again = ImportBatch()
+    again.add(import_key("one"), [imported()], [as_imported(sha256("a"))])
+    again.add(import_key("two"), [imported(), imported()], [as_imported(sha256("b"))])
+    again.add(import_key("two"), [imported(), imported()], [as_imported(sha256("b"))])  # repeated in the batch
+    again.add(import_key("three"), [imported()], [as_imported(sha256("c"))])
+    outcome = store.import_batch(alpha, again, NOW)
+
+    assert outcome == ImportOutcome(present=[0, 2], refused=[], submissions=3)
+    assert [(r.entry_id, r.value) for r in active(store)] == [(1, sha256(t).value) for t in "a"] + [
+        (2, sha256("b").value),
+        (3, sha256("c").value),
+    ]
+    assert store.import_batch(alpha, again, NOW) == ImportOutcome(present=[0, 1, 2, 3], refused=[], submissions=0)
+    changes, _ = all_changes(store, position)
+    assert len(changes) == 1
+    # Lines are the member's: another member's import of the same line stores it.
+    assert store.import_batch(beta, first, NOW) == ImportOutcome(present=[], refused=[], submissions=1)
+    assert store.import_batch(alpha, ImportBatch(), NOW) == ImportOutcome()
