@@ -192,7 +192,9 @@ class FeedFollower:
         held: set[int] = set()
         for row_ids, _, _ in self._index.export().values():
             held.update(int(r) for r in row_ids)
-        removed = SignalsRemoved(tuple(held - wanted.keys()))
+        # No entries named: changes that fell into the gap (feedback, reviews) went unseen too,
+        # so listeners must treat every entry as changed.
+        removed = SignalsRemoved(tuple(held - wanted.keys()), None)
         added = SignalsAdded(tuple(row for row_id, row in wanted.items() if row_id not in held))
         for row_id in removed.row_ids:
             self._index.remove(row_id)

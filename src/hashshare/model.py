@@ -230,6 +230,10 @@ class SignalsAdded:
 @dataclass(frozen=True)
 class SignalsRemoved:
     row_ids: tuple[int, ...]
+    # The entries whose summaries the removal changed (a retraction's entry; none for an
+    # allow-list item). None: not known (a change written before stores named them), so
+    # every cached summary is suspect.
+    entry_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

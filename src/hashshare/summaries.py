@@ -463,8 +463,10 @@ class SummaryCache:
         elif isinstance(change, EntryChanged):
             self.forget(change.entry_ids)
         elif isinstance(change, SignalsRemoved):
-            # A retraction names rows, not entries; retractions are rare.
-            self.forget_all()
+            if change.entry_ids is None:
+                self.forget_all()  # a change from before stores named the entries
+            else:
+                self.forget(change.entry_ids)
 
     def __len__(self) -> int:
         """Summaries answered from memory: the table's known rows and those kept beside it."""

@@ -217,12 +217,28 @@ def test_the_table_answers_every_entry_without_store_reads_and_forgets_what_chan
         }
         assert source.reads == [[entry_ids[5]]]
 
-        # A retraction names rows, not entries: the whole table is read again.
+        # A retraction's change names its entry: that entry alone is read again.
+        position = store.feed_position()
         store.retract(second.member_id, "t1", b"d", entry_ids[3], "", time.time())
-        cache.apply(SignalsRemoved((1,)))
-        assert cache.table is None
-        assert _loaded(cache).get(entry_ids[3]) == store.entry_summaries([entry_ids[3]])[entry_ids[3]]
+        retraction, _ = store.changes_since(position)
+        assert [type(c) for c in retraction] == [SignalsRemoved]
+        source.reads.clear()
+        for change in retraction:
+            cache.apply(change)
+        assert cache.table is table, "the table is kept"
+        assert cache.entry_summaries([entry_ids[3], entry_ids[4]]) == {
+            entry_ids[3]: store.entry_summaries([entry_ids[3]])[entry_ids[3]],
+            entry_ids[4]: expected[entry_ids[4]],
+        }
         assert cache.entry_summaries([entry_ids[3]])[entry_ids[3]].corroborations == 1
+        assert source.reads == [[entry_ids[3]]]
+
+        # A removal from a feed written before stores named entries: the whole table is read again.
+        store.retract(first.member_id, "t2", b"d", entry_ids[4], "", time.time())
+        cache.apply(SignalsRemoved((5,)))
+        assert cache.table is None
+        assert _loaded(cache).get(entry_ids[4]) == store.entry_summaries([entry_ids[4]])[entry_ids[4]]
+        assert not cache.entry_summaries([entry_ids[4]])[entry_ids[4]].active
     finally:
         cache.stop()
         store.close()

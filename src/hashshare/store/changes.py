@@ -16,6 +16,9 @@ def encode(change: Change) -> bytes:
         }
     elif isinstance(change, SignalsRemoved):
         body = {"kind": "signals_removed", "row_ids": list(change.row_ids)}
+        if change.entry_ids is not None:
+            # An extra key: a server that predates it reads the row ids and ignores it.
+            body["entry_ids"] = list(change.entry_ids)
     elif isinstance(change, EntryChanged):
         body = {"kind": "entry_changed", "entry_ids": list(change.entry_ids)}
     else:
@@ -38,7 +41,8 @@ def from_body(body: dict[str, Any]) -> Change:
             )
         )
     if kind == "signals_removed":
-        return SignalsRemoved(tuple(body["row_ids"]))
+        entry_ids = body.get("entry_ids")
+        return SignalsRemoved(tuple(body["row_ids"]), None if entry_ids is None else tuple(entry_ids))
     if kind == "token_revoked":
         return TokenRevoked(bytes.fromhex(body["token_hash"]))
     if kind == "entry_changed":

@@ -954,7 +954,7 @@ class RedisStore(Store):
                 if row_ids:
                     tx.hdel(keys.slot_active_signals(slot), *map(str, row_ids))
                 tx.hset(keys.entry_requests(entry_id), field_name, json.dumps(request_record))
-                self._append(tx, SignalsRemoved(row_ids))
+                self._append(tx, SignalsRemoved(row_ids, (entry_id,)))
 
             return (outcome, False), writes
 
@@ -1836,7 +1836,8 @@ class RedisStore(Store):
             def writes(tx: Pipeline) -> None:
                 tx.hdel(keys.ALLOW_ITEMS, str(allow_id))
                 tx.hset(keys.ALLOW_REMOVED, str(allow_id), json.dumps(removed))
-                self._append(tx, SignalsRemoved(row_ids))
+                # Summaries do not depend on the allow-list (it holds matches at lookup time).
+                self._append(tx, SignalsRemoved(row_ids, ()))
                 self._remember(tx, request_key, "disallow", request_digest, {"allow_id": allow_id}, now)
 
             return None, writes

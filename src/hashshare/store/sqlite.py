@@ -753,7 +753,7 @@ class SqliteStore(Store):
                 f"UPDATE signals SET active = 0 WHERE entry_id = ? AND submission_id IN ({marks})",
                 (entry_id, *submission_ids),
             )
-            self._append(db, SignalsRemoved(tuple(row_ids)))
+            self._append(db, SignalsRemoved(tuple(row_ids), (entry_id,)))
             active = (
                 db.execute(
                     "SELECT 1 FROM submissions WHERE entry_id = ? AND retracted_at IS NULL LIMIT 1", (entry_id,)
@@ -1441,7 +1441,8 @@ class SqliteStore(Store):
             if updated.rowcount == 0:
                 raise NotFound(f"no allow-list item {allow_id}")
             row_ids = [r[0] for r in db.execute("SELECT id FROM allowed_signals WHERE allow_id = ?", (allow_id,))]
-            self._append(db, SignalsRemoved(tuple(allowed_index_id(r) for r in row_ids)))
+            # Summaries do not depend on the allow-list (it holds matches at lookup time).
+            self._append(db, SignalsRemoved(tuple(allowed_index_id(r) for r in row_ids), ()))
             self._remember(db, member_id, request_id, request_digest, "disallow", {"allow_id": allow_id}, now)
 
     def list_allowed(self, after: int, limit: int) -> list[AllowedItem]:

@@ -387,7 +387,7 @@ def test_retracting_withdraws_every_active_submission_of_the_member(store: Store
     outcome = retract(store, alpha, "ret", 1)
 
     assert outcome == RetractOutcome(entry_id=1, retracted_submissions=2, entry_active=False)
-    assert all_changes(store, before)[0] == [SignalsRemoved((1, 2, 3))]
+    assert all_changes(store, before)[0] == [SignalsRemoved((1, 2, 3), (1,))]  # and the entry they leave
     with pytest.raises(NotFound):
         retract(store, alpha, "ret-again", 1)
 
@@ -485,7 +485,7 @@ def test_the_feed_holds_exactly_the_changes_of_each_write_in_order(store: Store)
             )
         ),
         SignalsAdded((IndexedSignal(3, 1, sha256("b").type, sha256("b").version, sha256("b").value),)),
-        SignalsRemoved((1, 2)),
+        SignalsRemoved((1, 2), (1,)),
         TokenRevoked(digest("secret")),
     ]
     changes, end = all_changes(store, start)
