@@ -7,59 +7,51 @@ the bank, and the README says so.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Sequence
 
 import numpy as np
 
-from hashshare_client import Verdict
-
-from .model import Sighting
 from .store.base import Store
+from .store.sighting_cells import fold
 
 log = logging.getLogger(__name__)
 
-# Verdict names by rank (matching.VERDICT_RANK).
-_VERDICT_NAMES = (Verdict.NONE.value, Verdict.REVIEW.value, Verdict.BLOCK.value)
-_MAX_QUEUED = 100_000
-_MAX_BATCH = 5_000
+_MAX_QUEUED = 100_000  # sightings
+_CELLS_PER_WRITE = 2_000
 
 
 class SightingRecorder:
     def __init__(self, store: Store, flush_seconds: float) -> None:
         self._store = store
         self._flush_seconds = flush_seconds
-        # A list under a lock, swapped out whole by the writer: a Match appends its
-        # hits in one step (queue.Queue costs a condition variable per item).
-        self._pending: list[Sighting] = []
+        # Per lookup batch: the matched entry ids, the member and the time. A list under a
+        # lock, swapped out whole by the writer; a Match appends in one step and makes no
+        # object per matched entry (a lookup near a cluster matches hundreds).
+        self._pending: list[tuple[np.ndarray, int, float]] = []
+        self._queued = 0
         self._pending_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0
 
-    def record(self, sighting: Sighting) -> None:
-        self.record_many((sighting,))
-
-    def record_many(self, sightings: Iterable[Sighting]) -> None:
-        """Queue the sightings of one lookup; beyond the queue's bound they are dropped
-        (and counted): an upload check is never held up for analytics."""
-        batch = list(sightings)
-        with self._pending_lock:
-            room = _MAX_QUEUED - len(self._pending)
-            if room >= len(batch):
-                self._pending.extend(batch)
-                return
-            self._pending.extend(batch[: max(room, 0)])
-            self.dropped += len(batch) - max(room, 0)
-
     def record_matches(self, member_id: int, at: float, seen: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-        """``record_many`` of the entries lookups matched: per lookup, the entry ids and
-        the ranks of their verdicts (matching.VERDICT_RANK)."""
-        entries = np.concatenate([ids for ids, _ in seen]).tolist()
-        verdicts = np.array(_VERDICT_NAMES)[np.concatenate([ranks for _, ranks in seen])].tolist()
-        self.record_many(map(Sighting, entries, itertools.repeat(member_id), itertools.repeat(at), verdicts))
+        """Queue the sightings of lookups: per lookup, the entry ids it matched and the ranks
+        of their verdicts (matching.VERDICT_RANK; not kept). Beyond the queue's bound they are
+        dropped (and counted): an upload check is never held up for analytics."""
+        entries = np.concatenate([ids for ids, _ in seen]) if seen else np.zeros(0, dtype=np.int64)
+        if not len(entries):
+            return
+        with self._pending_lock:
+            room = _MAX_QUEUED - self._queued
+            if room < len(entries):
+                self.dropped += len(entries) - max(room, 0)
+                entries = entries[: max(room, 0)]
+            if len(entries):
+                self._pending.append((entries, member_id, at))
+                self._queued += len(entries)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hashshare-sightings", daemon=True)
@@ -71,18 +63,27 @@ class SightingRecorder:
         self.flush()
 
     def flush(self) -> int:
-        """Write what is queued now; how many were written."""
+        """Write what is queued now, folded into hour cells; how many sightings were written."""
         with self._pending_lock:
-            pending, self._pending = self._pending, []
+            pending, self._pending, self._queued = self._pending, [], 0
+        if not pending:
+            return 0
+        lengths = [len(entries) for entries, _, _ in pending]
+        cells = fold(
+            np.concatenate([entries for entries, _, _ in pending]),
+            np.repeat(np.array([member for _, member, _ in pending], dtype=np.int64), lengths),
+            np.repeat(np.array([at for _, _, at in pending], dtype=np.float64), lengths),
+        )
         written = 0
-        for start in range(0, len(pending), _MAX_BATCH):
-            batch = pending[start : start + _MAX_BATCH]
+        for part in cells.parts(_CELLS_PER_WRITE):
             try:
-                self._store.add_sightings(batch)
-                written += len(batch)
+                self._store.add_sighting_cells(part)
             except Exception:
-                log.exception("could not write %d sightings; they are lost", len(pending) - start)
+                log.exception("could not write %d sightings; they are lost", sum(lengths) - written)
                 return written
+            written += int(part.counts.sum())
+            # Lookups waiting for the interpreter go first: a flush is analytics, not urgent.
+            time.sleep(0)
         return written
 
     def stop(self) -> None:

@@ -49,6 +49,7 @@ from ..model import (
     TrustLevel,
 )
 from .rollups import ActionRecord, ActionTally, Dimension, Key, Rollup, SightingTally, SubmissionTally
+from .sighting_cells import SightingCells, fold_sightings
 
 
 @dataclass(frozen=True)
@@ -364,8 +365,13 @@ class Store(abc.ABC):
 
     # Sightings
 
+    def add_sightings(self, sightings: Sequence[Sighting]) -> None:
+        self.add_sighting_cells(fold_sightings(sightings))
+
     @abc.abstractmethod
-    def add_sightings(self, sightings: Sequence[Sighting]) -> None: ...
+    def add_sighting_cells(self, cells: SightingCells) -> None:
+        """Add each cell's count to the store's cell of its entry, member and hour, and
+        widen its first and last sighting to the cell's."""
 
     @abc.abstractmethod
     def sighting_stats(self, entry_id: int) -> SightingStats: ...

@@ -42,7 +42,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -86,7 +85,6 @@ from ..model import (
     Review,
     ReviewDecision,
     Role,
-    Sighting,
     SightingStats,
     SignalsAdded,
     SignalsRemoved,
@@ -120,6 +118,7 @@ from .rollups import (
     hour_of,
     tally_submissions,
 )
+from .sighting_cells import SightingCells
 
 SCHEMA_VERSION = 1
 
@@ -174,10 +173,6 @@ def _roles_text(roles: frozenset[Role]) -> str:
 
 def _roles(text: str) -> frozenset[Role]:
     return frozenset(Role(r) for r in text.split(",") if r)
-
-
-def _day(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
 def _hash_fields(reply: object) -> dict[str, bytes]:
@@ -1052,26 +1047,37 @@ class RedisStore(Store):
 
     # Sightings
 
-    def add_sightings(self, sightings: Sequence[Sighting]) -> None:
-        if not sightings:
+    def add_sighting_cells(self, cells: SightingCells) -> None:
+        if not len(cells):
             return
-        # Fold the batch first: one command per (entry, member) and (entry, day), not per sighting.
+        rows = cells.rows()
+        # Fold the cells first: one command per (entry, member) and (entry, day), not per cell.
         daily: dict[tuple[int, str], int] = defaultdict(int)
-        per_member: dict[tuple[int, int], list[float]] = defaultdict(list)
-        for s in sightings:
-            daily[s.entry_id, _day(s.at)] += 1
-            per_member[s.entry_id, s.member_id].append(s.at)
+        per_member: dict[tuple[int, int], tuple[int, float, float]] = {}
+        for entry_id, member_id, hour, count, first_at, last_at in rows:
+            daily[entry_id, day_text(day_of_hour(hour))] += count
+            known = per_member.get((entry_id, member_id))
+            if known is not None:
+                count, first_at, last_at = known[0] + count, min(known[1], first_at), max(known[2], last_at)
+            per_member[entry_id, member_id] = (count, first_at, last_at)
         # One pipeline, not one transaction: the counters of different entries live in
         # different slots, and each counter update is atomic on its own.
         with self._redis.pipeline(transaction=False) as tx:
             for (entry_id, day), count in daily.items():
                 tx.hincrby(keys.sightings_daily(entry_id), day, count)
-            for (entry_id, member_id), times in per_member.items():
-                tx.zincrby(keys.sightings_count(entry_id), len(times), str(member_id))
-                tx.zadd(keys.sightings_first(entry_id), {str(member_id): min(times)}, lt=True)
-                tx.zadd(keys.sightings_last(entry_id), {str(member_id): max(times)}, gt=True)
+            for (entry_id, member_id), (count, first_at, last_at) in per_member.items():
+                tx.zincrby(keys.sightings_count(entry_id), count, str(member_id))
+                tx.zadd(keys.sightings_first(entry_id), {str(member_id): first_at}, lt=True)
+                tx.zadd(keys.sightings_last(entry_id), {str(member_id): last_at}, gt=True)
             tx.execute()
-        self._add_sighting_cells(sightings)
+        # Outside the pipeline above's counters: each command touches one slot, and a
+        # lost increment costs analytics only, like a sighting lost in a crash.
+        with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id, member_id, hour, count, _, _ in rows:
+                pipe.hincrby(keys.sightings_hours(entry_id), f"{member_id}:{hour}", count)
+                day = day_text(day_of_hour(hour))
+                pipe.hincrby(keys.member_sightings_day(member_id, day), f"{entry_id}:{hour}", count)
+            pipe.execute()
 
     def sighting_stats(self, entry_id: int) -> SightingStats:
         with self._redis.pipeline(transaction=True) as pipe:
@@ -1358,19 +1364,6 @@ class RedisStore(Store):
         return found
 
     # Spread analytics
-
-    def _add_sighting_cells(self, sightings: Sequence[Sighting]) -> None:
-        # Outside the transaction above: each command touches one slot, and a
-        # lost increment costs analytics only, like a sighting lost in a crash.
-        cells: dict[tuple[int, int, int], int] = defaultdict(int)
-        for s in sightings:
-            cells[s.entry_id, s.member_id, hour_of(s.at)] += 1
-        with self._redis.pipeline(transaction=False) as pipe:
-            for (entry_id, member_id, hour), count in cells.items():
-                pipe.hincrby(keys.sightings_hours(entry_id), f"{member_id}:{hour}", count)
-                day = day_text(day_of_hour(hour))
-                pipe.hincrby(keys.member_sightings_day(member_id, day), f"{entry_id}:{hour}", count)
-            pipe.execute()
 
     def report_actions(
         self, member_id: int, request_id: str, request_digest: bytes, actions: Sequence[ActionRecord], now: float

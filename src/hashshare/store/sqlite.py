@@ -57,7 +57,6 @@ from ..model import (
     Review,
     ReviewDecision,
     Role,
-    Sighting,
     SightingStats,
     SignalsAdded,
     SignalsRemoved,
@@ -93,6 +92,7 @@ from .rollups import (
     SubmissionTally,
     hour_of,
 )
+from .sighting_cells import SightingCells
 
 log = logging.getLogger(__name__)
 
@@ -886,25 +886,15 @@ class SqliteStore(Store):
 
     # Sightings
 
-    def add_sightings(self, sightings: Sequence[Sighting]) -> None:
-        if not sightings:
+    def add_sighting_cells(self, cells: SightingCells) -> None:
+        if not len(cells):
             return
-        cells: dict[tuple[int, int, int], list[float]] = {}
-        for s in sightings:
-            key = (s.entry_id, s.member_id, hour_of(s.at))
-            cell = cells.get(key)
-            if cell is None:
-                cells[key] = [1, s.at, s.at]
-            else:
-                cell[0] += 1
-                cell[1] = min(cell[1], s.at)
-                cell[2] = max(cell[2], s.at)
         # Written while lookups run on other threads: in few statements (see _insert).
         with self._transaction() as db:
             _insert(
                 db,
                 "sighting_hours (entry_id, member_id, hour, count, first_at, last_at)",
-                [(*key, *cell) for key, cell in cells.items()],
+                cells.rows(),
                 " ON CONFLICT (entry_id, member_id, hour) DO UPDATE SET count = count + excluded.count,"
                 " first_at = MIN(COALESCE(first_at, excluded.first_at), excluded.first_at),"
                 " last_at = MAX(COALESCE(last_at, excluded.last_at), excluded.last_at)",
