@@ -51,6 +51,8 @@ def as_set(hits: list) -> set[tuple[int, int, float]]:
 
 
 def check_hamming(index: MIHIndex, reference: HammingIndex, queries: list[np.ndarray], radii: list[int]) -> int:
+    # A merge publishing between two searches reorders their hits (they come by segment).
+    assert index.wait_merged(timeout=60)
     found = 0
     values = [query.tobytes() for query in queries]
     values += values[:3]  # a batch may repeat a value
@@ -132,6 +134,7 @@ def test_mih_feed_batches_fill_the_delta_then_become_segments() -> None:
         # The end of the batch before, again (its rows still there).
         replayed = np.array([r for r in range(max(0, start - 20), start) if r not in removed], dtype=np.int64)
         batch = rng.permutation(np.concatenate([chosen, replayed]))
+        assert index.wait_merged(timeout=60)  # no merge left to change the segments below
         before = (index.segment_sizes(), index._state.delta_size)
         index.add_many(batch * 3, batch + 7, bank[batch])
         for row_id in chosen.tolist():
@@ -206,6 +209,7 @@ def test_minhash_lsh_matches_the_16_bit_scan() -> None:
             assert index.remove(victim)
             del live[victim]
     assert len(index) == len(live)
+    assert index.wait_merged(timeout=60)  # searches below compare orders of hits
     ids = np.array(sorted(live))
     stored = compact(np.array([live[i] for i in ids]))
     expected_total = missed = 0
@@ -340,6 +344,7 @@ def test_signal_index_bulk_load_equals_adds_through_removals() -> None:
     assert len(bulk.sizes()) == 2 * 3 + 2  # pdq and phash in 3 regions, text, md5; unknown ones left out
 
     def check() -> None:
+        assert bulk.wait_merged(timeout=60) and one_by_one.wait_merged(timeout=60)
         for type_name, version, threshold, size in (
             ("image/pdq", PDQ.version, 40, 4),
             ("image/phash", PHASH.version, 12, 1),

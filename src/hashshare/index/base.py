@@ -89,6 +89,11 @@ class SubIndex(abc.ABC):
     @abc.abstractmethod
     def __len__(self) -> int: ...
 
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """Wait until no background rebuild of the index runs or is due; whether that came
+        before ``timeout`` seconds. Indexes that rebuild nothing in the background have none."""
+        return True
+
     def export_snapshot(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray] | None]:
         """``export_rows`` and, when the index can hand it over, its search structure over
         exactly those rows as named arrays (for a restart without rebuilding); else None."""

@@ -7,6 +7,7 @@ import gc
 import itertools
 import operator
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -275,6 +276,18 @@ class SignalIndex:
                 index.load_snapshot(arrays, None)  # a structure that does not fit: build one
             count += len(arrays[0])
         return count
+
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """Wait until no sub-index has a merge running or due (``SegmentedIndex.wait_merged``);
+        whether that came before ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            indexes = list(self._indexes.values())
+        for index in indexes:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not index.wait_merged(left):
+                return False
+        return True
 
     def sizes(self) -> dict[IndexKey, int]:
         return {key: len(index) for key, index in self._indexes.items()}
