@@ -4,6 +4,9 @@ including after interleaved adds, removals and re-adds of the same row ids."""
 from __future__ import annotations
 
 import math
+import threading
+import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,6 +101,154 @@ def test_mih_equals_brute_force_through_adds_and_removals(size_bytes: int, desig
     assert len(index) == len(reference) == len(live)
     assert most_segments > 1, "the bank should have spanned several segments and a delta"
     assert found > 100, "queries near stored rows must find some"
+
+
+class HeldMIHIndex(MIHIndex):
+    """An MIH index whose merge threads wait at ``gate`` before building a segment of more
+    than ``held_rows`` rows, so a test can act while such a merge is under way. Segments
+    frozen by the writer are built at once."""
+
+    def __init__(self, size_bytes: int, design_radius: int, held_rows: int) -> None:
+        super().__init__(size_bytes, design_radius=design_radius)
+        self.held_rows = held_rows
+        self.gate = threading.Event()
+        self.holding = threading.Event()  # a merge waits at the gate
+
+    def build(self, values: np.ndarray) -> Any:
+        if threading.current_thread().name == "hashshare-merge" and len(values) > self.held_rows:
+            self.holding.set()
+            assert self.gate.wait(timeout=30), "the test never let the merge go on"
+        return super().build(values)
+
+
+def merge_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "hashshare-merge"]
+
+
+def test_mih_equals_brute_force_while_a_merge_is_held() -> None:
+    """Adds, removals (of rows in the merge's parts too), re-adds and searches while a merge
+    builds: searches equal the scan throughout, and what was removed meanwhile stays removed
+    once the merge is published."""
+    rng = np.random.default_rng(17)
+    bank = clustered(rng, 4000, 4, max_flips=20)
+    index, reference = HeldMIHIndex(32, design_radius=31, held_rows=1500), HammingIndex(32)
+
+    def add(row_ids: np.ndarray, entry_offset: int = 0) -> None:
+        index.add_many(row_ids, row_ids * 7 + entry_offset, bank[row_ids])
+        for row_id in row_ids.tolist():
+            reference.add(row_id, row_id * 7 + entry_offset, bank[row_id].tobytes())
+
+    def same_as_scan() -> int:
+        found = 0
+        for _ in range(6):
+            query = near(rng, bank[int(rng.integers(len(bank)))], int(rng.integers(0, 32))).tobytes()
+            for radius in (0, 15, 31):
+                expected = as_set(reference.search(query, radius))
+                assert as_set(index.search(query, radius)) == expected
+                found += len(expected)
+        return found
+
+    add(np.arange(0, 1000))
+    add(np.arange(1000, 1800))  # two segments of 1000 and 800 rows: their merge is held
+    try:
+        assert index.holding.wait(timeout=30)
+        held = index._merging[max(index._merging)]
+        assert sorted(len(part.rows) for part in held.parts) == [800, 1000]
+        assert not index.wait_merged(timeout=0.05), "a held merge is still running"
+
+        found = same_as_scan()
+        removed = rng.choice(1800, size=150, replace=False)  # rows of the merge's parts
+        for row_id in removed.tolist():
+            assert index.remove(row_id) and reference.remove(row_id)
+        readded = removed[:40]
+        add(readded, entry_offset=1)  # to the delta, told apart from the old copy by entry id
+        start = 1800
+        for size in (100, 256, 30, 600, 256):  # fills and freezes the delta, merges small segments
+            add(np.arange(start, start + size))
+            start += size
+            for row_id in rng.choice(start, size=10, replace=False).tolist():
+                assert index.remove(row_id) == reference.remove(row_id)
+            found += same_as_scan()
+        assert held.lane in index._merging and index._merging[held.lane] is held, "still held"
+        assert len(index) == len(reference)
+
+    finally:
+        index.gate.set()
+    assert index.wait_merged(timeout=30)
+    assert all(part not in index._state.segments for part in held.parts), "the merge was published"
+    for row_id in removed[40:].tolist():
+        assert not index.remove(row_id), "a row removed during the merge came back"
+    assert len(index) == len(reference)
+    found += same_as_scan()
+    assert found > 100
+    for thread in merge_threads():
+        thread.join(timeout=10)
+    assert not merge_threads(), "merge threads end with their merges: an idle index may fork"
+
+
+def test_small_merges_go_on_while_a_large_one_is_held() -> None:
+    # Lanes: with a 256-row delta, merges into fewer than 4096 rows are lane 0, larger ones
+    # lane 1. The feed freezes a segment every 256 rows; they are merged meanwhile.
+    rng = np.random.default_rng(23)
+    bank = clustered(rng, 20_000, 1, max_flips=6)
+    index = HeldMIHIndex(8, design_radius=10, held_rows=4096)
+    ids = np.arange(len(bank), dtype=np.int64)
+    index.add_many(ids[:6000], ids[:6000], bank[:6000])
+    index.add_many(ids[6000:11000], ids[6000:11000], bank[6000:11000])
+    try:
+        assert index.holding.wait(timeout=30)
+        most = 0
+        deadline = time.monotonic() + 20
+        for start in range(11_000, 19_000, 250):  # 32 feed batches: about 32 frozen segments
+            index.add_many(ids[start : start + 250], ids[start : start + 250], bank[start : start + 250])
+            while 0 in index._merging and time.monotonic() < deadline:  # lane 0's merge, if one runs
+                time.sleep(0.001)
+            most = max(most, len(index.segment_sizes()))
+        assert index._merging.keys() == {1}, "only the held merge runs: lane 0's are done"
+        # 8000 rows in segments whose sizes grow geometrically, besides the two held ones.
+        assert most <= 2 + 8, index.segment_sizes()
+    finally:
+        index.gate.set()
+    assert index.wait_merged(timeout=30)
+    assert len(index) == 19_000
+    query = bank[12_345].tobytes()
+    assert any(hit.row_id == 12_345 for hit in index.search(query, 0))
+
+
+def test_mih_feed_with_merges_in_the_background_equals_brute_force() -> None:
+    """A feed of adds and removals, searched at every step while merges come and go on
+    their threads (no waiting), then at checkpoints once they settle."""
+    rng = np.random.default_rng(29)
+    bank = clustered(rng, 12_000, 1, max_flips=6)
+    index, reference = MIHIndex(8, design_radius=10), HammingIndex(8)
+    live: set[int] = set()
+    start = searched_merging = 0
+    deadline = time.monotonic() + 60
+    for step in range(120):
+        assert time.monotonic() < deadline, "the feed took too long"
+        size = int(rng.integers(1, 200))
+        batch = np.arange(start, start + size)
+        start += size
+        index.add_many(batch, batch + 3, bank[batch])
+        for row_id in batch.tolist():
+            reference.add(row_id, row_id + 3, bank[row_id].tobytes())
+        live.update(batch.tolist())
+        for victim in rng.choice(sorted(live), size=min(len(live), 15), replace=False).tolist():
+            assert index.remove(victim) and reference.remove(victim)
+            live.discard(victim)
+            if victim % 3 == 0:  # back at once
+                index.add(victim, victim + 3, bank[victim].tobytes())
+                reference.add(victim, victim + 3, bank[victim].tobytes())
+                live.add(victim)
+        searched_merging += bool(index._merging)
+        query = near(rng, bank[int(rng.integers(start))], int(rng.integers(0, 8))).tobytes()
+        for radius in (0, 6, 10):
+            assert as_set(index.search(query, radius)) == as_set(reference.search(query, radius))
+        if step % 40 == 39:
+            queries = [near(rng, bank[int(rng.integers(start))], int(rng.integers(0, 11))) for _ in range(10)]
+            assert check_hamming(index, reference, queries, [0, 4, 10]) > 10
+    assert len(index) == len(reference) == len(live)
+    assert searched_merging > 0, "some searches should have run while a merge did"
 
 
 def test_mih_bulk_load_replayed_feed_and_chunked_segments() -> None:

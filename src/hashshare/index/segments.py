@@ -31,6 +31,7 @@ A segment's ids are int32 when they fit, or packed in blocks of 64
 from __future__ import annotations
 
 import abc
+import itertools
 import logging
 import math
 import threading
@@ -572,7 +573,7 @@ class SegmentedIndex(SubIndex):
         busy = {id(part) for merge in self._merging.values() for part in merge.parts}
         idle = sorted((s for s in self._state.segments if id(s) not in busy), key=lambda s: -s.live)
         due: list[tuple[Segment, ...]] = [(s,) for s in idle if s.dead > MAX_DEAD_SHARE * len(s.rows)]
-        due += [(a, b) for a, b in zip(idle, idle[1:]) if b.live * MERGE_RATIO >= a.live]
+        due += [(a, b) for a, b in itertools.pairwise(idle) if b.live * MERGE_RATIO >= a.live]
         for parts in sorted(due, key=lambda parts: sum(s.live for s in parts)):
             lane = _lane(sum(s.live for s in parts))
             if lane not in self._merging:
