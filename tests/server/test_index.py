@@ -4,6 +4,7 @@ including after interleaved adds, removals and re-adds of the same row ids."""
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from typing import Any
@@ -213,6 +214,37 @@ def test_small_merges_go_on_while_a_large_one_is_held() -> None:
     assert len(index) == 19_000
     query = bank[12_345].tobytes()
     assert any(hit.row_id == 12_345 for hit in index.search(query, 0))
+
+
+def test_a_child_forked_during_a_merge_merges_on_its_own() -> None:
+    # Nothing forks with an index today (an import forks readers only when it runs no other
+    # thread; a server's parent holds no index), but a child must not inherit lanes taken by
+    # merge threads it lacks: it would never merge again, and wait_merged would never return.
+    rng = np.random.default_rng(31)
+    bank = clustered(rng, 3000, 1, max_flips=6)
+    ids = np.arange(len(bank), dtype=np.int64)
+    index = HeldMIHIndex(8, design_radius=10, held_rows=1500)
+    index.add_many(ids[:1000], ids[:1000], bank[:1000])
+    index.add_many(ids[1000:1800], ids[1000:1800], bank[1000:1800])
+    try:
+        assert index.holding.wait(timeout=30)
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            status = 1
+            try:
+                index.gate.set()
+                index.add_many(ids[1800:3000], ids[1800:3000], bank[1800:3000])
+                merged = index.wait_merged(timeout=30) and index.segment_sizes() == [3000]
+                status = 0 if merged else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child could not merge on its own"
+        assert not index.wait_merged(timeout=0.01), "the parent's merge is still held"
+    finally:
+        index.gate.set()
+    assert index.wait_merged(timeout=30)
+    assert sum(index.segment_sizes()) == 1800
 
 
 def test_mih_feed_with_merges_in_the_background_equals_brute_force() -> None:

@@ -34,7 +34,9 @@ import abc
 import itertools
 import logging
 import math
+import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -219,6 +221,7 @@ class SegmentedIndex(SubIndex):
         self._state = _State((), _Delta(width, self._dtype), 0)
         self._merging: dict[int, _Merge] = {}  # running merges by lane (under ``_lock``)
         self._merges_done = threading.Condition(self._lock)  # notified when none runs
+        _INDEXES.add(self)
 
     # What a concrete index provides.
 
@@ -625,6 +628,24 @@ class SegmentedIndex(SubIndex):
         if merged is not None and merged.live:
             kept.append(merged)
         self._state = _State(_by_size(kept), state.delta, state.delta_size)
+
+
+# Every index, for a forked child to forget the merge threads it does not have.
+_INDEXES: weakref.WeakSet[SegmentedIndex] = weakref.WeakSet()
+
+
+def _forget_merges_after_fork() -> None:
+    """In a forked child: no merge thread came along, so their lanes would stay taken (no
+    merge again) and ``wait_merged`` would never return; a lock one of them held would stay
+    held. The state is whole either way (a merge publishes with one assignment); the merges
+    are planned again at the next write that makes one due."""
+    for index in list(_INDEXES):
+        index._lock = threading.Lock()
+        index._merges_done = threading.Condition(index._lock)
+        index._merging = {}
+
+
+os.register_at_fork(after_in_child=_forget_merges_after_fork)
 
 
 def _by_size(segments: list[Segment]) -> tuple[Segment, ...]:
