@@ -18,7 +18,7 @@ from hashshare.index.hamming import HammingIndex
 from hashshare.index.lsh import MinHashLSHIndex, compact, equal_counts, scan16
 from hashshare.index.mih import MIHIndex, choose_widths, chunk_radii
 from hashshare.model import IndexedSignal, SignalsAdded, SignalsRemoved
-from hashshare_client.signal_types import MD5, MINHASH, PDQ, PHASH
+from hashshare_client.signal_types import DHASH, MD5, MINHASH, PDQ, PHASH
 
 # Small deltas so a few thousand adds exercise freezing, merging and compaction.
 pytestmark = pytest.mark.usefixtures("small_delta")
@@ -553,6 +553,90 @@ def test_signal_index_bulk_load_equals_adds_through_removals() -> None:
         target.apply(SignalsAdded(tuple(rows[i] for i in removed[:150])))  # re-added
     assert bulk.sizes() == one_by_one.sizes()
     check()
+
+
+def test_a_lookup_sees_a_feed_batch_whole() -> None:
+    """A SubmitBatch's rows reach the sub-indexes together: a lookup across them (as Match
+    makes, its searches on parallel threads) finds an entry's PDQ, pHash, dHash and MD5, or
+    none of them, while the feed applies batch after batch (freezing and merging too)."""
+    rng = np.random.default_rng(37)
+    batches, size = 120, 50
+    n = batches * size
+    types = [PDQ, PHASH, DHASH, MD5]
+    values = {
+        PDQ: [v.tobytes() for v in rng.integers(0, 2**64, size=(n, 4), dtype=np.uint64)],
+        PHASH: [v.tobytes() for v in rng.integers(0, 2**64, size=(n, 1), dtype=np.uint64)],
+        DHASH: [v.tobytes() for v in rng.integers(0, 2**64, size=(n, 1), dtype=np.uint64)],
+        MD5: [rng.bytes(16) for _ in range(n)],
+    }
+    index = SignalIndex(search_threads=2, parallel_rows=0)
+    applied = 0  # batches the feed applied so far
+    done = threading.Event()
+    looking = threading.Event()  # a lookup is starting: the feed applies its next batch meanwhile
+
+    def feed() -> None:
+        nonlocal applied
+        try:
+            for batch in range(batches):
+                looking.wait(timeout=5)
+                looking.clear()
+                entries = range(batch * size, (batch + 1) * size)
+                rows = [
+                    IndexedSignal(4 * e + k, e, t.name, t.version, values[t][e])
+                    for e in entries
+                    for k, t in enumerate(types)
+                ]
+                index.apply(SignalsAdded(tuple(rows)))
+                applied = batch + 1
+        finally:
+            done.set()
+
+    feeding = threading.Thread(target=feed, name="test-feed")
+    feeding.start()
+    lookups = torn = whole = 0
+    deadline = time.monotonic() + 60
+    try:
+        while not done.is_set() and time.monotonic() < deadline:
+            # The batch applied last (whole by now), the one being applied, and the one after.
+            entries = range(max(0, applied - 1) * size, min(n, (applied + 2) * size))
+            looking.set()
+            found = index.search_arrays_together(
+                [(t.name, t.version, "full", [values[t][e] for e in entries], 0) for t in types]
+            )
+            seen = [set(f.entry_ids.tolist()) for f in found]
+            for e in entries:
+                hits = sum(e in s for s in seen)
+                torn += 0 < hits < len(types)
+                whole += hits == len(types)
+            lookups += 1
+    finally:
+        feeding.join(timeout=60)
+    assert done.is_set() and applied == batches
+    assert lookups >= batches // 2 and whole > 0
+    assert torn == 0, f"{torn} entries were seen in some sub-indexes but not all"
+
+
+@pytest.mark.parametrize("kind", ["mih", "exact"])
+def test_a_view_leaves_out_later_rows_and_unpublished_rows_are_dropped(kind: str) -> None:
+    rng = np.random.default_rng(41)
+    values = [v.tobytes() for v in rng.integers(0, 2**64, size=(600, 4), dtype=np.uint64)]
+    index = MIHIndex(32, design_radius=31) if kind == "mih" else ExactIndex()
+    index.add_many(range(100), range(100), values[:100])
+    before = index.view()
+    # Past the delta (256 rows): these rows are frozen with the delta's into a new segment.
+    index.add_many(range(100, 400), range(100, 400), values[100:400])
+    found = index.search_arrays([values[50], values[150]], 0, before)
+    assert found.entry_ids.tolist() == [50], "the view holds the rows added before it only"
+    assert index.search_arrays([values[50], values[150]], 0).entry_ids.tolist() == [50, 150]
+
+    class Stop(Exception):
+        pass
+
+    with pytest.raises(Stop), index.prepare_add(range(400, 600), range(400, 600), values[400:600]):
+        raise Stop  # another sub-index failed: nothing of this batch is published
+    assert len(index) == 400 and not index.search_arrays([values[450]], 0).entry_ids.size
+    index.add_many(range(400, 600), range(400, 600), values[400:600])
+    assert len(index) == 600 and index.search_arrays([values[450]], 0).entry_ids.tolist() == [450]
 
 
 def test_sub_index_defaults_loop() -> None:

@@ -31,13 +31,14 @@ A segment's ids are int32 when they fit, or packed in blocks of 64
 from __future__ import annotations
 
 import abc
+import contextlib
 import itertools
 import logging
 import math
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,57 +277,83 @@ class SegmentedIndex(SubIndex):
         which the index may keep without a copy; rows already present (or repeated) are
         skipped. Rows that fit in the delta go there (a batch of the feed); else they and the
         delta's rows become one new segment (a bulk load)."""
+        with self.prepare_add(row_ids, entry_ids, values) as publish:
+            publish()
+
+    @contextlib.contextmanager
+    def prepare_add(
+        self,
+        row_ids: Sequence[int] | np.ndarray,
+        entry_ids: Sequence[int] | np.ndarray,
+        values: Sequence[bytes] | np.ndarray,
+    ) -> Iterator[Callable[[], None]]:
+        """``add_many`` up to the new state, which ``publish`` makes the one searches read
+        (SubIndex.prepare_add); under ``_lock`` throughout."""
         row_ids = np.asarray(row_ids, dtype=np.int64)
         entry_ids = np.asarray(entry_ids, dtype=np.int64)
         encoded = values if isinstance(values, np.ndarray) else self.encode_many(values)
-        if len(row_ids) == 0:
-            return
         with self._lock:
-            # Rows sorted by row id (a store usually yields them so: no sort needed).
-            if len(row_ids) > 1 and not bool(np.all(row_ids[1:] > row_ids[:-1])):
-                order = np.argsort(row_ids, kind="stable")
-                row_ids, entry_ids = row_ids[order], entry_ids[order]
-                first = np.ones(len(order), dtype=bool)
-                first[1:] = row_ids[1:] != row_ids[:-1]
-                order = order[first]
-                row_ids, entry_ids = row_ids[first], entry_ids[first]
-            else:
-                order = None
-            state = self._state
-            keep = state.delta.find(row_ids, state.delta_size) < 0
-            for segment in state.segments:
-                keep &= segment.find(row_ids) < 0
-            if order is not None:
-                picked = encoded[order[keep]]
-            elif keep.all():
-                picked = encoded  # kept, not copied: a caller must not change it afterwards
-            else:
-                picked = encoded[keep]
-            if not keep.all():
-                row_ids, entry_ids = row_ids[keep], entry_ids[keep]
-            rows = Rows(np.ascontiguousarray(picked, dtype=self._dtype), row_ids, entry_ids)
-            if not len(rows):
-                return
-            self._count += len(rows)
-            delta, size = state.delta, state.delta_size
-            if size + len(rows) <= len(delta.row_ids):
-                # Past the published size, so no reader looks at these slots yet.
-                end = size + len(rows)
-                delta.values[size:end] = rows.values
-                delta.row_ids[size:end] = row_ids
-                delta.entry_ids[size:end] = entry_ids
-                delta.alive[size:end] = True
-                self._state = _State(state.segments, delta, end)
-                return
-            live = delta.live_rows(size)
-            if len(live):
-                rows, ordered = Rows.concat([live, rows]), False
-            else:
-                ordered = True
-            # The new segment is searched at once; merging it with others is left to a merge thread.
-            segments = _by_size([*state.segments, self._segment(rows, ordered)])
-            self._state = _State(segments, _Delta(self._width, self._dtype), 0)
-            self._start_merges()
+            prepared = self._prepare(row_ids, entry_ids, encoded) if len(row_ids) else None
+            state = prepared[0] if prepared is not None else None
+            froze = state is not None and state.delta is not self._state.delta
+
+            def publish() -> None:
+                if prepared is not None:
+                    self._state, added = prepared
+                    self._count += added
+
+            try:
+                yield publish
+            finally:
+                # A new segment may make merges due: started here, after the caller published
+                # (maybe under a lock that lookups take), as planning copies tombstones.
+                if froze and self._state is state:
+                    self._start_merges()
+
+    def _prepare(self, row_ids: np.ndarray, entry_ids: np.ndarray, encoded: np.ndarray) -> tuple[_State, int] | None:
+        """The state with the rows not yet present, and how many; None if none (under ``_lock``).
+        Rows that fit go to the delta past the published size, where no reader looks."""
+        # Rows sorted by row id (a store usually yields them so: no sort needed).
+        if len(row_ids) > 1 and not bool(np.all(row_ids[1:] > row_ids[:-1])):
+            order = np.argsort(row_ids, kind="stable")
+            row_ids, entry_ids = row_ids[order], entry_ids[order]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = row_ids[1:] != row_ids[:-1]
+            order = order[first]
+            row_ids, entry_ids = row_ids[first], entry_ids[first]
+        else:
+            order = None
+        state = self._state
+        keep = state.delta.find(row_ids, state.delta_size) < 0
+        for segment in state.segments:
+            keep &= segment.find(row_ids) < 0
+        if order is not None:
+            picked = encoded[order[keep]]
+        elif keep.all():
+            picked = encoded  # kept, not copied: a caller must not change it afterwards
+        else:
+            picked = encoded[keep]
+        if not keep.all():
+            row_ids, entry_ids = row_ids[keep], entry_ids[keep]
+        rows = Rows(np.ascontiguousarray(picked, dtype=self._dtype), row_ids, entry_ids)
+        if not len(rows):
+            return None
+        delta, size = state.delta, state.delta_size
+        if size + len(rows) <= len(delta.row_ids):
+            end = size + len(rows)
+            delta.values[size:end] = rows.values
+            delta.row_ids[size:end] = row_ids
+            delta.entry_ids[size:end] = entry_ids
+            delta.alive[size:end] = True
+            return _State(state.segments, delta, end), len(rows)
+        live = delta.live_rows(size)
+        if len(live):
+            rows, ordered = Rows.concat([live, rows]), False
+        else:
+            ordered = True
+        # The new segment is searched at once; merging it with others is left to a merge thread.
+        segments = _by_size([*state.segments, self._segment(rows, ordered)])
+        return _State(segments, _Delta(self._width, self._dtype), 0), len(rows) - len(live)
 
     def export_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Live rows of every segment and the delta, encoded, sorted by row id."""
@@ -382,19 +409,25 @@ class SegmentedIndex(SubIndex):
             out[query].append(hit)
         return out
 
-    def search_arrays(self, values: Sequence[bytes], threshold: float) -> Found:
-        return self._found(values, threshold)[0]
+    def view(self) -> _State:
+        return self._state
 
-    def _found(self, values: Sequence[bytes], threshold: float, with_row_ids: bool = False) -> tuple[Found, np.ndarray]:
-        """The live hits of ``values`` (by segment, then query, then position) and, if asked,
-        their row ids."""
+    def search_arrays(self, values: Sequence[bytes], threshold: float, view: Any = None) -> Found:
+        return self._found(values, threshold, state=view)[0]
+
+    def _found(
+        self, values: Sequence[bytes], threshold: float, with_row_ids: bool = False, state: _State | None = None
+    ) -> tuple[Found, np.ndarray]:
+        """The live hits of ``values`` (by segment, then query, then position) in ``state``
+        (else the current one) and, if asked, their row ids."""
         if not values:
             return Found(_NO_ROWS, _NO_ROWS, _NO_SCORES), _NO_ROWS
         distinct = list(dict.fromkeys(values))
         if len(distinct) < len(values):
             # Views of one upload often hash alike (blank crops, symmetric pictures): search each once.
-            return self._expand(self._found(distinct, threshold, with_row_ids), distinct, values)
-        state = self._state
+            return self._expand(self._found(distinct, threshold, with_row_ids, state), distinct, values)
+        if state is None:
+            state = self._state
         parts: list[tuple[Rows, np.ndarray | Flags, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
         if len(values) == 1:
             # One value (a Match of the whole image): the single-query path has fewer steps.
