@@ -146,9 +146,10 @@ class SignalIndex:
         return index.search_arrays(values, threshold) if index is not None else Found.of([[] for _ in values])
 
     def _views(self, searches: Sequence[Search]) -> list[tuple[SubIndex, Any] | None]:
-        """Each search's sub-index and its view, all read at one moment between two publications."""
-        indexes = [self._indexes.get(search[:3]) for search in searches]
+        """Each search's sub-index and its view, all read at one moment between two publications
+        (the sub-indexes too: a batch that brings a new one publishes after making it)."""
         with self._publishing:
+            indexes = [self._indexes.get(search[:3]) for search in searches]
             return [(index, index.view()) if index is not None else None for index in indexes]
 
     @staticmethod
