@@ -583,9 +583,11 @@ class SegmentedIndex(SubIndex):
     # Merges (see LANE_RATIO and the module's docstring).
 
     def wait_merged(self, timeout: float | None = None) -> bool:
-        """Wait until no merge runs or is due (every due one is started as soon as its lane is
-        free, so none running means none due); whether that came before ``timeout`` seconds.
-        A merge that failed (logged) is tried again at the next write that makes one due."""
+        """Wait until no merge runs or is due; whether that came before ``timeout`` seconds.
+        Merges are planned when a write freezes a segment or leaves one with too many
+        tombstones, and when a merge ends, and each due one starts as soon as its lane is
+        free: none running means none due. A merge that failed (logged) is tried again at
+        the next such write. A feed that never pauses may keep merges coming."""
         with self._merges_done:
             return self._merges_done.wait_for(lambda: not self._merging, timeout)
 
