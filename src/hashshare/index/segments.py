@@ -597,9 +597,15 @@ class SegmentedIndex(SubIndex):
         Threads live as long as their merge: a process whose index has nothing to merge has
         none, so it may still fork (an import forks its readers only when it is alone)."""
         while (merge := self._due_merge()) is not None:
-            self._merging[merge.lane] = merge
             # A daemon: a process may end in the middle of a merge, which only loses the merge.
-            threading.Thread(target=self._merge, args=(merge,), name="hashshare-merge", daemon=True).start()
+            thread = threading.Thread(target=self._merge, args=(merge,), name="hashshare-merge", daemon=True)
+            self._merging[merge.lane] = merge
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had now: the segments stay as they are
+                del self._merging[merge.lane]
+                log.exception("could not start a merge of %s", type(self).__name__)
+                return
 
     def _due_merge(self) -> _Merge | None:
         """The smallest due merge whose lane is free and whose parts are in no other merge.
