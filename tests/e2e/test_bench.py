@@ -20,3 +20,14 @@ def test_make_bench_runs_on_a_tiny_bank(tmp_path: Path) -> None:
     assert {row["index"].split()[0] for row in index_rows} >= {"hashshare", "numpy"}
     assert e2e_rows[0]["entries"] == 2000 and e2e_rows[0]["match"]["p99_ms"] > 0
     assert (tmp_path / "bench" / "latency.png").stat().st_size > 10_000
+
+
+def test_the_feed_bench_runs_through_a_merge(tmp_path: Path) -> None:
+    # Not in `make bench`'s kinds (minutes at 10M rows): run here at a size where the fed
+    # batches still merge up into the large segment.
+    from hashshare.bench import index_bench
+
+    out = tmp_path / "feed.json"
+    assert index_bench.main(["--sizes", "40k", "--kinds", "feed", "--json", str(out)]) == 0
+    [row] = json.loads(out.read_text())
+    assert row["n"] == 40_000 and row["max_apply_ms"] >= row["median_apply_ms"] > 0

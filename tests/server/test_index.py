@@ -4,6 +4,10 @@ including after interleaved adds, removals and re-adds of the same row ids."""
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ from hashshare.index.hamming import HammingIndex
 from hashshare.index.lsh import MinHashLSHIndex, compact, equal_counts, scan16
 from hashshare.index.mih import MIHIndex, choose_widths, chunk_radii
 from hashshare.model import IndexedSignal, SignalsAdded, SignalsRemoved
-from hashshare_client.signal_types import MD5, MINHASH, PDQ, PHASH
+from hashshare_client.signal_types import DHASH, MD5, MINHASH, PDQ, PHASH
 
 # Small deltas so a few thousand adds exercise freezing, merging and compaction.
 pytestmark = pytest.mark.usefixtures("small_delta")
@@ -51,6 +55,8 @@ def as_set(hits: list) -> set[tuple[int, int, float]]:
 
 
 def check_hamming(index: MIHIndex, reference: HammingIndex, queries: list[np.ndarray], radii: list[int]) -> int:
+    # A merge publishing between two searches reorders their hits (they come by segment).
+    assert index.wait_merged(timeout=60)
     found = 0
     values = [query.tobytes() for query in queries]
     values += values[:3]  # a batch may repeat a value
@@ -98,6 +104,185 @@ def test_mih_equals_brute_force_through_adds_and_removals(size_bytes: int, desig
     assert found > 100, "queries near stored rows must find some"
 
 
+class HeldMIHIndex(MIHIndex):
+    """An MIH index whose merge threads wait at ``gate`` before building a segment of more
+    than ``held_rows`` rows, so a test can act while such a merge is under way. Segments
+    frozen by the writer are built at once."""
+
+    def __init__(self, size_bytes: int, design_radius: int, held_rows: int) -> None:
+        super().__init__(size_bytes, design_radius=design_radius)
+        self.held_rows = held_rows
+        self.gate = threading.Event()
+        self.holding = threading.Event()  # a merge waits at the gate
+
+    def build(self, values: np.ndarray) -> Any:
+        if threading.current_thread().name == "hashshare-merge" and len(values) > self.held_rows:
+            self.holding.set()
+            assert self.gate.wait(timeout=30), "the test never let the merge go on"
+        return super().build(values)
+
+
+def merge_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "hashshare-merge"]
+
+
+def test_mih_equals_brute_force_while_a_merge_is_held() -> None:
+    """Adds, removals (of rows in the merge's parts too), re-adds and searches while a merge
+    builds: searches equal the scan throughout, and what was removed meanwhile stays removed
+    once the merge is published."""
+    rng = np.random.default_rng(17)
+    bank = clustered(rng, 4000, 4, max_flips=20)
+    index, reference = HeldMIHIndex(32, design_radius=31, held_rows=1500), HammingIndex(32)
+
+    def add(row_ids: np.ndarray, entry_offset: int = 0) -> None:
+        index.add_many(row_ids, row_ids * 7 + entry_offset, bank[row_ids])
+        for row_id in row_ids.tolist():
+            reference.add(row_id, row_id * 7 + entry_offset, bank[row_id].tobytes())
+
+    def same_as_scan() -> int:
+        found = 0
+        for _ in range(6):
+            query = near(rng, bank[int(rng.integers(len(bank)))], int(rng.integers(0, 32))).tobytes()
+            for radius in (0, 15, 31):
+                expected = as_set(reference.search(query, radius))
+                assert as_set(index.search(query, radius)) == expected
+                found += len(expected)
+        return found
+
+    add(np.arange(0, 1000))
+    add(np.arange(1000, 1800))  # two segments of 1000 and 800 rows: their merge is held
+    try:
+        assert index.holding.wait(timeout=30)
+        held = index._merging[max(index._merging)]
+        assert sorted(len(part.rows) for part in held.parts) == [800, 1000]
+        assert not index.wait_merged(timeout=0.05), "a held merge is still running"
+
+        found = same_as_scan()
+        removed = rng.choice(1800, size=150, replace=False)  # rows of the merge's parts
+        for row_id in removed.tolist():
+            assert index.remove(row_id) and reference.remove(row_id)
+        readded = removed[:40]
+        add(readded, entry_offset=1)  # to the delta, told apart from the old copy by entry id
+        start = 1800
+        for size in (100, 256, 30, 600, 256):  # fills and freezes the delta, merges small segments
+            add(np.arange(start, start + size))
+            start += size
+            for row_id in rng.choice(start, size=10, replace=False).tolist():
+                assert index.remove(row_id) == reference.remove(row_id)
+            found += same_as_scan()
+        assert held.lane in index._merging and index._merging[held.lane] is held, "still held"
+        assert len(index) == len(reference)
+
+    finally:
+        index.gate.set()
+    assert index.wait_merged(timeout=30)
+    assert all(part not in index._state.segments for part in held.parts), "the merge was published"
+    for row_id in removed[40:].tolist():
+        assert not index.remove(row_id), "a row removed during the merge came back"
+    assert len(index) == len(reference)
+    found += same_as_scan()
+    assert found > 100
+    for thread in merge_threads():
+        thread.join(timeout=10)
+    assert not merge_threads(), "merge threads end with their merges: an idle index may fork"
+
+
+def test_small_merges_go_on_while_a_large_one_is_held() -> None:
+    # Lanes: with a 256-row delta, merges into fewer than 4096 rows are lane 0, larger ones
+    # lane 1. The feed freezes a segment every 256 rows; they are merged meanwhile.
+    rng = np.random.default_rng(23)
+    bank = clustered(rng, 20_000, 1, max_flips=6)
+    index = HeldMIHIndex(8, design_radius=10, held_rows=4096)
+    ids = np.arange(len(bank), dtype=np.int64)
+    index.add_many(ids[:6000], ids[:6000], bank[:6000])
+    index.add_many(ids[6000:11000], ids[6000:11000], bank[6000:11000])
+    try:
+        assert index.holding.wait(timeout=30)
+        most = 0
+        deadline = time.monotonic() + 20
+        for start in range(11_000, 19_000, 250):  # 32 feed batches: about 32 frozen segments
+            index.add_many(ids[start : start + 250], ids[start : start + 250], bank[start : start + 250])
+            while 0 in index._merging and time.monotonic() < deadline:  # lane 0's merge, if one runs
+                time.sleep(0.001)
+            most = max(most, len(index.segment_sizes()))
+        assert index._merging.keys() == {1}, "only the held merge runs: lane 0's are done"
+        # 8000 rows in segments whose sizes grow geometrically, besides the two held ones.
+        assert most <= 2 + 8, index.segment_sizes()
+    finally:
+        index.gate.set()
+    assert index.wait_merged(timeout=30)
+    assert len(index) == 19_000
+    query = bank[12_345].tobytes()
+    assert any(hit.row_id == 12_345 for hit in index.search(query, 0))
+
+
+def test_a_child_forked_during_a_merge_merges_on_its_own() -> None:
+    # Nothing forks with an index today (an import forks readers only when it runs no other
+    # thread; a server's parent holds no index), but a child must not inherit lanes taken by
+    # merge threads it lacks: it would never merge again, and wait_merged would never return.
+    rng = np.random.default_rng(31)
+    bank = clustered(rng, 3000, 1, max_flips=6)
+    ids = np.arange(len(bank), dtype=np.int64)
+    index = HeldMIHIndex(8, design_radius=10, held_rows=1500)
+    index.add_many(ids[:1000], ids[:1000], bank[:1000])
+    index.add_many(ids[1000:1800], ids[1000:1800], bank[1000:1800])
+    try:
+        assert index.holding.wait(timeout=30)
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            status = 1
+            try:
+                index.gate.set()
+                index.add_many(ids[1800:3000], ids[1800:3000], bank[1800:3000])
+                merged = index.wait_merged(timeout=30) and index.segment_sizes() == [3000]
+                status = 0 if merged else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child could not merge on its own"
+        assert not index.wait_merged(timeout=0.01), "the parent's merge is still held"
+    finally:
+        index.gate.set()
+    assert index.wait_merged(timeout=30)
+    assert sum(index.segment_sizes()) == 1800
+
+
+def test_mih_feed_with_merges_in_the_background_equals_brute_force() -> None:
+    """A feed of adds and removals, searched at every step while merges come and go on
+    their threads (no waiting), then at checkpoints once they settle."""
+    rng = np.random.default_rng(29)
+    bank = clustered(rng, 12_000, 1, max_flips=6)
+    index, reference = MIHIndex(8, design_radius=10), HammingIndex(8)
+    live: set[int] = set()
+    start = searched_merging = 0
+    deadline = time.monotonic() + 60
+    for step in range(120):
+        assert time.monotonic() < deadline, "the feed took too long"
+        size = int(rng.integers(1, 200))
+        batch = np.arange(start, start + size)
+        start += size
+        index.add_many(batch, batch + 3, bank[batch])
+        for row_id in batch.tolist():
+            reference.add(row_id, row_id + 3, bank[row_id].tobytes())
+        live.update(batch.tolist())
+        for victim in rng.choice(sorted(live), size=min(len(live), 15), replace=False).tolist():
+            assert index.remove(victim) and reference.remove(victim)
+            live.discard(victim)
+            if victim % 3 == 0:  # back at once
+                index.add(victim, victim + 3, bank[victim].tobytes())
+                reference.add(victim, victim + 3, bank[victim].tobytes())
+                live.add(victim)
+        searched_merging += bool(index._merging)
+        query = near(rng, bank[int(rng.integers(start))], int(rng.integers(0, 8))).tobytes()
+        for radius in (0, 6, 10):
+            assert as_set(index.search(query, radius)) == as_set(reference.search(query, radius))
+        if step % 40 == 39:
+            queries = [near(rng, bank[int(rng.integers(start))], int(rng.integers(0, 11))) for _ in range(10)]
+            assert check_hamming(index, reference, queries, [0, 4, 10]) > 10
+    assert len(index) == len(reference) == len(live)
+    assert searched_merging > 0, "some searches should have run while a merge did"
+
+
 def test_mih_bulk_load_replayed_feed_and_chunked_segments() -> None:
     rng = np.random.default_rng(7)
     bank = clustered(rng, 20_000, 1, max_flips=6)
@@ -132,6 +317,7 @@ def test_mih_feed_batches_fill_the_delta_then_become_segments() -> None:
         # The end of the batch before, again (its rows still there).
         replayed = np.array([r for r in range(max(0, start - 20), start) if r not in removed], dtype=np.int64)
         batch = rng.permutation(np.concatenate([chosen, replayed]))
+        assert index.wait_merged(timeout=60)  # no merge left to change the segments below
         before = (index.segment_sizes(), index._state.delta_size)
         index.add_many(batch * 3, batch + 7, bank[batch])
         for row_id in chosen.tolist():
@@ -206,6 +392,7 @@ def test_minhash_lsh_matches_the_16_bit_scan() -> None:
             assert index.remove(victim)
             del live[victim]
     assert len(index) == len(live)
+    assert index.wait_merged(timeout=60)  # searches below compare orders of hits
     ids = np.array(sorted(live))
     stored = compact(np.array([live[i] for i in ids]))
     expected_total = missed = 0
@@ -340,6 +527,7 @@ def test_signal_index_bulk_load_equals_adds_through_removals() -> None:
     assert len(bulk.sizes()) == 2 * 3 + 2  # pdq and phash in 3 regions, text, md5; unknown ones left out
 
     def check() -> None:
+        assert bulk.wait_merged(timeout=60) and one_by_one.wait_merged(timeout=60)
         for type_name, version, threshold, size in (
             ("image/pdq", PDQ.version, 40, 4),
             ("image/phash", PHASH.version, 12, 1),
@@ -365,6 +553,90 @@ def test_signal_index_bulk_load_equals_adds_through_removals() -> None:
         target.apply(SignalsAdded(tuple(rows[i] for i in removed[:150])))  # re-added
     assert bulk.sizes() == one_by_one.sizes()
     check()
+
+
+def test_a_lookup_sees_a_feed_batch_whole() -> None:
+    """A SubmitBatch's rows reach the sub-indexes together: a lookup across them (as Match
+    makes, its searches on parallel threads) finds an entry's PDQ, pHash, dHash and MD5, or
+    none of them, while the feed applies batch after batch (freezing and merging too)."""
+    rng = np.random.default_rng(37)
+    batches, size = 120, 50
+    n = batches * size
+    types = [PDQ, PHASH, DHASH, MD5]
+    values = {
+        PDQ: [v.tobytes() for v in rng.integers(0, 2**64, size=(n, 4), dtype=np.uint64)],
+        PHASH: [v.tobytes() for v in rng.integers(0, 2**64, size=(n, 1), dtype=np.uint64)],
+        DHASH: [v.tobytes() for v in rng.integers(0, 2**64, size=(n, 1), dtype=np.uint64)],
+        MD5: [rng.bytes(16) for _ in range(n)],
+    }
+    index = SignalIndex(search_threads=2, parallel_rows=0)
+    applied = 0  # batches the feed applied so far
+    done = threading.Event()
+    looking = threading.Event()  # a lookup is starting: the feed applies its next batch meanwhile
+
+    def feed() -> None:
+        nonlocal applied
+        try:
+            for batch in range(batches):
+                looking.wait(timeout=5)
+                looking.clear()
+                entries = range(batch * size, (batch + 1) * size)
+                rows = [
+                    IndexedSignal(4 * e + k, e, t.name, t.version, values[t][e])
+                    for e in entries
+                    for k, t in enumerate(types)
+                ]
+                index.apply(SignalsAdded(tuple(rows)))
+                applied = batch + 1
+        finally:
+            done.set()
+
+    feeding = threading.Thread(target=feed, name="test-feed")
+    feeding.start()
+    lookups = torn = whole = 0
+    deadline = time.monotonic() + 60
+    try:
+        while not done.is_set() and time.monotonic() < deadline:
+            # The batch applied last (whole by now), the one being applied, and the one after.
+            entries = range(max(0, applied - 1) * size, min(n, (applied + 2) * size))
+            looking.set()
+            found = index.search_arrays_together(
+                [(t.name, t.version, "full", [values[t][e] for e in entries], 0) for t in types]
+            )
+            seen = [set(f.entry_ids.tolist()) for f in found]
+            for e in entries:
+                hits = sum(e in s for s in seen)
+                torn += 0 < hits < len(types)
+                whole += hits == len(types)
+            lookups += 1
+    finally:
+        feeding.join(timeout=60)
+    assert done.is_set() and applied == batches
+    assert lookups >= batches // 2 and whole > 0
+    assert torn == 0, f"{torn} entries were seen in some sub-indexes but not all"
+
+
+@pytest.mark.parametrize("kind", ["mih", "exact"])
+def test_a_view_leaves_out_later_rows_and_unpublished_rows_are_dropped(kind: str) -> None:
+    rng = np.random.default_rng(41)
+    values = [v.tobytes() for v in rng.integers(0, 2**64, size=(600, 4), dtype=np.uint64)]
+    index = MIHIndex(32, design_radius=31) if kind == "mih" else ExactIndex()
+    index.add_many(range(100), range(100), values[:100])
+    before = index.view()
+    # Past the delta (256 rows): these rows are frozen with the delta's into a new segment.
+    index.add_many(range(100, 400), range(100, 400), values[100:400])
+    found = index.search_arrays([values[50], values[150]], 0, before)
+    assert found.entry_ids.tolist() == [50], "the view holds the rows added before it only"
+    assert index.search_arrays([values[50], values[150]], 0).entry_ids.tolist() == [50, 150]
+
+    class Stop(Exception):
+        pass
+
+    with pytest.raises(Stop), index.prepare_add(range(400, 600), range(400, 600), values[400:600]):
+        raise Stop  # another sub-index failed: nothing of this batch is published
+    assert len(index) == 400 and not index.search_arrays([values[450]], 0).entry_ids.size
+    index.add_many(range(400, 600), range(400, 600), values[400:600])
+    assert len(index) == 600 and index.search_arrays([values[450]], 0).entry_ids.tolist() == [450]
 
 
 def test_sub_index_defaults_loop() -> None:

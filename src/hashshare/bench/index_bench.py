@@ -28,7 +28,7 @@ from hashshare.index import SignalIndex
 from hashshare.index.lsh import MinHashLSHIndex, compact, scan16
 from hashshare.index.mih import MIHIndex
 from hashshare.index.signal_index import region_of
-from hashshare.model import IndexedSignal
+from hashshare.model import IndexedSignal, SignalsAdded
 from hashshare_client.signal_types import DHASH, PDQ, PHASH
 
 Row = dict[str, Any]
@@ -324,6 +324,42 @@ def bench_restart(n: int, rng: np.random.Generator) -> list[Row]:
     ]
 
 
+def bench_feed(n: int, rng: np.random.Generator, batch: int = 4096, batches: int = 24) -> list[Row]:
+    """The feed applying SubmitBatches' PDQ rows (``SignalIndex.apply``, ``batch`` rows each)
+    to an index of ``n`` rows in one segment and ``n / 4`` less a few batches in another: the
+    frozen batches merge up until the second segment is large enough to merge with the
+    first. The slowest apply is the one a merge would hold up if it ran in the feed's call;
+    ``settle_s``, how long the merges then take to finish in the background."""
+    key = (PDQ.name, PDQ.version, str(region_of("")))
+    second = max(0, n // 4 - 2 * batch)
+    values = rng.integers(0, 2**64, size=(n + second + batches * batch, 4), dtype=np.uint64)
+    ids = np.arange(len(values), dtype=np.int64)
+    index = SignalIndex()
+    index.load_arrays({key: (ids[:n], ids[:n], values[:n])})
+    index.load_arrays({key: (ids[n : n + second], ids[n : n + second], values[n : n + second])})
+    applies = []
+    for first in range(n + second, len(values), batch):
+        rows = tuple(
+            IndexedSignal(i, i, PDQ.name, PDQ.version, values[i].tobytes()) for i in range(first, first + batch)
+        )
+        start = time.perf_counter()
+        index.apply(SignalsAdded(rows))
+        applies.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    index.wait_merged()
+    settle_s = time.perf_counter() - start
+    assert sum(index.sizes().values()) == len(values)
+    return [
+        {
+            "index": f"hashshare SignalIndex.apply of {batches} {batch}-row PDQ batches over {n} rows, merging",
+            "n": n,
+            "max_apply_ms": round(1000 * max(applies), 1),
+            "median_apply_ms": round(1000 * float(np.median(applies)), 1),
+            "settle_s": round(settle_s, 2),
+        }
+    ]
+
+
 def bench_threatexchange(n: int, bank: np.ndarray, queries: np.ndarray) -> list[Row]:
     try:
         from threatexchange.signal_type.pdq.pdq_index import PDQIndex
@@ -465,6 +501,9 @@ def print_table(rows: list[Row]) -> None:
         "bytes_per_entry",
         "rss_bytes_per_entry",
         "ours_p99_ratio",
+        "max_apply_ms",
+        "median_apply_ms",
+        "settle_s",
     ]
     widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
@@ -486,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         "--kinds",
         default="hamming64,pdq,text,batch,load,restart",
         help="what to measure: hamming64, pdq, text, batch (search_many of 120 64-bit values), "
-        "load (SignalIndex.add_many of PDQ and pHash rows), restart (from an index snapshot)",
+        "load (SignalIndex.add_many of PDQ and pHash rows), restart (from an index snapshot), "
+        "feed (SignalIndex.apply of 4096-row batches that end in a large merge; not by default)",
     )
     parser.add_argument("--queries", type=int, default=400)
     parser.add_argument("--text-max", type=parse_size, default=parse_size("1M"), help="largest text bank")
@@ -515,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_load(n, rng)
         if "restart" in kinds:
             rows += bench_restart(n, rng)
+        if "feed" in kinds:
+            rows += bench_feed(n, rng)
         add_ratios(rows)
         print_table([r for r in rows if r["n"] == n])
     if args.json:

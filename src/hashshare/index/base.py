@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from typing import NamedTuple
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -61,6 +62,25 @@ class SubIndex(abc.ABC):
         for row_id, entry_id, value in zip(row_ids, entry_ids, values, strict=True):
             self.add(int(row_id), int(entry_id), bytes(value))
 
+    @contextlib.contextmanager
+    def prepare_add(
+        self,
+        row_ids: Sequence[int] | np.ndarray,
+        entry_ids: Sequence[int] | np.ndarray,
+        values: Sequence[bytes] | np.ndarray,
+    ) -> Iterator[Callable[[], None]]:
+        """``add_many`` in two steps, so that rows given to several indexes become visible
+        together: the work is done on entering, and the context gives ``publish``, which
+        makes the rows visible to searches at once (quick: an assignment or two). Rows not
+        published when the context ends are dropped; the index's other writers wait until
+        then. Indexes without the two steps add everything in ``publish``."""
+        yield lambda: self.add_many(row_ids, entry_ids, values)
+
+    def view(self) -> Any:
+        """What searches see now, for ``search_arrays(..., view=)`` to search as it was
+        (rows published later are left out); None for an index that has no such view."""
+        return None
+
     def export_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The live rows (a snapshot): row ids and entry ids (int64, ascending row ids) and
         values in the form ``add_many`` takes back; indexes that can export override this."""
@@ -82,12 +102,18 @@ class SubIndex(abc.ABC):
         """``[self.search(v, threshold) for v in values]``; indexes with a batched path override this."""
         return [self.search(value, threshold) for value in values]
 
-    def search_arrays(self, values: Sequence[bytes], threshold: float) -> Found:
-        """``search_many``'s hits as arrays; indexes with a faster path override this."""
+    def search_arrays(self, values: Sequence[bytes], threshold: float, view: Any = None) -> Found:
+        """``search_many``'s hits as arrays, in ``view`` if given (see ``view``); indexes with
+        views or a faster path override this."""
         return Found.of(self.search_many(values, threshold))
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
+
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """Wait until no background rebuild of the index runs or is due; whether that came
+        before ``timeout`` seconds. Indexes that rebuild nothing in the background have none."""
+        return True
 
     def export_snapshot(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray] | None]:
         """``export_rows`` and, when the index can hand it over, its search structure over

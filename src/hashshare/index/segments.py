@@ -13,6 +13,15 @@ and a delta view. The one writer (under ``_lock``) only appends delta rows past
 the published size, flips ``alive`` flags (a reader sees either value, both
 consistent), or publishes a new state made of new arrays.
 
+Merges and rebuilds run on background threads, not in the writer's call: a merge
+at a million rows takes over a second, and the writer is the feed, which a
+SubmitBatch waits for. The writer freezes a full delta into a small segment (a
+few thousand rows) and notes that merges may be due; a merge thread builds the
+new segment from its parts' immutable rows without the lock, then, under it,
+clears the rows removed meanwhile and swaps the parts for it. A segment is in at
+most one merge at a time; rows added meanwhile are in the delta or newer
+segments, which the merge does not touch.
+
 ``search_many`` answers a batch of queries (the ~190 signals of one upload)
 with one vectorised pass per segment; Hit objects are made only at the end.
 A segment's ids are int32 when they fit, or packed in blocks of 64
@@ -22,8 +31,14 @@ A segment's ids are int32 when they fit, or packed in blocks of 64
 from __future__ import annotations
 
 import abc
+import contextlib
+import itertools
+import logging
+import math
+import os
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +54,14 @@ DELTA_CAPACITY = 4096
 MERGE_RATIO = 4
 # Rebuild a segment once this share of its rows are tombstones.
 MAX_DEAD_SHARE = 0.25
+# Merges whose results are within a factor of LANE_RATIO in size share a lane, and at most
+# one merge runs per lane: a merge of a few thousand rows (milliseconds) never waits behind
+# one of millions (seconds at 1M rows, far more at 10M), during which the feed would freeze
+# a new small segment every DELTA_CAPACITY rows and searches would scan each of them. Lanes
+# grow geometrically, so few run at once (three at 10M rows), each on its own thread.
+LANE_RATIO = 16
+
+log = logging.getLogger(__name__)
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _NO_SCORES = np.zeros(0, dtype=np.float64)
@@ -159,6 +182,31 @@ class _State:
     delta_size: int
 
 
+@dataclass(frozen=True)
+class _Merge:
+    """Segments being rebuilt as one (one segment: without its tombstones), with their
+    tombstones as they were when it started: the rows built from."""
+
+    parts: tuple[Segment, ...]
+    alive: tuple[Flags, ...]
+    lane: int
+
+
+def _lane(rows: int) -> int:
+    """The lane of a merge that makes a segment of ``rows`` rows (see LANE_RATIO)."""
+    small = DELTA_CAPACITY * LANE_RATIO
+    return 0 if rows < small else 1 + int(math.log(rows / small, LANE_RATIO))
+
+
+def _cleared_since(before: Flags, now: Flags) -> np.ndarray:
+    """Positions set in ``before`` and clear in ``now`` (only the bytes that differ are unpacked)."""
+    changed = np.flatnonzero(before.data != now.data)
+    cleared = before.data[changed] & ~now.data[changed]
+    byte, bit = np.nonzero(np.unpackbits(cleared[:, None], axis=1, bitorder="little"))
+    positions: np.ndarray = changed[byte].astype(np.int64) * 8 + bit
+    return positions
+
+
 class SegmentedIndex(SubIndex):
     """A SubIndex over segments; subclasses encode values, build and search structures."""
 
@@ -172,6 +220,9 @@ class SegmentedIndex(SubIndex):
         self._lock = threading.Lock()
         self._count = 0
         self._state = _State((), _Delta(width, self._dtype), 0)
+        self._merging: dict[int, _Merge] = {}  # running merges by lane (under ``_lock``)
+        self._merges_done = threading.Condition(self._lock)  # notified when none runs
+        _INDEXES.add(self)
 
     # What a concrete index provides.
 
@@ -226,54 +277,83 @@ class SegmentedIndex(SubIndex):
         which the index may keep without a copy; rows already present (or repeated) are
         skipped. Rows that fit in the delta go there (a batch of the feed); else they and the
         delta's rows become one new segment (a bulk load)."""
+        with self.prepare_add(row_ids, entry_ids, values) as publish:
+            publish()
+
+    @contextlib.contextmanager
+    def prepare_add(
+        self,
+        row_ids: Sequence[int] | np.ndarray,
+        entry_ids: Sequence[int] | np.ndarray,
+        values: Sequence[bytes] | np.ndarray,
+    ) -> Iterator[Callable[[], None]]:
+        """``add_many`` up to the new state, which ``publish`` makes the one searches read
+        (SubIndex.prepare_add); under ``_lock`` throughout."""
         row_ids = np.asarray(row_ids, dtype=np.int64)
         entry_ids = np.asarray(entry_ids, dtype=np.int64)
         encoded = values if isinstance(values, np.ndarray) else self.encode_many(values)
-        if len(row_ids) == 0:
-            return
         with self._lock:
-            # Rows sorted by row id (a store usually yields them so: no sort needed).
-            if len(row_ids) > 1 and not bool(np.all(row_ids[1:] > row_ids[:-1])):
-                order = np.argsort(row_ids, kind="stable")
-                row_ids, entry_ids = row_ids[order], entry_ids[order]
-                first = np.ones(len(order), dtype=bool)
-                first[1:] = row_ids[1:] != row_ids[:-1]
-                order = order[first]
-                row_ids, entry_ids = row_ids[first], entry_ids[first]
-            else:
-                order = None
-            state = self._state
-            keep = state.delta.find(row_ids, state.delta_size) < 0
-            for segment in state.segments:
-                keep &= segment.find(row_ids) < 0
-            if order is not None:
-                picked = encoded[order[keep]]
-            elif keep.all():
-                picked = encoded  # kept, not copied: a caller must not change it afterwards
-            else:
-                picked = encoded[keep]
-            if not keep.all():
-                row_ids, entry_ids = row_ids[keep], entry_ids[keep]
-            rows = Rows(np.ascontiguousarray(picked, dtype=self._dtype), row_ids, entry_ids)
-            if not len(rows):
-                return
-            self._count += len(rows)
-            delta, size = state.delta, state.delta_size
-            if size + len(rows) <= len(delta.row_ids):
-                # Past the published size, so no reader looks at these slots yet.
-                end = size + len(rows)
-                delta.values[size:end] = rows.values
-                delta.row_ids[size:end] = row_ids
-                delta.entry_ids[size:end] = entry_ids
-                delta.alive[size:end] = True
-                self._state = _State(state.segments, delta, end)
-                return
-            live = delta.live_rows(size)
-            if len(live):
-                rows, ordered = Rows.concat([live, rows]), False
-            else:
-                ordered = True
-            self._publish_segments([*state.segments, self._segment(rows, ordered)], fresh_delta=True)
+            prepared = self._prepare(row_ids, entry_ids, encoded) if len(row_ids) else None
+            state = prepared[0] if prepared is not None else None
+            froze = state is not None and state.delta is not self._state.delta
+
+            def publish() -> None:
+                if prepared is not None:
+                    self._state, added = prepared
+                    self._count += added
+
+            try:
+                yield publish
+            finally:
+                # A new segment may make merges due: started here, after the caller published
+                # (maybe under a lock that lookups take), as planning copies tombstones.
+                if froze and self._state is state:
+                    self._start_merges()
+
+    def _prepare(self, row_ids: np.ndarray, entry_ids: np.ndarray, encoded: np.ndarray) -> tuple[_State, int] | None:
+        """The state with the rows not yet present, and how many; None if none (under ``_lock``).
+        Rows that fit go to the delta past the published size, where no reader looks."""
+        # Rows sorted by row id (a store usually yields them so: no sort needed).
+        if len(row_ids) > 1 and not bool(np.all(row_ids[1:] > row_ids[:-1])):
+            order = np.argsort(row_ids, kind="stable")
+            row_ids, entry_ids = row_ids[order], entry_ids[order]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = row_ids[1:] != row_ids[:-1]
+            order = order[first]
+            row_ids, entry_ids = row_ids[first], entry_ids[first]
+        else:
+            order = None
+        state = self._state
+        keep = state.delta.find(row_ids, state.delta_size) < 0
+        for segment in state.segments:
+            keep &= segment.find(row_ids) < 0
+        if order is not None:
+            picked = encoded[order[keep]]
+        elif keep.all():
+            picked = encoded  # kept, not copied: a caller must not change it afterwards
+        else:
+            picked = encoded[keep]
+        if not keep.all():
+            row_ids, entry_ids = row_ids[keep], entry_ids[keep]
+        rows = Rows(np.ascontiguousarray(picked, dtype=self._dtype), row_ids, entry_ids)
+        if not len(rows):
+            return None
+        delta, size = state.delta, state.delta_size
+        if size + len(rows) <= len(delta.row_ids):
+            end = size + len(rows)
+            delta.values[size:end] = rows.values
+            delta.row_ids[size:end] = row_ids
+            delta.entry_ids[size:end] = entry_ids
+            delta.alive[size:end] = True
+            return _State(state.segments, delta, end), len(rows)
+        live = delta.live_rows(size)
+        if len(live):
+            rows, ordered = Rows.concat([live, rows]), False
+        else:
+            ordered = True
+        # The new segment is searched at once; merging it with others is left to a merge thread.
+        segments = _by_size([*state.segments, self._segment(rows, ordered)])
+        return _State(segments, _Delta(self._width, self._dtype), 0), len(rows) - len(live)
 
     def export_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Live rows of every segment and the delta, encoded, sorted by row id."""
@@ -313,8 +393,7 @@ class SegmentedIndex(SubIndex):
                 segment.alive.clear(position)
                 segment.dead += 1
                 if segment.dead > MAX_DEAD_SHARE * len(segment.rows):
-                    others = [s for s in self._state.segments if s is not segment]
-                    self._publish_segments([*others, self._segment(segment.live_rows())])
+                    self._start_merges()  # a rebuild without the tombstones is due
             self._count -= 1
             return True
 
@@ -330,19 +409,25 @@ class SegmentedIndex(SubIndex):
             out[query].append(hit)
         return out
 
-    def search_arrays(self, values: Sequence[bytes], threshold: float) -> Found:
-        return self._found(values, threshold)[0]
+    def view(self) -> _State:
+        return self._state
 
-    def _found(self, values: Sequence[bytes], threshold: float, with_row_ids: bool = False) -> tuple[Found, np.ndarray]:
-        """The live hits of ``values`` (by segment, then query, then position) and, if asked,
-        their row ids."""
+    def search_arrays(self, values: Sequence[bytes], threshold: float, view: Any = None) -> Found:
+        return self._found(values, threshold, state=view)[0]
+
+    def _found(
+        self, values: Sequence[bytes], threshold: float, with_row_ids: bool = False, state: _State | None = None
+    ) -> tuple[Found, np.ndarray]:
+        """The live hits of ``values`` (by segment, then query, then position) in ``state``
+        (else the current one) and, if asked, their row ids."""
         if not values:
             return Found(_NO_ROWS, _NO_ROWS, _NO_SCORES), _NO_ROWS
         distinct = list(dict.fromkeys(values))
         if len(distinct) < len(values):
             # Views of one upload often hash alike (blank crops, symmetric pictures): search each once.
-            return self._expand(self._found(distinct, threshold, with_row_ids), distinct, values)
-        state = self._state
+            return self._expand(self._found(distinct, threshold, with_row_ids, state), distinct, values)
+        if state is None:
+            state = self._state
         parts: list[tuple[Rows, np.ndarray | Flags, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
         if len(values) == 1:
             # One value (a Match of the whole image): the single-query path has fewer steps.
@@ -419,6 +504,8 @@ class SegmentedIndex(SubIndex):
         raise ValueError(f"{type(self).__name__} cannot load a structure")
 
     def export_snapshot(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray] | None]:
+        # A structure is exported only for one whole segment, which a merge may be making.
+        self.wait_merged()
         with self._lock:
             state = self._state
             whole = (
@@ -493,23 +580,119 @@ class SegmentedIndex(SubIndex):
         rows = rows.compact_ids(self._packed_ids)
         return Segment(rows, self.build(rows.values) if len(rows) else None)
 
-    def _publish_segments(self, segments: list[Segment], fresh_delta: bool = False) -> None:
-        """Merge neighbours of similar size, then publish with the current or a new delta."""
-        segments = sorted((s for s in segments if s.live), key=lambda s: -s.live)
-        merged = True
-        while merged:
-            merged = False
-            for i in range(len(segments) - 1):
-                if segments[i + 1].live * MERGE_RATIO >= segments[i].live:
-                    rows = Rows.concat([segments[i].live_rows(), segments[i + 1].live_rows()])
-                    segments[i : i + 2] = [self._segment(rows)]
-                    merged = True
-                    break
+    # Merges (see LANE_RATIO and the module's docstring).
+
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """Wait until no merge runs or is due; whether that came before ``timeout`` seconds.
+        Merges are planned when a write freezes a segment or leaves one with too many
+        tombstones, and when a merge ends, and each due one starts as soon as its lane is
+        free: none running means none due. A merge that failed (logged) is tried again at
+        the next such write. A feed that never pauses may keep merges coming."""
+        with self._merges_done:
+            return self._merges_done.wait_for(lambda: not self._merging, timeout)
+
+    def _start_merges(self) -> None:
+        """Start each due merge whose lane is free, on its own thread (under ``_lock``).
+
+        Threads live as long as their merge: a process whose index has nothing to merge has
+        none, so it may still fork (an import forks its readers only when it is alone)."""
+        while (merge := self._due_merge()) is not None:
+            # A daemon: a process may end in the middle of a merge, which only loses the merge.
+            thread = threading.Thread(target=self._merge, args=(merge,), name="hashshare-merge", daemon=True)
+            self._merging[merge.lane] = merge
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had now: the segments stay as they are
+                del self._merging[merge.lane]
+                log.exception("could not start a merge of %s", type(self).__name__)
+                return
+
+    def _due_merge(self) -> _Merge | None:
+        """The smallest due merge whose lane is free and whose parts are in no other merge.
+
+        Due: two neighbours in size order of which the smaller holds at least 1/MERGE_RATIO
+        of the larger's live rows (sizes then grow geometrically: O(log N) segments, each row
+        rebuilt O(log N) times), or one segment whose tombstones exceed MAX_DEAD_SHARE. The
+        smallest first: it is the quickest to cut the number of segments searched."""
+        busy = {id(part) for merge in self._merging.values() for part in merge.parts}
+        idle = sorted((s for s in self._state.segments if id(s) not in busy), key=lambda s: -s.live)
+        due: list[tuple[Segment, ...]] = [(s,) for s in idle if s.dead > MAX_DEAD_SHARE * len(s.rows)]
+        due += [(a, b) for a, b in itertools.pairwise(idle) if b.live * MERGE_RATIO >= a.live]
+        for parts in sorted(due, key=lambda parts: sum(s.live for s in parts)):
+            lane = _lane(sum(s.live for s in parts))
+            if lane not in self._merging:
+                return _Merge(parts, tuple(s.alive.copy() for s in parts), lane)
+        return None
+
+    def _merge(self, merge: _Merge) -> None:
+        """A merge thread: build the merged segment unlocked, then publish it."""
+        try:
+            masks = [alive.mask() for alive in merge.alive]
+            parts = [
+                part.rows if bool(mask.all()) else part.rows.take(np.flatnonzero(mask))
+                for part, mask in zip(merge.parts, masks, strict=True)
+            ]
+            rows = parts[0] if len(parts) == 1 else Rows.concat(parts)
+            merged = self._segment(rows) if len(rows) else None
+        except Exception:
+            # Not retried here (it would likely fail again at once): the next write that
+            # makes a merge due starts it again. Searches are unaffected: the parts stay.
+            log.exception("merging %d segments of %s failed", len(merge.parts), type(self).__name__)
+            with self._lock:
+                del self._merging[merge.lane]
+                self._merges_done.notify_all()
+            return
+        with self._lock:
+            del self._merging[merge.lane]
+            self._publish_merge(merge, merged)
+            self._start_merges()
+            if not self._merging:
+                self._merges_done.notify_all()
+
+    def _publish_merge(self, merge: _Merge, merged: Segment | None) -> None:
+        """Swap ``merge``'s parts for ``merged`` if they are all still published, after clearing
+        in it the rows removed from them while it was built (under ``_lock``)."""
         state = self._state
-        if fresh_delta:
-            self._state = _State(tuple(segments), _Delta(self._width, self._dtype), 0)
-        else:
-            self._state = _State(tuple(segments), state.delta, state.delta_size)
+        published = {id(s) for s in state.segments}
+        if not all(id(part) in published for part in merge.parts):
+            return  # the state was replaced meanwhile (not done today: a safeguard)
+        if merged is not None:
+            for part, alive in zip(merge.parts, merge.alive, strict=True):
+                removed = _cleared_since(alive, part.alive)
+                if len(removed):
+                    gone = np.asarray(part.rows.row_ids[removed], dtype=np.int64)
+                    for position in merged.find(gone).tolist():
+                        merged.alive.clear(position)
+                        merged.dead += 1
+        parts = {id(part) for part in merge.parts}
+        kept = [s for s in state.segments if id(s) not in parts]
+        if merged is not None and merged.live:
+            kept.append(merged)
+        self._state = _State(_by_size(kept), state.delta, state.delta_size)
+
+
+# Every index, for a forked child to forget the merge threads it does not have.
+_INDEXES: weakref.WeakSet[SegmentedIndex] = weakref.WeakSet()
+
+
+def _forget_merges_after_fork() -> None:
+    """In a forked child: no merge thread came along, so their lanes would stay taken (no
+    merge again) and ``wait_merged`` would never return; a lock one of them held would stay
+    held. The state is whole either way (a merge publishes with one assignment); the merges
+    are planned again at the next write that makes one due."""
+    for index in list(_INDEXES):
+        index._lock = threading.Lock()
+        index._merges_done = threading.Condition(index._lock)
+        index._merging = {}
+
+
+os.register_at_fork(after_in_child=_forget_merges_after_fork)
+
+
+def _by_size(segments: list[Segment]) -> tuple[Segment, ...]:
+    """The largest first. A segment whose rows were all removed stays until its rebuild
+    (due: all tombstones) drops it: a merge may be holding it."""
+    return tuple(sorted(segments, key=lambda s: -s.live))
 
 
 def _nbytes(obj: Any) -> int:

@@ -3,12 +3,14 @@ and version, kept current by applying the store's changes."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import operator
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -68,14 +70,13 @@ class _Staged:
         encode_many = getattr(self.index, "encode_many", None)
         self.values.append(encode_many(values) if encode_many is not None else values)
 
-    def load(self) -> None:
-        if not self.row_ids:
-            return
+    def prepare(self) -> contextlib.AbstractContextManager[Callable[[], None]]:
+        """The staged rows as one ``SubIndex.prepare_add``."""
         row_ids, entry_ids = np.concatenate(self.row_ids), np.concatenate(self.entry_ids)
         arrays = [v for v in self.values if isinstance(v, np.ndarray)]
         values: Any = np.concatenate(arrays) if len(arrays) == len(self.values) else list(itertools.chain(*self.values))
         self.row_ids, self.entry_ids, self.values = [], [], []
-        self.index.add_many(row_ids, entry_ids, values)
+        return self.index.prepare_add(row_ids, entry_ids, values)
 
 
 # A search: type name, version, region, values, threshold (SignalIndex.search_arrays).
@@ -98,6 +99,10 @@ class SignalIndex:
         self._threads = search_threads
         self._pool = ThreadPoolExecutor(search_threads, "hashshare-search") if search_threads else None
         self._searching = 0  # callers in search_arrays_together now
+        # Held while the rows of one add_many are published to every sub-index, and while a
+        # lookup reads its sub-indexes' views: it sees all of a feed batch or none of it (a
+        # submission's PDQ with its pHash and dHash). Held for microseconds, never in a search.
+        self._publishing = threading.Lock()
 
     def _index_for(self, key: IndexKey) -> SubIndex:
         index = self._indexes.get(key)
@@ -140,6 +145,20 @@ class SignalIndex:
         index = self._indexes.get((type_name, version, region))
         return index.search_arrays(values, threshold) if index is not None else Found.of([[] for _ in values])
 
+    def _views(self, searches: Sequence[Search]) -> list[tuple[SubIndex, Any] | None]:
+        """Each search's sub-index and its view, all read at one moment between two publications
+        (the sub-indexes too: a batch that brings a new one publishes after making it)."""
+        with self._publishing:
+            indexes = [self._indexes.get(search[:3]) for search in searches]
+            return [(index, index.view()) if index is not None else None for index in indexes]
+
+    @staticmethod
+    def _search_view(viewed: tuple[SubIndex, Any] | None, values: Sequence[bytes], threshold: float) -> Found:
+        if viewed is None:
+            return Found.of([[] for _ in values])
+        index, view = viewed
+        return index.search_arrays(values, threshold, view)
+
     def search_arrays_together(self, searches: Sequence[Search]) -> list[Found]:
         """``search_arrays`` of each search; while no other caller is searching, the largest
         run on the search threads beside the caller, and a search of many values (a
@@ -149,18 +168,21 @@ class SignalIndex:
         idle server an upload's three image searches (PDQ, pHash, dHash) overlap instead of
         adding up. Handing a search to a thread costs CPU, though, which a busy server's
         other requests would rather have."""
+        views = self._views(searches)
         with self._lock:
             self._searching += 1
             alone = self._searching == 1
         try:
             if alone and self._pool is not None:
-                return self._overlapped(self._pool, searches)
-            return [self.search_arrays(*search) for search in searches]
+                return self._overlapped(self._pool, searches, views)
+            return [self._search_view(viewed, s[3], s[4]) for viewed, s in zip(views, searches, strict=True)]
         finally:
             with self._lock:
                 self._searching -= 1
 
-    def _overlapped(self, pool: ThreadPoolExecutor, searches: Sequence[Search]) -> list[Found]:
+    def _overlapped(
+        self, pool: ThreadPoolExecutor, searches: Sequence[Search], views: list[tuple[SubIndex, Any] | None]
+    ) -> list[Found]:
         # Parts: (search, first value, values); a large search in one part per thread and the caller.
         parts: list[tuple[int, int, Sequence[bytes]]] = []
         for n, search in enumerate(searches):
@@ -168,18 +190,17 @@ class SignalIndex:
             size = max(PARALLEL_PART, -(-len(values) // (self._threads + 1)))
             parts.extend((n, first, values[first : first + size]) for first in range(0, len(values), size))
         if len(parts) < 2:
-            return [self.search_arrays(*search) for search in searches]
-        sizes = [len(self._indexes.get(searches[n][:3], ())) * len(values) for n, _, values in parts]
+            return [self._search_view(viewed, s[3], s[4]) for viewed, s in zip(views, searches, strict=True)]
+        sizes = [len(viewed[0]) * len(values) if (viewed := views[n]) else 0 for n, _, values in parts]
         # The largest parts on the pool, the smallest here, which would wait anyway.
         order = sorted(range(len(parts)), key=sizes.__getitem__, reverse=True)
         handed = {k for k in order[:-1] if len(parts[k][2]) >= PARALLEL_PART or sizes[k] >= self._parallel_rows}
         if not handed:
-            return [self.search_arrays(*search) for search in searches]
+            return [self._search_view(viewed, s[3], s[4]) for viewed, s in zip(views, searches, strict=True)]
 
         def search_part(k: int) -> Found:
             n, _, values = parts[k]
-            type_name, version, region, _, threshold = searches[n]
-            return self.search_arrays(type_name, version, region, values, threshold)
+            return self._search_view(views[n], values, searches[n][4])
 
         futures = {k: pool.submit(search_part, k) for k in handed}
         found = {k: search_part(k) for k in range(len(parts)) if k not in futures}
@@ -220,8 +241,13 @@ class SignalIndex:
         finally:
             if collecting:
                 gc.enable()
-        for part in {id(p): p for p in staged.values() if p is not None}.values():
-            part.load()
+        parts = {id(p.index): p for p in staged.values() if p is not None and p.row_ids}
+        with contextlib.ExitStack() as stack:
+            # Sub-indexes taken in one order (by id), as any other writer of several would.
+            publishes = [stack.enter_context(parts[key].prepare()) for key in sorted(parts)]
+            with self._publishing:
+                for publish in publishes:
+                    publish()
         return count
 
     def _staging(self, key: tuple[str, str, str], staged: dict[tuple[str, str, str], _Staged | None]) -> _Staged | None:
@@ -275,6 +301,18 @@ class SignalIndex:
                 index.load_snapshot(arrays, None)  # a structure that does not fit: build one
             count += len(arrays[0])
         return count
+
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """Wait until no sub-index has a merge running or due (``SegmentedIndex.wait_merged``);
+        whether that came before ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            indexes = list(self._indexes.values())
+        for index in indexes:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not index.wait_merged(left):
+                return False
+        return True
 
     def sizes(self) -> dict[IndexKey, int]:
         return {key: len(index) for key, index in self._indexes.items()}
