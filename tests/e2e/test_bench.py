@@ -31,3 +31,23 @@ def test_the_feed_bench_runs_through_a_merge(tmp_path: Path) -> None:
     assert index_bench.main(["--sizes", "40k", "--kinds", "feed", "--json", str(out)]) == 0
     [row] = json.loads(out.read_text())
     assert row["n"] == 40_000 and row["max_apply_ms"] >= row["median_apply_ms"] > 0
+
+
+def test_the_text_bench_measures_datasketch_on_redis_and_cleans_up(tmp_path: Path) -> None:
+    import redis
+
+    from hashshare.bench import index_bench
+
+    out = tmp_path / "text.json"
+    url = "redis://127.0.0.1:6379/0"
+    assert index_bench.main(["--sizes", "2k", "--kinds", "text", "--datasketch-redis", url, "--json", str(out)]) == 0
+    rows = {row["index"]: row for row in json.loads(out.read_text())}
+    on_redis = rows["datasketch MinHashLSH on Redis J>=0.3"]
+    assert on_redis["n"] == 2000 and on_redis["p99_ms"] > 0
+    assert on_redis["bytes_per_entry"] > 1000, "its bands' keys take memory in Redis"
+    assert "ours_p99_ratio" in on_redis  # beside hashshare's row of the same size
+    client = redis.Redis.from_url(url)
+    try:
+        assert not list(client.scan_iter(match=b"hashshare-bench-*", count=10_000))
+    finally:
+        client.close()

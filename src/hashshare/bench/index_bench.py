@@ -379,7 +379,14 @@ def bench_threatexchange(n: int, bank: np.ndarray, queries: np.ndarray) -> list[
     return [row]
 
 
-def bench_text(n: int, queries_count: int, rng: np.random.Generator, datasketch_max: int) -> list[Row]:
+def bench_text(
+    n: int,
+    queries_count: int,
+    rng: np.random.Generator,
+    datasketch_max: int,
+    datasketch_redis: str = "",
+    datasketch_redis_max: int = 0,
+) -> list[Row]:
     threshold = 0.3
     bank = clustered_signatures(rng, n)
     queries = signature_queries(rng, bank, queries_count)
@@ -416,6 +423,9 @@ def bench_text(n: int, queries_count: int, rng: np.random.Generator, datasketch_
     if any(not a <= b for a, b in zip(ours, reference, strict=True)):
         raise AssertionError("LSH returned a row the scan does not")
     rows.extend(bench_datasketch(min(n, datasketch_max), bank, queries, threshold))
+    if datasketch_redis_max:
+        count = min(n, datasketch_redis_max)
+        rows.extend(bench_datasketch_redis(count, bank, queries, threshold, datasketch_redis))
     gc.unfreeze()
     return rows
 
@@ -478,6 +488,54 @@ def bench_datasketch(n: int, bank: np.ndarray, queries: np.ndarray, threshold: f
     return [row]
 
 
+def bench_datasketch_redis(n: int, bank: np.ndarray, queries: np.ndarray, threshold: float, url: str) -> list[Row]:
+    """datasketch's MinHashLSH with its Redis storage (one round trip per band a query), on
+    the Redis at ``url``; its bytes per signature are what Redis's used memory grew by. The
+    keys go under a prefix of their own and are deleted afterwards. Skipped, with a note,
+    when datasketch is missing or no Redis answers there."""
+    datasketch = optional("datasketch")
+    if datasketch is None:
+        return []
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        print(f"datasketch on Redis skipped: no Redis at {url} ({error})")
+        return []
+    basename = f"hashshare-bench-{os.getpid()}-{n}".encode()
+    address = client.connection_pool.connection_kwargs
+    config = {"host": address.get("host", "127.0.0.1"), "port": address.get("port", 6379), "db": address.get("db", 0)}
+    used_before = int(client.info("memory")["used_memory"])
+
+    def build() -> Any:
+        lsh = datasketch.MinHashLSH(
+            threshold=threshold,
+            num_perm=128,
+            storage_config={"type": "redis", "basename": basename, "redis": config},
+        )
+        with lsh.insertion_session(buffer_size=5_000) as session:
+            for i in range(n):
+                session.insert(i, datasketch.LeanMinHash(seed=1, hashvalues=bank[i], scheme="affine32"))
+        return lsh
+
+    def search(lsh: Any, q: np.ndarray) -> Any:
+        return lsh.query(datasketch.LeanMinHash(seed=1, hashvalues=q, scheme="affine32"))
+
+    def redis_bytes(_: Any) -> int:
+        return int(client.info("memory")["used_memory"]) - used_before
+
+    try:
+        row, _ = measure(f"datasketch MinHashLSH on Redis J>={threshold}", n, build, search, queries, redis_bytes)
+    finally:
+        keys = list(client.scan_iter(match=basename + b"*", count=10_000))
+        for start in range(0, len(keys), 10_000):
+            client.delete(*keys[start : start + 10_000])
+        client.close()
+    return [row]
+
+
 # Report.
 
 
@@ -536,6 +594,17 @@ def main(argv: list[str] | None = None) -> int:
         default=parse_size("200k"),
         help="largest datasketch bank (its inserts take minutes at 1M)",
     )
+    parser.add_argument(
+        "--datasketch-redis",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis for datasketch's Redis storage (skipped with a note when none answers)",
+    )
+    parser.add_argument(
+        "--datasketch-redis-max",
+        type=parse_size,
+        default=parse_size("20k"),
+        help="largest datasketch-on-Redis bank (about 1,500 inserts a second); 0 skips it",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args(argv)
@@ -543,12 +612,15 @@ def main(argv: list[str] | None = None) -> int:
     kinds = set(args.kinds.split(","))
     rows: list[Row] = []
     for n in (parse_size(s) for s in args.sizes.split(",")):
+        first = len(rows)
         if "hamming64" in kinds:
             rows += bench_hamming(n, 64, 10, args.queries, rng)
         if "pdq" in kinds:
             rows += bench_hamming(n, 256, 31, args.queries, rng)
         if "text" in kinds and n <= args.text_max:
-            rows += bench_text(n, args.queries, rng, args.datasketch_max)
+            rows += bench_text(
+                n, args.queries, rng, args.datasketch_max, args.datasketch_redis, args.datasketch_redis_max
+            )
         if "batch" in kinds:
             rows += bench_batch(n, rng)
         if "load" in kinds:
@@ -558,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         if "feed" in kinds:
             rows += bench_feed(n, rng)
         add_ratios(rows)
-        print_table([r for r in rows if r["n"] == n])
+        print_table(rows[first:])  # with baselines measured on fewer rows (datasketch's)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(rows, out, indent=2)
