@@ -20,7 +20,9 @@ from .store.sighting_cells import fold
 log = logging.getLogger(__name__)
 
 _MAX_QUEUED = 100_000  # sightings
-_CELLS_PER_WRITE = 2_000
+# Lookups wait for the interpreter while a part is prepared: parts of 500 cells, not 2,000,
+# gave Match p99 2.76-2.83 ms against 2.89-3.53 (servers alternated four times).
+_CELLS_PER_WRITE = 500
 
 
 class SightingRecorder:
