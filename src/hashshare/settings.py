@@ -97,9 +97,9 @@ class Settings:
     )
     search_threads: int = _setting(
         2,
-        "Threads that search the index beside a request's own while no other request is searching: an "
-        "upload's image searches overlap and a SubmitBatch's items are split between them (numpy releases "
-        "the GIL while it searches); 0: the request's own thread only.",
+        "Threads that search the index beside a request's own while no other request is searching: a "
+        "SubmitBatch's items are split between them (numpy releases the GIL in its large gathers) and an "
+        "upload's image searches overlap (small ones, which gain little); 0: the request's own thread only.",
     )
 
 
