@@ -280,7 +280,10 @@ class MIHIndex(SegmentedIndex):
         slots = structure.slots(query, probe)
         if structure.keyed is not None:
             entries = structure.buckets.entries(slots)
-            distances = np.bitwise_count(structure.keyed[entries] ^ query[0])
+            # np.take of a 1-D array beats indexing by about a fifth; XOR in place spares a copy.
+            gathered = np.take(structure.keyed, entries)
+            gathered ^= query[0]
+            distances = np.bitwise_count(gathered)
             close = np.flatnonzero(distances <= radius)
             candidates = structure.buckets.positions.take(entries[close])
             distances = distances[close]
@@ -323,7 +326,9 @@ class MIHIndex(SegmentedIndex):
         slots = structure.slots_many(queries, probe)
         if structure.keyed is not None:
             entries, per_query = structure.buckets.entries_per_row(slots)
-            distances = np.bitwise_count(structure.keyed[entries] ^ np.repeat(queries[:, 0], per_query))
+            gathered = np.take(structure.keyed, entries)
+            gathered ^= np.repeat(queries[:, 0], per_query)
+            distances = np.bitwise_count(gathered)
             close = np.flatnonzero(distances <= radius)
             rows = structure.buckets.positions.take(entries[close])
         else:
