@@ -87,3 +87,16 @@ def test_block_packed_ids_are_found_and_blocks_spanning_2_to_the_32_refused() ->
     assert packed.search_sorted(mixed).tolist() == expected
     with pytest.raises(ValueError):
         BlockPacked.pack(np.array([0, 2**32], dtype=np.int64))
+
+
+def test_block_packed_pairs_of_values_that_go_down_inside_a_block() -> None:
+    # Entry ids are only nearly ascending: a block's first value need not be its least, so
+    # the neighbour of a block's last value is decoded, not taken from the next block's base.
+    rng = np.random.default_rng(5)
+    values = np.cumsum(rng.integers(0, 4, size=1000)).astype(np.int64)
+    values[64::64] += 3  # each block's first value above its next
+    packed = BlockPacked.pack(values)
+    assert not np.array_equal(packed.take(np.arange(0, 1000, 64)), packed.bases)
+    picked = np.concatenate([np.arange(63, 999, 64), rng.integers(0, 999, size=200)])
+    first, second = packed.take_pairs(picked)
+    assert np.array_equal(first, values[picked]) and np.array_equal(second, values[picked + 1])

@@ -164,6 +164,10 @@ class BlockPacked:
         # Two neighbours of a block share one 8-byte window while 7 + 2 * width <= 64.
         self._pairs_share_windows = not blocks or int(widths.max()) <= 28
         self._windows = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+        # Non-decreasing values (bucket offsets) start each block at its base: the neighbour of
+        # a block's last value is then the next block's base, one gather rather than a decode.
+        firsts = np.arange(0, count, self.BLOCK, dtype=np.int64)
+        self._firsts_are_bases = bool(np.array_equal(self._decode(firsts, False)[0], self.bases))
 
     @classmethod
     def pack(cls, values: np.ndarray) -> BlockPacked:
@@ -249,7 +253,10 @@ class BlockPacked:
             apart |= width > 28
         elsewhere = np.flatnonzero(apart)
         if len(elsewhere):
-            following[elsewhere] = self._decode(indexes[elsewhere] + 1, False)[0]
+            if self._firsts_are_bases and self._pairs_share_windows:  # only blocks' last values
+                following[elsewhere] = self.bases[block[elsewhere] + 1]
+            else:
+                following[elsewhere] = self._decode(indexes[elsewhere] + 1, False)[0]
         return values, following
 
     def __getitem__(self, indexes: np.ndarray) -> np.ndarray:
