@@ -58,9 +58,9 @@ class SubIndex(abc.ABC):
         entry_ids: Sequence[int] | np.ndarray,
         values: Sequence[bytes] | np.ndarray,
     ) -> None:
-        """Add many rows at once (a bulk load); indexes with a faster path override this."""
-        for row_id, entry_id, value in zip(row_ids, entry_ids, values, strict=True):
-            self.add(int(row_id), int(entry_id), bytes(value))
+        """Add many rows at once (a bulk load, a batch of the feed): ``prepare_add``, then publish."""
+        with self.prepare_add(row_ids, entry_ids, values) as publish:
+            publish()
 
     @contextlib.contextmanager
     def prepare_add(
@@ -73,8 +73,13 @@ class SubIndex(abc.ABC):
         together: the work is done on entering, and the context gives ``publish``, which
         makes the rows visible to searches at once (quick: an assignment or two). Rows not
         published when the context ends are dropped; the index's other writers wait until
-        then. Indexes without the two steps add everything in ``publish``."""
-        yield lambda: self.add_many(row_ids, entry_ids, values)
+        then. Indexes without the two steps add the rows one by one in ``publish``."""
+
+        def add_each() -> None:
+            for row_id, entry_id, value in zip(row_ids, entry_ids, values, strict=True):
+                self.add(int(row_id), int(entry_id), bytes(value))
+
+        yield add_each
 
     def view(self) -> Any:
         """What searches see now, for ``search_arrays(..., view=)`` to search as it was

@@ -25,16 +25,6 @@ class ExactIndex(SubIndex):
     def add(self, row_id: int, entry_id: int, value: bytes) -> None:
         self.add_many([row_id], [entry_id], [value])
 
-    def add_many(
-        self,
-        row_ids: Sequence[int] | np.ndarray,
-        entry_ids: Sequence[int] | np.ndarray,
-        values: Sequence[bytes] | np.ndarray,
-    ) -> None:
-        """Also takes ``export_rows``'s values: a (n, size) uint8 array, one hash a row."""
-        with self.prepare_add(row_ids, entry_ids, values) as publish:
-            publish()
-
     @contextlib.contextmanager
     def prepare_add(
         self,
@@ -42,6 +32,7 @@ class ExactIndex(SubIndex):
         entry_ids: Sequence[int] | np.ndarray,
         values: Sequence[bytes] | np.ndarray,
     ) -> Iterator[Callable[[], None]]:
+        """Also takes ``export_rows``'s values: a (n, size) uint8 array, one hash a row."""
         # The rows go in at once, numbered past what searches see; publishing moves the mark.
         if isinstance(values, np.ndarray) and values.ndim == 2:
             width = values.shape[1]

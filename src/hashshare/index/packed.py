@@ -164,10 +164,13 @@ class BlockPacked:
         # Two neighbours of a block share one 8-byte window while 7 + 2 * width <= 64.
         self._pairs_share_windows = not blocks or int(widths.max()) <= 28
         self._windows = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
-        # Non-decreasing values (bucket offsets) start each block at its base: the neighbour of
-        # a block's last value is then the next block's base, one gather rather than a decode.
+        # Non-decreasing values (bucket offsets) start each block at its base: where pairs share
+        # windows too, the neighbour of a block's last value is the next block's base, one
+        # gather rather than a decode.
         firsts = np.arange(0, count, self.BLOCK, dtype=np.int64)
-        self._firsts_are_bases = bool(np.array_equal(self._decode(firsts, False)[0], self.bases))
+        self._next_is_base = self._pairs_share_windows and bool(
+            np.array_equal(self._decode(firsts, False)[0], self.bases)
+        )
 
     @classmethod
     def pack(cls, values: np.ndarray) -> BlockPacked:
@@ -253,7 +256,7 @@ class BlockPacked:
             apart |= width > 28
         elsewhere = np.flatnonzero(apart)
         if len(elsewhere):
-            if self._firsts_are_bases and self._pairs_share_windows:  # only blocks' last values
+            if self._next_is_base:  # ``apart`` holds blocks' last values only
                 following[elsewhere] = self.bases[block[elsewhere] + 1]
             else:
                 following[elsewhere] = self._decode(indexes[elsewhere] + 1, False)[0]

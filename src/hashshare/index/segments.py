@@ -267,19 +267,6 @@ class SegmentedIndex(SubIndex):
     def add(self, row_id: int, entry_id: int, value: bytes) -> None:
         self.add_many([row_id], [entry_id], self.encode(value)[None, :])
 
-    def add_many(
-        self,
-        row_ids: Sequence[int] | np.ndarray,
-        entry_ids: Sequence[int] | np.ndarray,
-        values: Sequence[bytes] | np.ndarray,
-    ) -> None:
-        """Add rows at once: ``values`` are signals' bytes or already encoded rows (n, width),
-        which the index may keep without a copy; rows already present (or repeated) are
-        skipped. Rows that fit in the delta go there (a batch of the feed); else they and the
-        delta's rows become one new segment (a bulk load)."""
-        with self.prepare_add(row_ids, entry_ids, values) as publish:
-            publish()
-
     @contextlib.contextmanager
     def prepare_add(
         self,
@@ -288,7 +275,10 @@ class SegmentedIndex(SubIndex):
         values: Sequence[bytes] | np.ndarray,
     ) -> Iterator[Callable[[], None]]:
         """``add_many`` up to the new state, which ``publish`` makes the one searches read
-        (SubIndex.prepare_add); under ``_lock`` throughout."""
+        (SubIndex.prepare_add); under ``_lock`` throughout. ``values`` are signals' bytes or
+        already encoded rows (n, width), which the index may keep without a copy; rows already
+        present (or repeated) are skipped. Rows that fit in the delta go there (a batch of the
+        feed); else they and the delta's rows become one new segment (a bulk load)."""
         row_ids = np.asarray(row_ids, dtype=np.int64)
         entry_ids = np.asarray(entry_ids, dtype=np.int64)
         encoded = values if isinstance(values, np.ndarray) else self.encode_many(values)
