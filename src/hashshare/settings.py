@@ -98,8 +98,8 @@ class Settings:
     search_threads: int = _setting(
         2,
         "Threads that search the index beside a request's own while no other request is searching: a "
-        "SubmitBatch's items are split between them (numpy releases the GIL in its large gathers) and an "
-        "upload's image searches overlap (small ones, which gain little); 0: the request's own thread only.",
+        "SubmitBatch's items are split between them (numpy releases the GIL in its large gathers); one "
+        "upload's searches stay on its request's thread, where they are faster; 0: the request's own thread only.",
     )
 
 

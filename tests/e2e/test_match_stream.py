@@ -72,7 +72,7 @@ def test_batched_candidates_equal_those_of_each_lookup() -> None:
 
 def test_searches_on_threads_equal_those_in_the_caller() -> None:
     stored, queries = _bank_and_lookups(seed=5, entries=600, lookups=60)
-    alone, threaded = SignalIndex(), SignalIndex(search_threads=2, parallel_rows=0)
+    alone, threaded = SignalIndex(), SignalIndex(search_threads=2)
     row = 0
     for entry_id, signals in enumerate(stored, 1):
         for signal in signals:
@@ -80,7 +80,7 @@ def test_searches_on_threads_equal_those_in_the_caller() -> None:
             for index in (alone, threaded):
                 index.add(IndexedSignal(row, entry_id, signal.type, signal.version, signal.value))
     for signals in queries:
-        # Three sub-indexes a lookup: two searched on the pool, one in the caller.
+        # One lookup's searches stay in the caller.
         assert find_candidates(threaded, signals) == find_candidates(alone, signals)
     # Enough lookups that each sub-index's values are split between the threads and the caller.
     many = [queries[n % len(queries)] for n in range(3 * PARALLEL_PART)]

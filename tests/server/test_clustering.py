@@ -73,7 +73,7 @@ def test_clustering_defers_one_64_bit_type_yet_finds_every_pair(photos: dict[str
     rng = np.random.default_rng(5)
     uploads = [signals.from_image(encode(photo)) for photo in list(photos.values())[:3]]
     index = SignalIndex()
-    threaded = SignalIndex(search_threads=2, parallel_rows=0)  # SubmitBatch's searches, split between threads
+    threaded = SignalIndex(search_threads=2)  # SubmitBatch's searches, split between threads
     summaries: dict[int, EntrySummary] = {}
     row = 0
     for upload in uploads:

@@ -556,11 +556,12 @@ def test_signal_index_bulk_load_equals_adds_through_removals() -> None:
 
 
 def test_a_lookup_sees_a_feed_batch_whole() -> None:
-    """A SubmitBatch's rows reach the sub-indexes together: a lookup across them (as Match
-    makes, its searches on parallel threads) finds an entry's PDQ, pHash, dHash and MD5, or
-    none of them, while the feed applies batch after batch (freezing and merging too)."""
+    """A SubmitBatch's rows reach the sub-indexes together: a lookup across them (of 210 values
+    a sub-index, split between the search threads as a SubmitBatch's are) finds an entry's
+    PDQ, pHash, dHash and MD5, or none of them, while the feed applies batch after batch
+    (freezing and merging too)."""
     rng = np.random.default_rng(37)
-    batches, size = 120, 50
+    batches, size = 120, 70  # a lookup of three batches: past PARALLEL_PART, so on threads
     n = batches * size
     types = [PDQ, PHASH, DHASH, MD5]
     values = {
@@ -569,7 +570,7 @@ def test_a_lookup_sees_a_feed_batch_whole() -> None:
         DHASH: [v.tobytes() for v in rng.integers(0, 2**64, size=(n, 1), dtype=np.uint64)],
         MD5: [rng.bytes(16) for _ in range(n)],
     }
-    index = SignalIndex(search_threads=2, parallel_rows=0)
+    index = SignalIndex(search_threads=2)
     applied = 0  # batches the feed applied so far
     done = threading.Event()
     looking = threading.Event()  # a lookup is starting: the feed applies its next batch meanwhile

@@ -81,19 +81,18 @@ class _Staged:
 
 # A search: type name, version, region, values, threshold (SignalIndex.search_arrays).
 Search = tuple[str, str, str, Sequence[bytes], float]
-# Sub-indexes smaller than this are searched in the calling thread: handing a search to
-# another thread costs tens of microseconds, more than a small index's search.
-PARALLEL_ROWS = 100_000
-# Fewer values of one search than this are searched in one piece: a part's fixed costs would
-# outweigh what a second thread gains.
+# Fewer values of one search than this are searched in one piece, in the caller: a part's
+# fixed costs would outweigh what a second thread gains. That includes one upload's searches:
+# overlapping its PDQ, pHash and dHash searches on threads made a lookup at 1M entries slower
+# in process (p50 0.43-0.54 -> 0.68-0.73 ms), since their numpy calls are small and the
+# threads pass the interpreter back and forth between them.
 PARALLEL_PART = 200
 
 
 class SignalIndex:
-    def __init__(self, search_threads: int = 0, parallel_rows: int = PARALLEL_ROWS) -> None:
-        """``search_threads``: threads that search sub-indexes alongside the caller (0: none),
-        those of ``parallel_rows`` rows or more."""
-        self._parallel_rows = parallel_rows
+    def __init__(self, search_threads: int = 0) -> None:
+        """``search_threads``: threads that search parts of large searches (of ``PARALLEL_PART``
+        values or more) alongside the caller (0: none)."""
         self._lock = threading.Lock()
         self._indexes: dict[IndexKey, SubIndex] = {}
         self._threads = search_threads
@@ -160,14 +159,13 @@ class SignalIndex:
         return index.search_arrays(values, threshold, view)
 
     def search_arrays_together(self, searches: Sequence[Search]) -> list[Found]:
-        """``search_arrays`` of each search; while no other caller is searching, the largest
-        run on the search threads beside the caller, and a search of many values (a
-        SubmitBatch's) is split between them.
+        """``search_arrays`` of each search; while no other caller is searching, a search of
+        many values (a SubmitBatch's) is split between the search threads and the caller.
 
-        numpy releases the interpreter while it gathers and counts bits, so on an otherwise
-        idle server an upload's three image searches (PDQ, pHash, dHash) overlap instead of
-        adding up. Handing a search to a thread costs CPU, though, which a busy server's
-        other requests would rather have."""
+        numpy releases the interpreter while it gathers and counts bits over thousands of
+        values, so the parts overlap. Handing a part to a thread costs CPU, though, which a
+        busy server's other requests would rather have, and one upload's searches are too
+        small to gain (see PARALLEL_PART)."""
         views = self._views(searches)
         with self._lock:
             self._searching += 1
@@ -194,7 +192,7 @@ class SignalIndex:
         sizes = [len(viewed[0]) * len(values) if (viewed := views[n]) else 0 for n, _, values in parts]
         # The largest parts on the pool, the smallest here, which would wait anyway.
         order = sorted(range(len(parts)), key=sizes.__getitem__, reverse=True)
-        handed = {k for k in order[:-1] if len(parts[k][2]) >= PARALLEL_PART or sizes[k] >= self._parallel_rows}
+        handed = {k for k in order[:-1] if len(parts[k][2]) >= PARALLEL_PART}
         if not handed:
             return [self._search_view(viewed, s[3], s[4]) for viewed, s in zip(views, searches, strict=True)]
 
