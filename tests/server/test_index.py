@@ -343,6 +343,9 @@ def test_chunking_follows_bank_size_and_pigeonhole() -> None:
     # Fewer, wider tables for a large PDQ bank: some bits are left out of every chunk.
     pdq = choose_widths(256, 10_000_000, 31)
     assert pdq is not None and len(pdq) <= 11 and sum(pdq) < 256
+    # Memory is priced by the megabyte: at 1M rows a few MB more buys more, faster tables.
+    mid = choose_widths(256, 1_000_000, 31)
+    assert mid is not None and len(mid) > len(pdq)
     assert choose_widths(64, 50, 10) is None  # a tiny segment is scanned
     for radius in range(0, 60):
         for chunks in range(1, 17):

@@ -14,7 +14,7 @@ The argument needs disjoint chunks, not chunks that cover every bit: the
 ``m`` probe radii only have to satisfy ``sum(r_i + 1) = r + 1``. So a 256-bit
 hash at radius 31 can have 11 tables of 23 bits (some bits in none) rather
 than 12 narrower ones; the chunking is chosen by modelled time plus a price
-per byte of tables, which 256-bit hashes keep compact (bit-packed, see
+per megabyte of tables, which 256-bit hashes keep compact (bit-packed, see
 buckets.py) and 64-bit ones plain.
 """
 
@@ -39,11 +39,12 @@ _NS_CANDIDATE_WORD = 6.0  # random gather + XOR + popcount of one candidate word
 _NS_CHUNK = 1500.0  # per-chunk Python work of a query
 _MAX_TABLE_BITS = 24  # offsets table of 2**24 int32 = 64 MiB at most per chunk
 _MAX_PROBES = 200_000  # beyond this the ball has exploded: scan instead
-# The price of memory in the choice of chunking: a byte per row of tables is worth this many
-# nanoseconds of modelled query time (measured: ~2.5x the model plus ~0.2 ms). At 6000 a
-# 256-bit index takes 11 tables (each about 3 bytes a row) instead of 12-16 for +0.1 ms at
-# 3M rows, while a 64-bit index keeps its fastest chunking.
-_NS_PER_TABLE_BYTE = 6000.0
+# The price of memory in the choice of chunking: a megabyte of tables is worth this many
+# nanoseconds of modelled query time (measured: ~2.5x the model plus ~0.2 ms). At 10M rows a
+# 256-bit index then takes 11 tables (43 bytes a row) rather than 12-16, which would save about
+# 0.1 ms; at 1M, where a table is a few MB, 13 (batched PDQ queries 0.178 -> 0.125 ms, for 5
+# bytes a row more). A 64-bit index keeps its fastest chunking at every size.
+_NS_PER_TABLE_MB = 600.0
 
 _COMPACT_WORDS = 4  # hashes of this many 64-bit words and more get compact tables
 _NO_ROWS = np.zeros(0, dtype=np.int64)
@@ -125,7 +126,8 @@ def choose_widths(bits: int, rows: int, radius: int, compact: bool = True) -> li
     for widths in chunkings(bits, max_width, leave_bits_out=compact):
         cost, probes = probe_cost(widths, radius, rows, words)
         if probes <= _MAX_PROBES:
-            options.append((cost + _NS_PER_TABLE_BYTE * table_bytes(widths, rows, compact), cost, widths))
+            price = _NS_PER_TABLE_MB * table_bytes(widths, rows, compact) * rows / 1e6
+            options.append((cost + price, cost, widths))
     if not options or min(cost for _, cost, _ in options) >= scan_cost(rows, words):
         return None
     return min(options, key=lambda option: option[0])[2]
