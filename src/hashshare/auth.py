@@ -24,6 +24,7 @@ ANY_ROLE = frozenset(Role)
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "/hashshare.v1.MatchService/Match": frozenset({Role.PLATFORM}),
     "/hashshare.v1.MatchService/MatchStream": frozenset({Role.PLATFORM}),
+    "/hashshare.v1.MatchService/MatchBatchStream": frozenset({Role.PLATFORM}),
     "/hashshare.v1.SubmissionService/Submit": frozenset({Role.TRUST_SAFETY}),
     "/hashshare.v1.SubmissionService/SubmitBatch": frozenset({Role.TRUST_SAFETY}),
     "/hashshare.v1.SubmissionService/Retract": frozenset({Role.TRUST_SAFETY}),

@@ -163,6 +163,9 @@ def test_async_client_is_a_working_twin(bank: Bank, photos: dict[str, Image.Imag
             result = await p.match(signals.from_text(EDITED_TEXT))
             streamed = [r async for r in p.match_stream([("x", signals.from_text(EDITED_TEXT))])]
             assert streamed[0].verdict == "BLOCK"
+            items = [(str(n), signals.from_text(text)) for n, text in enumerate([EDITED_TEXT, "lunch", EDITED_TEXT])]
+            batched = [r async for r in p.match_stream(items, per_message=2)]  # MatchBatchStream
+            assert [(r.item_id, r.verdict) for r in batched] == [("0", "BLOCK"), ("1", "NONE"), ("2", "BLOCK")]
             return submitted.entry_id, result.matches[0].entry_id
 
     submitted_id, matched_id = asyncio.run(scenario())

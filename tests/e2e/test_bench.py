@@ -19,6 +19,7 @@ def test_make_bench_runs_on_a_tiny_bank(tmp_path: Path) -> None:
     e2e_rows = json.loads((tmp_path / "bench" / "e2e.json").read_text())
     assert {row["index"].split()[0] for row in index_rows} >= {"hashshare", "numpy"}
     assert e2e_rows[0]["entries"] == 2000 and e2e_rows[0]["match"]["p99_ms"] > 0
+    assert e2e_rows[0]["batch_stream_items_per_s"] > 0
     assert (tmp_path / "bench" / "latency.png").stat().st_size > 10_000
 
 

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
+from hashshare.api import services
 from hashshare.api.server import RunningServer
 from hashshare.index import SignalIndex
 from hashshare.index.signal_index import PARALLEL_PART
@@ -48,6 +49,10 @@ def _bank_and_lookups(seed: int, entries: int, lookups: int) -> tuple[list[list[
             base = stored[int(rng.integers(entries))]
             queries.append([Signal(s.type, s.version, _flipped(rng, s.value, n % 9), 90) for s in base])
     return stored, queries
+
+
+def auth(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
 
 
 def test_batched_candidates_equal_those_of_each_lookup() -> None:
@@ -159,3 +164,59 @@ def test_a_cancelled_stream_frees_its_reader(server: RunningServer) -> None:
             break
         time.sleep(0.05)
     assert not readers
+
+
+def test_batch_stream_answers_equal_match_stream_answers_in_order(server: RunningServer) -> None:
+    stored, queries = _bank_and_lookups(seed=13, entries=60, lookups=150)
+    token = _submit_bank(server, stored)
+    items = [(str(n), signals) for n, signals in enumerate(queries)]
+    # A malformed item (no signals) among them: answered with its error, the others go on.
+    items[40] = ("bad", [])
+    with Client(f"127.0.0.1:{server.port}", token) as client:
+        streamed = list(client.match_stream(items))
+        # 150 items in messages of 7: the last message holds 3.
+        batched = list(client.match_stream(items, per_message=7))
+        with pytest.raises(ValueError, match="per_message"):
+            list(client.match_stream(items, per_message=1001))
+    assert [r.item_id for r in batched] == [item_id for item_id, _ in items]
+    assert [(r.verdict, r.matches, r.error) for r in batched] == [(r.verdict, r.matches, r.error) for r in streamed]
+    assert batched[40].error is not None and batched[40].error.code == "INVALID_ARGUMENT"
+    assert sum(1 for r in batched if r.matches) > len(queries) // 2
+
+
+def test_batch_stream_refuses_an_empty_or_oversized_message_after_answering_those_before(
+    server: RunningServer,
+) -> None:
+    stored, queries = _bank_and_lookups(seed=15, entries=12, lookups=4)
+    token = _submit_bank(server, stored)
+    first = match_pb2.MatchBatchRequest(items=[match_request(q, item_id=str(n)) for n, q in enumerate(queries)])
+    too_many = match_pb2.MatchBatchRequest(items=[match_request(queries[0], item_id="x")] * 1001)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        for refused, count in ((match_pb2.MatchBatchRequest(), 0), (too_many, 1001)):
+            answers = stub.MatchBatchStream(iter([first, refused, first]), metadata=auth(token), timeout=30)
+            received = []
+            with pytest.raises(grpc.RpcError) as raised:
+                for message in answers:
+                    received.extend(message.items)
+            assert [r.item_id for r in received] == ["0", "1", "2", "3"]
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"items: 1 to 1000 items per message, got {count}" in str(raised.value.details())
+
+
+def test_batch_stream_splits_large_answers_between_messages(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored, queries = _bank_and_lookups(seed=17, entries=60, lookups=40)
+    token = _submit_bank(server, stored)
+    near = [q for n, q in enumerate(queries) if n % 4 != 3]  # each matches an entry or more
+    request = match_pb2.MatchBatchRequest(items=[match_request(q, item_id=str(n)) for n, q in enumerate(near)])
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        whole = list(stub.MatchBatchStream(iter([request]), metadata=auth(token), timeout=30))
+        monkeypatch.setattr(services, "BATCH_RESPONSE_BYTES", 600)
+        split = list(stub.MatchBatchStream(iter([request]), metadata=auth(token), timeout=30))
+    assert len(whole) == 1 and len(split) > 3
+    assert all(m.ByteSize() <= 600 or len(m.items) == 1 for m in split)
+    assert [r for m in split for r in m.items] == list(whole[0].items)
+    assert [r.item_id for r in whole[0].items] == [str(n) for n in range(len(near))]

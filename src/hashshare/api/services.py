@@ -5,8 +5,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
+from typing import Generic, TypeVar
 
 import grpc
 
@@ -57,6 +58,13 @@ MAX_ALLOW_PAGE = 1000
 STREAM_WINDOW = 64
 # Items of one stream looked up together at most.
 STREAM_BATCH = 64
+# MatchBatchStream: messages in flight at once (each up to MAX_BATCH_ITEMS items), and the
+# most bytes of answers one response message carries (a client's default limit is 4 MiB;
+# an item may describe up to convert.MAX_MATCHES entries).
+BATCH_STREAM_WINDOW = 4
+BATCH_RESPONSE_BYTES = 3 * 1024 * 1024
+
+_Request = TypeVar("_Request")
 
 
 class MatchService(match_pb2_grpc.MatchServiceServicer):
@@ -94,15 +102,42 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
         # A reader thread takes requests off the stream so that the batch is whatever
         # is waiting; answers go out in order, and a client that waits for an answer
         # before it sends more is never kept waiting for a batch to fill.
-        inbox = _StreamInbox(requests)
+        for responses in self._answered(_StreamInbox(requests, STREAM_WINDOW), STREAM_BATCH, list, principal):
+            yield from responses
+
+    @rpc
+    def MatchBatchStream(
+        self, requests: Iterator[match_pb2.MatchBatchRequest], context: grpc.ServicerContext, principal: Principal
+    ) -> Iterator[match_pb2.MatchBatchResponse]:
+        # One message at a time: the client chose how many items it holds.
+        for responses in self._answered(_StreamInbox(requests, BATCH_STREAM_WINDOW), 1, _batch_items, principal):
+            yield from _response_messages(responses)
+
+    def _answered(
+        self,
+        inbox: _StreamInbox[_Request],
+        most: int,
+        items_of: Callable[[list[_Request]], list[match_pb2.MatchRequest]],
+        principal: Principal,
+    ) -> Iterator[list[match_pb2.MatchResponse]]:
+        """The answers to the items of up to ``most`` requests at a time off ``inbox``, in
+        order: one group is looked up on the pool while the next is read and the one before
+        is written. Requests that ``items_of`` refuses end the stream after the answers to
+        those before them."""
         pending: deque[futures.Future[list[match_pb2.MatchResponse]]] = deque()
         try:
             while True:
-                batch = inbox.take(STREAM_BATCH, wait=not pending)
+                batch = inbox.take(most, wait=not pending)
                 if batch:
-                    pending.append(self._pool.submit(self._match_batch, batch, principal))
+                    try:
+                        items = items_of(batch)
+                    except InvalidArgument:
+                        while pending:
+                            yield pending.popleft().result()
+                        raise
+                    pending.append(self._pool.submit(self._match_batch, items, principal))
                 if pending and (not batch or len(pending) > 1 or pending[0].done()):
-                    yield from pending.popleft().result()
+                    yield pending.popleft().result()
                 elif not batch and inbox.finished:
                     return
         finally:
@@ -146,11 +181,31 @@ class MatchService(match_pb2_grpc.MatchServiceServicer):
         return match_pb2.ReportActionResponse(recorded=recorded)
 
 
-class _StreamInbox:
-    """The requests of a stream, read by a thread of their own into a bounded queue."""
+def _batch_items(batch: list[match_pb2.MatchBatchRequest]) -> list[match_pb2.MatchRequest]:
+    for message in batch:
+        if not message.items or len(message.items) > MAX_BATCH_ITEMS:
+            raise InvalidArgument.field("items", f"1 to {MAX_BATCH_ITEMS} items per message, got {len(message.items)}")
+    return [item for message in batch for item in message.items]
 
-    def __init__(self, requests: Iterator[match_pb2.MatchRequest]) -> None:
-        self._queue: queue.Queue[match_pb2.MatchRequest | None] = queue.Queue(maxsize=STREAM_WINDOW)
+
+def _response_messages(responses: list[match_pb2.MatchResponse]) -> Iterator[match_pb2.MatchBatchResponse]:
+    """``responses`` in order, in messages of at most about BATCH_RESPONSE_BYTES."""
+    start, size = 0, 0
+    for end, response in enumerate(responses):
+        length = response.ByteSize() + 6  # the item's tag and length prefix, at most
+        if end > start and size + length > BATCH_RESPONSE_BYTES:
+            yield match_pb2.MatchBatchResponse(items=responses[start:end])
+            start, size = end, 0
+        size += length
+    if start < len(responses):
+        yield match_pb2.MatchBatchResponse(items=responses[start:])
+
+
+class _StreamInbox(Generic[_Request]):
+    """The requests of a stream, read by a thread of their own into a queue of ``window``."""
+
+    def __init__(self, requests: Iterator[_Request], window: int) -> None:
+        self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=window)
         self._closed = threading.Event()
         self._failure: BaseException | None = None
         self.finished = False  # the end of the stream was taken
@@ -158,7 +213,7 @@ class _StreamInbox:
         self._thread.daemon = True
         self._thread.start()
 
-    def _read(self, requests: Iterator[match_pb2.MatchRequest]) -> None:
+    def _read(self, requests: Iterator[_Request]) -> None:
         try:
             for request in requests:
                 if not self._put(request):
@@ -167,7 +222,7 @@ class _StreamInbox:
             self._failure = error
         self._put(None)
 
-    def _put(self, item: match_pb2.MatchRequest | None) -> bool:
+    def _put(self, item: _Request | None) -> bool:
         while not self._closed.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -176,10 +231,10 @@ class _StreamInbox:
                 continue
         return False
 
-    def take(self, most: int, wait: bool) -> list[match_pb2.MatchRequest]:
+    def take(self, most: int, wait: bool) -> list[_Request]:
         """Up to ``most`` requests that have arrived; with ``wait``, at least one unless the
         stream has ended. Raises what ended the stream if it did not end cleanly."""
-        batch: list[match_pb2.MatchRequest] = []
+        batch: list[_Request] = []
         if self.finished:
             return batch
         try:

@@ -8,9 +8,10 @@ fresh SQLite store through the import path, starts `hashshare-server serve`
 on it, and measures: import rate, time until the server reports SERVING,
 the server's memory, Match latency for one client (half near-duplicates of
 stored entries, half unrelated uploads), MatchStream throughput with four
-client processes (and with nghttp2's h2load when it is installed), and
-batched-submit ingest over gRPC (SubmitBatch calls of 1,000 new images from one
-client, the server's submission quota off).
+client processes (and with nghttp2's h2load when it is installed), the same with
+64 items a message (MatchBatchStream), and batched-submit ingest over gRPC
+(SubmitBatch calls of 1,000 new images from one client, the server's submission
+quota off).
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ from hashshare.bench.index_bench import clustered_hashes, clustered_signatures, 
 from hashshare.model import TrustLevel
 from hashshare.store import open_store
 from hashshare_client import Client, ItemError, Removal, Signal, protocol, signal_types
+from hashshare_client.pb.hashshare.v1 import match_pb2
 
 IMAGE_TYPES = (signal_types.PDQ, signal_types.PHASH, signal_types.DHASH)
 QUERIES = 2_000
 STREAM_SECONDS = 10.0
 STREAM_METHOD = "/hashshare.v1.MatchService/MatchStream"
+BATCH_STREAM_METHOD = "/hashshare.v1.MatchService/MatchBatchStream"
+STREAM_PER_MESSAGE = 64  # items a MatchBatchStream message
 H2LOAD_ITEMS = 250  # items per stream h2load sends; a stream cut off by the deadline counts for nothing
 SUBMIT_BATCH = 1_000
 SUBMIT_BATCHES = 20  # at most; fewer when SUBMIT_SECONDS run out
@@ -143,13 +147,15 @@ def match_latency(target: str, token: str, lookups: list[list[Signal]]) -> dict[
     return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
 
 
-def _stream_worker(target: str, token: str, lookups: list[list[Signal]], seconds: float, out: Any) -> None:
+def _stream_worker(
+    target: str, token: str, lookups: list[list[Signal]], seconds: float, per_message: int, out: Any
+) -> None:
     done = 0
     deadline = time.monotonic() + seconds
     with Client(target, token) as client:
         while time.monotonic() < deadline:
             items = ((str(i), s) for i, s in enumerate(lookups))
-            for _ in client.match_stream(items):
+            for _ in client.match_stream(items, per_message=per_message):
                 done += 1
     out.put(done)
 
@@ -157,13 +163,16 @@ def _stream_worker(target: str, token: str, lookups: list[list[Signal]], seconds
 STREAM_CONNECTIONS = 4  # connections (client processes, or h2load's) at once
 
 
-def stream_throughput(target: str, token: str, lookups: list[list[Signal]], clients: int = STREAM_CONNECTIONS) -> float:
-    """Items per second through MatchStream, several client processes at once (each one
-    connection: with two workers, the kernel spreads connections, not streams)."""
+def stream_throughput(
+    target: str, token: str, lookups: list[list[Signal]], clients: int = STREAM_CONNECTIONS, per_message: int = 1
+) -> float:
+    """Items per second through MatchStream (MatchBatchStream with ``per_message`` > 1),
+    several client processes at once (each one connection: with two workers, the kernel
+    spreads connections, not streams)."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     workers = [
-        context.Process(target=_stream_worker, args=(target, token, lookups, STREAM_SECONDS, results))
+        context.Process(target=_stream_worker, args=(target, token, lookups, STREAM_SECONDS, per_message, results))
         for _ in range(clients)
     ]
     started = time.monotonic()
@@ -175,15 +184,23 @@ def stream_throughput(target: str, token: str, lookups: list[list[Signal]], clie
     return total / (time.monotonic() - started)
 
 
-def stream_throughput_h2load(target: str, token: str, lookups: list[list[Signal]], pid: int) -> dict[str, float]:
+def stream_throughput_h2load(
+    target: str, token: str, lookups: list[list[Signal]], pid: int, per_message: int = 1
+) -> dict[str, float]:
     """Items per second through MatchStream driven by nghttp2's h2load (C), STREAM_CONNECTIONS
     connections each with one stream at a time, and the server's CPU per item: the server's capacity
     without the Python clients' own cost on the same two cores. Each stream is one request
-    body of ``H2LOAD_ITEMS`` length-prefixed MatchRequests, answered item by item."""
-    messages = [
-        protocol.match_request(signals, item_id=str(i)).SerializeToString()
-        for i, signals in enumerate(lookups[:H2LOAD_ITEMS])
-    ]
+    body of ``H2LOAD_ITEMS`` length-prefixed MatchRequests, answered item by item; with
+    ``per_message`` > 1, of MatchBatchStream messages of that many items each."""
+    requests = [protocol.match_request(signals, item_id=str(i)) for i, signals in enumerate(lookups[:H2LOAD_ITEMS])]
+    if per_message == 1:
+        messages = [request.SerializeToString() for request in requests]
+    else:
+        messages = [
+            match_pb2.MatchBatchRequest(items=requests[i : i + per_message]).SerializeToString()
+            for i in range(0, len(requests), per_message)
+        ]
+    method = STREAM_METHOD if per_message == 1 else BATCH_STREAM_METHOD
     body = b"".join(b"\0" + len(m).to_bytes(4, "big") + m for m in messages)
     with tempfile.NamedTemporaryFile(suffix=".grpc") as request:
         request.write(body)
@@ -192,7 +209,7 @@ def stream_throughput_h2load(target: str, token: str, lookups: list[list[Signal]
         command = ["h2load", "--clients", str(STREAM_CONNECTIONS), "--threads", "1", "--max-concurrent-streams", "1",
                    "--warm-up-time", "1s", "--duration", f"{STREAM_SECONDS:.0f}s", "--data", request.name,
                    "--header", "content-type: application/grpc", "--header", "te: trailers",
-                   "--header", f"authorization: Bearer {token}", f"http://{target}{STREAM_METHOD}"]  # fmt: skip
+                   "--header", f"authorization: Bearer {token}", f"http://{target}{method}"]  # fmt: skip
         output = subprocess.run(command, capture_output=True, text=True, timeout=STREAM_SECONDS * 10).stdout
         cpu = server_cpu_seconds(pid) - before
     found = re.search(r"(\d+) succeeded, (\d+) failed", output)
@@ -201,7 +218,7 @@ def stream_throughput_h2load(target: str, token: str, lookups: list[list[Signal]
     streams, failed = int(found.group(1)), int(found.group(2))
     if failed:
         raise RuntimeError(f"{failed} MatchStream calls failed under h2load: {output[-2000:]}")
-    items = streams * len(messages)
+    items = streams * len(requests)
     # The server's CPU includes h2load's warm-up second: scale it to the measured window.
     return {
         "items_per_s": items / STREAM_SECONDS,
@@ -265,17 +282,27 @@ def run_size(size: int, workdir: Path) -> dict[str, Any]:
             "server_rss_mb": server_rss(process.pid) / 1e6,
             "match": match_latency(target, token, lookups),
             "stream_items_per_s": stream_throughput(target, token, lookups),
+            "batch_stream_items_per_s": stream_throughput(target, token, lookups, per_message=STREAM_PER_MESSAGE),
         }
         if shutil.which("h2load"):
             row["stream_h2load"] = stream_throughput_h2load(target, token, lookups, process.pid)
+            row["batch_stream_h2load"] = stream_throughput_h2load(
+                target, token, lookups, process.pid, STREAM_PER_MESSAGE
+            )
         # Last: it adds entries to the bank.
         row["submit_batch_per_s"] = batched_submit(target, token, bank.rng)
     # The first server wrote an index snapshot at shutdown: the workers start from it.
     with serving(store_url, workers=2) as (process, target, ready):
         row["ready_from_snapshot_s"] = ready
         row["stream_items_per_s_2_workers"] = stream_throughput(target, token, lookups)
+        row["batch_stream_items_per_s_2_workers"] = stream_throughput(
+            target, token, lookups, per_message=STREAM_PER_MESSAGE
+        )
         if shutil.which("h2load"):
             row["stream_h2load_2_workers"] = stream_throughput_h2load(target, token, lookups, process.pid)
+            row["batch_stream_h2load_2_workers"] = stream_throughput_h2load(
+                target, token, lookups, process.pid, STREAM_PER_MESSAGE
+            )
     return row
 
 
@@ -312,10 +339,20 @@ def print_row(row: dict[str, Any]) -> None:
         f"ready from a snapshot in {row['ready_from_snapshot_s']:.1f} s)",
         flush=True,
     )
-    for key, label in (("stream_h2load", "1 worker"), ("stream_h2load_2_workers", "2 workers")):
+    print(
+        f"    MatchBatchStream ({STREAM_PER_MESSAGE} items a message): {row['batch_stream_items_per_s']:,.0f} "
+        f"items/s ({row['batch_stream_items_per_s_2_workers']:,.0f} with 2 workers)",
+        flush=True,
+    )
+    for key, label in (
+        ("stream_h2load", "MatchStream, 1 worker"),
+        ("stream_h2load_2_workers", "MatchStream, 2 workers"),
+        ("batch_stream_h2load", "MatchBatchStream, 1 worker"),
+        ("batch_stream_h2load_2_workers", "MatchBatchStream, 2 workers"),
+    ):
         if key in row:
             print(
-                f"    MatchStream driven by h2load, {label}: {row[key]['items_per_s']:,.0f} items/s, "
+                f"    {label} driven by h2load: {row[key]['items_per_s']:,.0f} items/s, "
                 f"server CPU {row[key]['server_cpu_ms_per_item']:.3f} ms an item",
                 flush=True,
             )

@@ -116,13 +116,22 @@ class AsyncClient:
         *,
         thresholds: Mapping[str, Threshold] | None = None,
         max_matches: int = 0,
+        per_message: int = 1,
         timeout: float | None = None,
     ) -> AsyncIterator[MatchResult]:
-        requests = (protocol.match_request(signals, thresholds, item_id, max_matches) for item_id, signals in items)
-        call = self._match.MatchStream(requests, timeout=timeout, metadata=self._metadata)
+        """As ``Client.match_stream``: ``per_message`` > 1 sends that many items a message."""
         try:
-            async for response in call:
-                yield protocol.match_result(response)
+            if per_message == 1:
+                requests = (
+                    protocol.match_request(signals, thresholds, item_id, max_matches) for item_id, signals in items
+                )
+                async for response in self._match.MatchStream(requests, timeout=timeout, metadata=self._metadata):
+                    yield protocol.match_result(response)
+            else:
+                messages = protocol.match_batch_requests(items, thresholds, max_matches, per_message)
+                async for message in self._match.MatchBatchStream(messages, timeout=timeout, metadata=self._metadata):
+                    for response in message.items:
+                        yield protocol.match_result(response)
         except grpc.aio.AioRpcError as error:
             raise protocol.api_error(error.code(), error.details(), error.trailing_metadata()) from None
 

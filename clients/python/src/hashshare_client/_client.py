@@ -122,16 +122,30 @@ class Client:
         *,
         thresholds: Mapping[str, Threshold] | None = None,
         max_matches: int = 0,
+        per_message: int = 1,
         timeout: float | None = None,
     ) -> Iterator[MatchResult]:
         """Look up many ``(item_id, signals)`` items on one stream, in order.
 
         A malformed item yields a result with ``.error`` set; the others go on.
+        ``per_message`` > 1 (up to 1000) sends that many items a message
+        (MatchBatchStream), which a backfill wants: the server's cost of a message
+        is spread over its items. An item is sent only once ``per_message`` items
+        (or the last of ``items``) have been read, so a caller that waits for each
+        answer before it sends the next item keeps the default, 1.
         """
-        requests = (protocol.match_request(signals, thresholds, item_id, max_matches) for item_id, signals in items)
         try:
-            for response in self._match.MatchStream(requests, timeout=timeout, metadata=self._metadata):
-                yield protocol.match_result(response)
+            if per_message == 1:
+                requests = (
+                    protocol.match_request(signals, thresholds, item_id, max_matches) for item_id, signals in items
+                )
+                for response in self._match.MatchStream(requests, timeout=timeout, metadata=self._metadata):
+                    yield protocol.match_result(response)
+            else:
+                messages = protocol.match_batch_requests(items, thresholds, max_matches, per_message)
+                for message in self._match.MatchBatchStream(messages, timeout=timeout, metadata=self._metadata):
+                    for response in message.items:
+                        yield protocol.match_result(response)
         except grpc.RpcError as error:
             raise protocol.api_error(error.code(), error.details(), error.trailing_metadata()) from None
 

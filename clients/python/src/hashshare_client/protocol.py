@@ -6,8 +6,9 @@ mapping (verdicts, legal bases, timestamps, signals) exists once.
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -114,6 +115,27 @@ def match_request(
         if threshold.review is not None:
             message.review = threshold.review
     return request
+
+
+def match_batch_requests(
+    items: Iterable[tuple[str, Sequence[Signal]]],
+    thresholds: Mapping[str, Threshold] | None,
+    max_matches: int,
+    per_message: int,
+) -> Iterator[match_pb2.MatchBatchRequest]:
+    """MatchBatchStream messages of ``per_message`` ``(item_id, signals)`` items each (the
+    last may hold fewer), made as ``items`` are read, for the sync and async clients."""
+    if not 1 <= per_message <= MAX_BATCH_ITEMS:
+        raise ValueError(f"per_message must be 1 to {MAX_BATCH_ITEMS}, got {per_message}")
+    iterator = iter(items)
+
+    def messages() -> Iterator[match_pb2.MatchBatchRequest]:
+        while chunk := list(itertools.islice(iterator, per_message)):
+            yield match_pb2.MatchBatchRequest(
+                items=[match_request(signals, thresholds, item_id, max_matches) for item_id, signals in chunk]
+            )
+
+    return messages()
 
 
 def match_result(response: match_pb2.MatchResponse) -> MatchResult:

@@ -27,33 +27,37 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hashshare_client.pb.hashshare.v1 import signal_pb2 as hashshare_dot_v1_dot_signal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashshare/v1/match.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hashshare/v1/signal.proto\"^\n\tThreshold\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x12\n\x05\x62lock\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06review\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_blockB\t\n\x07_review\"\x88\x01\n\x0cMatchRequest\x12%\n\x07signals\x18\x01 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12+\n\nthresholds\x18\x02 \x03(\x0b\x32\x17.hashshare.v1.Threshold\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bmax_matches\x18\x04 \x01(\r\"p\n\x0bSignalMatch\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x05\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12&\n\x07verdict\x18\x04 \x01(\x0e\x32\x15.hashshare.v1.Verdict\"\xf0\x01\n\x0cMatchedEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x13\n\x0bsignal_type\x18\x02 \x01(\t\x12\x10\n\x08\x64istance\x18\x03 \x01(\x05\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x16\n\x0e\x63orroborations\x18\x06 \x01(\x05\x12&\n\x07verdict\x18\x07 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12+\n\x08\x65vidence\x18\x08 \x03(\x0b\x32\x19.hashshare.v1.SignalMatch\x12\x14\n\x0cheld_reasons\x18\t \x03(\t\"\x90\x02\n\rMatchResponse\x12&\n\x07verdict\x18\x01 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12+\n\x07matches\x18\x02 \x03(\x0b\x32\x1a.hashshare.v1.MatchedEntry\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.hashshare.v1.ItemError\x12,\n\x07skipped\x18\x05 \x03(\x0b\x32\x1b.hashshare.v1.SkippedSignal\x12,\n\x07limited\x18\x06 \x03(\x0b\x32\x1b.hashshare.v1.SkippedSignal\x12\x15\n\rtotal_matches\x18\x07 \x01(\r\"4\n\rSkippedSignal\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x85\x01\n\x0c\x41\x63tionReport\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12$\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x14.hashshare.v1.Action\x12,\n\x08\x61\x63ted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07item_id\x18\x04 \x01(\t\"V\n\x13ReportActionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\x1a.hashshare.v1.ActionReport\"(\n\x14ReportActionResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05*\x91\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x43TION_BLOCKED\x10\x01\x12\x19\n\x15\x41\x43TION_SENT_TO_REVIEW\x10\x02\x12\x1f\n\x1b\x41\x43TION_ALLOWED_AFTER_REVIEW\x10\x03\x12\x1f\n\x1b\x41\x43TION_REMOVED_AFTER_REVIEW\x10\x04\x32\xf3\x01\n\x0cMatchService\x12@\n\x05Match\x12\x1a.hashshare.v1.MatchRequest\x1a\x1b.hashshare.v1.MatchResponse\x12J\n\x0bMatchStream\x12\x1a.hashshare.v1.MatchRequest\x1a\x1b.hashshare.v1.MatchResponse(\x01\x30\x01\x12U\n\x0cReportAction\x12!.hashshare.v1.ReportActionRequest\x1a\".hashshare.v1.ReportActionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashshare/v1/match.proto\x12\x0chashshare.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hashshare/v1/signal.proto\"^\n\tThreshold\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x12\n\x05\x62lock\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06review\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_blockB\t\n\x07_review\"\x88\x01\n\x0cMatchRequest\x12%\n\x07signals\x18\x01 \x03(\x0b\x32\x14.hashshare.v1.Signal\x12+\n\nthresholds\x18\x02 \x03(\x0b\x32\x17.hashshare.v1.Threshold\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bmax_matches\x18\x04 \x01(\r\">\n\x11MatchBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.hashshare.v1.MatchRequest\"@\n\x12MatchBatchResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.hashshare.v1.MatchResponse\"p\n\x0bSignalMatch\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x05\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12&\n\x07verdict\x18\x04 \x01(\x0e\x32\x15.hashshare.v1.Verdict\"\xf0\x01\n\x0cMatchedEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x13\n\x0bsignal_type\x18\x02 \x01(\t\x12\x10\n\x08\x64istance\x18\x03 \x01(\x05\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x16\n\x0e\x63orroborations\x18\x06 \x01(\x05\x12&\n\x07verdict\x18\x07 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12+\n\x08\x65vidence\x18\x08 \x03(\x0b\x32\x19.hashshare.v1.SignalMatch\x12\x14\n\x0cheld_reasons\x18\t \x03(\t\"\x90\x02\n\rMatchResponse\x12&\n\x07verdict\x18\x01 \x01(\x0e\x32\x15.hashshare.v1.Verdict\x12+\n\x07matches\x18\x02 \x03(\x0b\x32\x1a.hashshare.v1.MatchedEntry\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.hashshare.v1.ItemError\x12,\n\x07skipped\x18\x05 \x03(\x0b\x32\x1b.hashshare.v1.SkippedSignal\x12,\n\x07limited\x18\x06 \x03(\x0b\x32\x1b.hashshare.v1.SkippedSignal\x12\x15\n\rtotal_matches\x18\x07 \x01(\r\"4\n\rSkippedSignal\x12\x13\n\x0bsignal_type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x85\x01\n\x0c\x41\x63tionReport\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12$\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x14.hashshare.v1.Action\x12,\n\x08\x61\x63ted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07item_id\x18\x04 \x01(\t\"V\n\x13ReportActionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\x1a.hashshare.v1.ActionReport\"(\n\x14ReportActionResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05*\x91\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x43TION_BLOCKED\x10\x01\x12\x19\n\x15\x41\x43TION_SENT_TO_REVIEW\x10\x02\x12\x1f\n\x1b\x41\x43TION_ALLOWED_AFTER_REVIEW\x10\x03\x12\x1f\n\x1b\x41\x43TION_REMOVED_AFTER_REVIEW\x10\x04\x32\xce\x02\n\x0cMatchService\x12@\n\x05Match\x12\x1a.hashshare.v1.MatchRequest\x1a\x1b.hashshare.v1.MatchResponse\x12J\n\x0bMatchStream\x12\x1a.hashshare.v1.MatchRequest\x1a\x1b.hashshare.v1.MatchResponse(\x01\x30\x01\x12Y\n\x10MatchBatchStream\x12\x1f.hashshare.v1.MatchBatchRequest\x1a .hashshare.v1.MatchBatchResponse(\x01\x30\x01\x12U\n\x0cReportAction\x12!.hashshare.v1.ReportActionRequest\x1a\".hashshare.v1.ReportActionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashshare.v1.match_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=1290
-  _globals['_ACTION']._serialized_end=1435
+  _globals['_ACTION']._serialized_start=1420
+  _globals['_ACTION']._serialized_end=1565
   _globals['_THRESHOLD']._serialized_start=102
   _globals['_THRESHOLD']._serialized_end=196
   _globals['_MATCHREQUEST']._serialized_start=199
   _globals['_MATCHREQUEST']._serialized_end=335
-  _globals['_SIGNALMATCH']._serialized_start=337
-  _globals['_SIGNALMATCH']._serialized_end=449
-  _globals['_MATCHEDENTRY']._serialized_start=452
-  _globals['_MATCHEDENTRY']._serialized_end=692
-  _globals['_MATCHRESPONSE']._serialized_start=695
-  _globals['_MATCHRESPONSE']._serialized_end=967
-  _globals['_SKIPPEDSIGNAL']._serialized_start=969
-  _globals['_SKIPPEDSIGNAL']._serialized_end=1021
-  _globals['_ACTIONREPORT']._serialized_start=1024
-  _globals['_ACTIONREPORT']._serialized_end=1157
-  _globals['_REPORTACTIONREQUEST']._serialized_start=1159
-  _globals['_REPORTACTIONREQUEST']._serialized_end=1245
-  _globals['_REPORTACTIONRESPONSE']._serialized_start=1247
-  _globals['_REPORTACTIONRESPONSE']._serialized_end=1287
-  _globals['_MATCHSERVICE']._serialized_start=1438
-  _globals['_MATCHSERVICE']._serialized_end=1681
+  _globals['_MATCHBATCHREQUEST']._serialized_start=337
+  _globals['_MATCHBATCHREQUEST']._serialized_end=399
+  _globals['_MATCHBATCHRESPONSE']._serialized_start=401
+  _globals['_MATCHBATCHRESPONSE']._serialized_end=465
+  _globals['_SIGNALMATCH']._serialized_start=467
+  _globals['_SIGNALMATCH']._serialized_end=579
+  _globals['_MATCHEDENTRY']._serialized_start=582
+  _globals['_MATCHEDENTRY']._serialized_end=822
+  _globals['_MATCHRESPONSE']._serialized_start=825
+  _globals['_MATCHRESPONSE']._serialized_end=1097
+  _globals['_SKIPPEDSIGNAL']._serialized_start=1099
+  _globals['_SKIPPEDSIGNAL']._serialized_end=1151
+  _globals['_ACTIONREPORT']._serialized_start=1154
+  _globals['_ACTIONREPORT']._serialized_end=1287
+  _globals['_REPORTACTIONREQUEST']._serialized_start=1289
+  _globals['_REPORTACTIONREQUEST']._serialized_end=1375
+  _globals['_REPORTACTIONRESPONSE']._serialized_start=1377
+  _globals['_REPORTACTIONRESPONSE']._serialized_end=1417
+  _globals['_MATCHSERVICE']._serialized_start=1568
+  _globals['_MATCHSERVICE']._serialized_end=1902
 # @@protoc_insertion_point(module_scope)

@@ -131,9 +131,55 @@ class MatchRequest(_message.Message):
 Global___MatchRequest: _TypeAlias = MatchRequest  # noqa: Y015
 
 @_typing.final
-class SignalMatch(_message.Message):
+class MatchBatchRequest(_message.Message):
     """How one signal of the query matched one signal of an entry."""
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchRequest]:
+        """1 to 1000 items; none or more ends the stream with INVALID_ARGUMENT
+        naming "items" (the responses sent before it stand).
+        """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___MatchRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchBatchRequest: _TypeAlias = MatchBatchRequest  # noqa: Y015
+
+@_typing.final
+class MatchBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchResponse]:
+        """Responses to the next items sent, in order."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___MatchResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchBatchResponse: _TypeAlias = MatchBatchResponse  # noqa: Y015
+
+@_typing.final
+class SignalMatch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SIGNAL_TYPE_FIELD_NUMBER: _builtins.int

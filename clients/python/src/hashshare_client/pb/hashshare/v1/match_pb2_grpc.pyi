@@ -41,6 +41,14 @@ class MatchServiceStub:
     order of the requests and echo each request's item_id. A malformed item
     gets a response with `error` set; the stream goes on.
     """
+    MatchBatchStream: _grpc.StreamStreamMultiCallable[_match_pb2.MatchBatchRequest, _match_pb2.MatchBatchResponse]
+    """MatchStream with many items a message, for backfills at volume: a
+    stream message costs the server about 0.2 ms whatever it carries, as
+    much as looking up an item that matches nothing. Each request carries 1
+    to 1000 items; their responses come in order, in one or more response
+    messages of at most about 3 MiB each, and echo each item_id. A malformed
+    item gets a response with `error` set; the stream goes on.
+    """
     ReportAction: _grpc.UnaryUnaryMultiCallable[_match_pb2.ReportActionRequest, _match_pb2.ReportActionResponse]
     """What the platform did with matched items: the input of spread analytics
     and of the quarterly review.
@@ -57,6 +65,14 @@ class MatchServiceAsyncStub(MatchServiceStub):
     """Looks up many items on one stream, for backfills. Responses come in the
     order of the requests and echo each request's item_id. A malformed item
     gets a response with `error` set; the stream goes on.
+    """
+    MatchBatchStream: _aio.StreamStreamMultiCallable[_match_pb2.MatchBatchRequest, _match_pb2.MatchBatchResponse]  # type: ignore[assignment]
+    """MatchStream with many items a message, for backfills at volume: a
+    stream message costs the server about 0.2 ms whatever it carries, as
+    much as looking up an item that matches nothing. Each request carries 1
+    to 1000 items; their responses come in order, in one or more response
+    messages of at most about 3 MiB each, and echo each item_id. A malformed
+    item gets a response with `error` set; the stream goes on.
     """
     ReportAction: _aio.UnaryUnaryMultiCallable[_match_pb2.ReportActionRequest, _match_pb2.ReportActionResponse]  # type: ignore[assignment]
     """What the platform did with matched items: the input of spread analytics
@@ -83,6 +99,20 @@ class MatchServiceServicer(metaclass=_abc_1.ABCMeta):
         """Looks up many items on one stream, for backfills. Responses come in the
         order of the requests and echo each request's item_id. A malformed item
         gets a response with `error` set; the stream goes on.
+        """
+
+    @_abc_1.abstractmethod
+    def MatchBatchStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_match_pb2.MatchBatchRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_match_pb2.MatchBatchResponse], _abc.AsyncIterator[_match_pb2.MatchBatchResponse]]:
+        """MatchStream with many items a message, for backfills at volume: a
+        stream message costs the server about 0.2 ms whatever it carries, as
+        much as looking up an item that matches nothing. Each request carries 1
+        to 1000 items; their responses come in order, in one or more response
+        messages of at most about 3 MiB each, and echo each item_id. A malformed
+        item gets a response with `error` set; the stream goes on.
         """
 
     @_abc_1.abstractmethod
