@@ -187,6 +187,35 @@ def test_mih_equals_brute_force_while_a_merge_is_held() -> None:
     assert not merge_threads(), "merge threads end with their merges: an idle index may fork"
 
 
+def test_a_snapshot_does_not_wait_for_a_merge_that_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SNAPSHOT_MERGE_WAIT the snapshot takes the live rows without the search structure
+    (a restart rebuilds it) instead of waiting for merges a busy feed may never let end."""
+    monkeypatch.setattr(segments, "SNAPSHOT_MERGE_WAIT", 0.05)
+    monkeypatch.setattr(mih, "choose_widths", lambda bits, rows, radius, compact: [12] * 8)  # no flat scans
+    rng = np.random.default_rng(29)
+    bank = clustered(rng, 2000, 4, max_flips=20)
+    index = HeldMIHIndex(32, design_radius=31, held_rows=1500)
+    index.add_many(np.arange(1000), np.arange(1000) + 5, bank[:1000])
+    assert index.remove(7)  # a tombstone the merge leaves behind
+    index.add_many(np.arange(1000, 1800), np.arange(1000, 1800) + 5, bank[1000:1800])  # their merge is held
+    try:
+        assert index.holding.wait(timeout=30)
+        started = time.monotonic()
+        (row_ids, entry_ids, values), structure = index.export_snapshot()
+        assert time.monotonic() - started < 10, "the snapshot waited for the held merge"
+        assert structure is None
+        assert row_ids.tolist() == [r for r in range(1800) if r != 7]
+        assert entry_ids.tolist() == [r + 5 for r in range(1800) if r != 7]
+        assert np.array_equal(values, np.delete(bank[:1800], 7, axis=0))
+    finally:
+        index.gate.set()
+    assert index.wait_merged(timeout=30)
+    assert index.segment_sizes() == [1799]
+    (row_ids, _, _), structure = index.export_snapshot()
+    assert len(row_ids) == 1799
+    assert structure is not None, "once merged into one segment without tombstones, the structure goes too"
+
+
 def test_small_merges_go_on_while_a_large_one_is_held() -> None:
     # Lanes: with a 256-row delta, merges into fewer than 4096 rows are lane 0, larger ones
     # lane 1. The feed freezes a segment every 256 rows; they are merged meanwhile.

@@ -60,6 +60,9 @@ MAX_DEAD_SHARE = 0.25
 # a new small segment every DELTA_CAPACITY rows and searches would scan each of them. Lanes
 # grow geometrically, so few run at once (three at 10M rows), each on its own thread.
 LANE_RATIO = 16
+# Seconds a snapshot waits for merges to end before it exports rows without the search
+# structure; a merge into 10M PDQ rows takes about 12 s here.
+SNAPSHOT_MERGE_WAIT = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -494,8 +497,11 @@ class SegmentedIndex(SubIndex):
         raise ValueError(f"{type(self).__name__} cannot load a structure")
 
     def export_snapshot(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray] | None]:
-        # A structure is exported only for one whole segment, which a merge may be making.
-        self.wait_merged()
+        # A structure is exported only for one whole segment, which a merge may be making. A feed
+        # that never pauses can keep merges coming: past SNAPSHOT_MERGE_WAIT the rows go without
+        # it (a restart then rebuilds the structure), rather than the snapshot never being taken.
+        if not self.wait_merged(SNAPSHOT_MERGE_WAIT):
+            return self.export_rows(), None
         with self._lock:
             state = self._state
             whole = (
