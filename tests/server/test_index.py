@@ -372,6 +372,9 @@ def test_chunking_follows_bank_size_and_pigeonhole() -> None:
     # Fewer, wider tables for a large PDQ bank: some bits are left out of every chunk.
     pdq = choose_widths(256, 10_000_000, 31)
     assert pdq is not None and len(pdq) <= 11 and sum(pdq) < 256
+    # The chunk probed one bit deeper (the first, at radius 12 over four chunks) is the widest.
+    phash = choose_widths(64, 1_000_000, 12)
+    assert phash is not None and len(phash) == 4 and phash[0] > phash[-1] and sum(phash) == 64
     # Memory is priced by the megabyte: at 1M rows a few MB more buys more, faster tables.
     mid = choose_widths(256, 1_000_000, 31)
     assert mid is not None and len(mid) > len(pdq)

@@ -99,11 +99,14 @@ def scan_cost(rows: int, words: int) -> float:
     return rows * min(words, 2) * _NS_SCAN_WORD
 
 
-def chunkings(bits: int, max_width: int, leave_bits_out: bool) -> list[list[int]]:
+def chunkings(bits: int, max_width: int, leave_bits_out: bool, radius: int) -> list[list[int]]:
     """Candidate chunk widths: every even split of all ``bits`` and, if ``leave_bits_out``,
     ``m`` equal chunks that leave some bits out. The pigeonhole bound needs disjoint chunks,
     not chunks covering every bit, so fewer, wider tables (memory) can be had without keys
-    wider than the bank warrants."""
+    wider than the bank warrants. And splits whose chunks probed one bit deeper at ``radius``
+    (the first ones, see chunk_radii) are wider than the rest: a deeper ball holds more keys,
+    and a wider chunk keeps their buckets small (pHash at radius 12, 1M rows: 16, 16, 16, 16
+    bits 0.136 ms a query batched, 18, 16, 15, 15 bits 0.124)."""
     options = []
     for chunks in range(1, bits + 1):
         widths = split(bits, chunks)
@@ -113,6 +116,17 @@ def chunkings(bits: int, max_width: int, leave_bits_out: bool) -> list[list[int]
             options.append(widths)
         if leave_bits_out:
             options.extend([width] * chunks for width in range(6, min(max_width, bits // chunks) + 1))
+        deep = radius % chunks + 1
+        shallow = chunks - deep
+        for wide in range(7, max_width + 1) if shallow else ():
+            rest = bits - deep * wide
+            if rest < 6 * shallow:
+                break
+            narrow = split(rest, shallow)
+            if narrow[0] < wide:
+                options.append([wide] * deep + narrow)
+            if leave_bits_out:
+                options.extend([wide] * deep + [width] * shallow for width in range(6, min(wide, rest // shallow + 1)))
     return options
 
 
@@ -123,7 +137,7 @@ def choose_widths(bits: int, rows: int, radius: int, compact: bool = True) -> li
     # A table much larger than the segment wastes memory and gains nothing.
     max_width = min(_MAX_TABLE_BITS, max(12, math.ceil(math.log2(max(rows, 2)))))
     options = []
-    for widths in chunkings(bits, max_width, leave_bits_out=compact):
+    for widths in chunkings(bits, max_width, compact, radius):
         cost, probes = probe_cost(widths, radius, rows, words)
         if probes <= _MAX_PROBES:
             price = _NS_PER_TABLE_MB * table_bytes(widths, rows, compact) * rows / 1e6
