@@ -46,6 +46,7 @@ _MAX_PROBES = 200_000  # beyond this the ball has exploded: scan instead
 # bytes a row more). A 64-bit index keeps its fastest chunking at every size.
 _NS_PER_TABLE_MB = 600.0
 
+_MAX_SKEW = 3  # bits by which a chunk probed deeper may be wider than the others (see chunkings)
 _COMPACT_WORDS = 4  # hashes of this many 64-bit words and more get compact tables
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _SCAN_BLOCK = 1 << 20  # words per block of a batched flat scan
@@ -56,6 +57,7 @@ _SCAN_BLOCK = 1 << 20  # words per block of a batched flat scan
 _BLOCK_WORK = 200_000
 
 
+@functools.lru_cache(maxsize=4096)  # the choice of chunking prices thousands of splits over a few widths
 def ball_size(width: int, radius: int) -> int:
     """Keys within ``radius`` bits of a ``width``-bit key."""
     return sum(math.comb(width, i) for i in range(min(radius, width) + 1)) if radius >= 0 else 0
@@ -122,17 +124,22 @@ def chunkings(bits: int, max_width: int, leave_bits_out: bool, radius: int) -> l
             rest = bits - deep * wide
             if rest < 6 * shallow:
                 break
+            # A few bits wider at most: beyond that the shallow tables' buckets swell (and
+            # pricing thousands of splits would cost a segment build tens of milliseconds).
             narrow = split(rest, shallow)
-            if narrow[0] < wide:
+            if wide - _MAX_SKEW <= narrow[0] < wide:
                 options.append([wide] * deep + narrow)
             if leave_bits_out:
-                options.extend([wide] * deep + [width] * shallow for width in range(6, min(wide, rest // shallow + 1)))
+                narrower = range(max(6, wide - _MAX_SKEW), min(wide, rest // shallow + 1))
+                options.extend([wide] * deep + [width] * shallow for width in narrower)
     return options
 
 
+# Pricing ~1,100 splits of 256 bits takes ~10 ms, and the feed freezes segments of one size.
+@functools.lru_cache(maxsize=1024)
 def choose_widths(bits: int, rows: int, radius: int, compact: bool = True) -> list[int] | None:
     """The chunking for a segment of ``rows`` hashes searched at ``radius`` (in compact or plain
-    tables, see buckets.py); None to scan flat."""
+    tables, see buckets.py); None to scan flat. The list is cached: callers copy it to change it."""
     words = bits // 64
     # A table much larger than the segment wastes memory and gains nothing.
     max_width = min(_MAX_TABLE_BITS, max(12, math.ceil(math.log2(max(rows, 2)))))
@@ -258,9 +265,10 @@ class MIHIndex(SegmentedIndex):
         return np.frombuffer(joined, dtype=np.uint64).reshape(len(values), self._words)
 
     def build(self, values: np.ndarray) -> MultiIndex | None:
-        widths = choose_widths(self._bits, len(values), self._design_radius, self._words >= _COMPACT_WORDS)
-        if widths is None:
+        chosen = choose_widths(self._bits, len(values), self._design_radius, self._words >= _COMPACT_WORDS)
+        if chosen is None:
             return None
+        widths = list(chosen)  # the choice is cached: the structure keeps its own copy
         starts = [sum(widths[:i]) for i in range(len(widths))]
         keys = [extract(values, s, w) for s, w in zip(starts, widths, strict=True)]
         # A 256-bit candidate costs a cache miss to verify, which hides the unpacking of compact
