@@ -49,7 +49,7 @@ from ..model import (
     TrustLevel,
 )
 from .rollups import ActionRecord, ActionTally, Dimension, Key, Rollup, SightingTally, SubmissionTally
-from .sighting_cells import SightingCells, fold_sightings
+from .sighting_cells import SightingCells, fold_objects
 
 
 @dataclass(frozen=True)
@@ -366,7 +366,7 @@ class Store(abc.ABC):
     # Sightings
 
     def add_sightings(self, sightings: Sequence[Sighting]) -> None:
-        self.add_sighting_cells(fold_sightings(sightings))
+        self.add_sighting_cells(fold_objects(sightings))
 
     @abc.abstractmethod
     def add_sighting_cells(self, cells: SightingCells) -> None:

@@ -73,8 +73,8 @@ def fold(entry_ids: np.ndarray, member_ids: np.ndarray, times: np.ndarray) -> Si
     )
 
 
-def fold_sightings(sightings: Sequence[Sighting]) -> SightingCells:
-    """``fold`` of sighting objects."""
+def fold_objects(sightings: Sequence[Sighting]) -> SightingCells:
+    """``fold`` of sighting objects (``rollups.fold_sightings`` is another thing: it folds cells into tallies)."""
     return fold(
         np.fromiter((s.entry_id for s in sightings), dtype=np.int64, count=len(sightings)),
         np.fromiter((s.member_id for s in sightings), dtype=np.int64, count=len(sightings)),

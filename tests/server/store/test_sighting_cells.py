@@ -14,7 +14,7 @@ from hashshare.model import MemberSightings, Sighting, SightingStats
 from hashshare.sightings import SightingRecorder
 from hashshare.store import Store
 from hashshare.store.rollups import hour_of
-from hashshare.store.sighting_cells import fold, fold_sightings
+from hashshare.store.sighting_cells import fold, fold_objects
 
 from .test_store_contract import draft, member, sha256, submit
 
@@ -48,7 +48,7 @@ def test_folding_columns_equals_folding_sighting_by_sighting() -> None:
 
 def test_folding_nothing_gives_no_cells() -> None:
     assert len(fold(np.zeros(0), np.zeros(0), np.zeros(0))) == 0
-    assert len(fold_sightings([])) == 0
+    assert len(fold_objects([])) == 0
 
 
 def test_the_recorder_writes_every_queued_sighting_in_parts(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +64,7 @@ def test_the_recorder_writes_every_queued_sighting_in_parts(store: Store, monkey
     recorder.record_matches(alpha, MIDNIGHT + 3600 + 9, [])
     assert recorder.flush() == 4
     assert recorder.flush() == 0, "nothing is written twice"
-    expected = fold_sightings(
+    expected = fold_objects(
         [
             Sighting(first, beta, MIDNIGHT + 5, "block"),
             Sighting(second, beta, MIDNIGHT + 5, "block"),
